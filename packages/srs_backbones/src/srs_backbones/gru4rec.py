@@ -1,0 +1,44 @@
+"""GRU4Rec: a recurrent session encoder (Hidasi et al., ICLR 2016, arXiv:1511.06939).
+
+Used, as in SASRec's and RecBole's comparisons, as an encoder over item embeddings:
+embedding dropout, a stacked GRU, and a linear projection back to the item dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from .layers import check_inputs
+
+
+@dataclass(frozen=True)
+class GRU4RecConfig:
+    dim: int = 64
+    hidden_dim: int | None = None  # GRU state size; None = dim
+    num_layers: int = 1
+    dropout: float = 0.2  # on the input embeddings (and between GRU layers when num_layers > 1)
+    max_len: int = 50
+
+
+class GRU4Rec(nn.Module):
+    """Causal by construction: a left-to-right GRU. Right padding comes after every real item, so
+    the outputs at real positions are exactly those of the unpadded sequence, without packing."""
+
+    causal = True
+
+    def __init__(self, config: GRU4RecConfig = GRU4RecConfig()):
+        super().__init__()
+        self.config = config
+        self.dim, self.max_len = config.dim, config.max_len
+        hidden = config.hidden_dim or config.dim
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.gru = nn.GRU(config.dim, hidden, num_layers=config.num_layers, batch_first=True,
+                          dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.proj = nn.Linear(hidden, config.dim)
+
+    def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        check_inputs(x, padding_mask, self.dim, self.max_len)
+        h, _ = self.gru(self.emb_dropout(x))  # (B, N, hidden)
+        return self.proj(h) * (~padding_mask).unsqueeze(-1).to(h.dtype)

@@ -1,0 +1,159 @@
+"""Building blocks shared by the Transformer encoders: attention, feed-forward, positions, block, stack.
+
+SASRec and BERT4Rec differ only in the mask (causal or bidirectional), the layer-norm placement
+and a few sizes, so both are a :class:`TransformerStack` with a different configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NormPlacement = Literal["sasrec", "pre", "post"]
+Activation = Literal["relu", "gelu"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {sorted(choices)}")
+
+
+def attention_mask(padding_mask: Tensor, causal: bool) -> Tensor | None:
+    """The boolean ``attn_mask`` for SDPA (True = may attend), or None when ``is_causal`` suffices.
+
+    With right padding a causal encoder never needs a mask: padding keys lie after every real
+    query. Returning None there is what keeps the Flash kernel eligible (it accepts no attn_mask).
+    """
+    if causal:
+        return None
+    visible = ~padding_mask
+    # Right padding puts a real item at position 0 of every non-empty row; keeping that key
+    # visible for an all-padding row too avoids a fully masked softmax (NaN) and changes nothing else.
+    visible[:, 0] = True
+    return visible[:, None, None, :]  # (B, 1, 1, N): every query sees every real key
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention`` (fused kernels on CUDA)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # (B, h, N, d/h)
+
+    def forward(self, query: Tensor, key_value: Tensor, *, causal: bool, attn_mask: Tensor | None) -> Tensor:
+        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key_value)), self._split(self.v_proj(key_value))
+        out = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal and attn_mask is None,
+        )  # (B, h, N, d/h)
+        b, _, n, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward: Linear -> activation -> dropout -> Linear."""
+
+    def __init__(self, dim: int, inner_dim: int, dropout: float, activation: Activation):
+        super().__init__()
+        check_choice("activation", activation, _ACTIVATIONS)
+        self.net = nn.Sequential(
+            nn.Linear(dim, inner_dim), _ACTIVATIONS[activation](), nn.Dropout(dropout), nn.Linear(inner_dim, dim)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class TransformerBlock(nn.Module):
+    """One self-attention + feed-forward block, with three layer-norm placements.
+
+    - ``"sasrec"``: Kang & McAuley's original. Only the *queries* are layer-normed, the residual
+      starts from the normed queries, and the feed-forward input is normed (the TF code and
+      pmixer/SASRec.pytorch do the same). A final layer norm closes the stack.
+    - ``"pre"``: standard pre-LN (norm, sublayer, residual), final layer norm.
+    - ``"post"``: BERT / RecBole post-LN (sublayer, residual, norm).
+    """
+
+    def __init__(self, dim: int, num_heads: int, inner_dim: int, dropout: float, activation: Activation,
+                 norm: NormPlacement, eps: float):
+        super().__init__()
+        check_choice("norm", norm, ("sasrec", "pre", "post"))
+        self.norm = norm
+        self.attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.ffn = FeedForward(dim, inner_dim, dropout, activation)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, *, causal: bool, attn_mask: Tensor | None) -> Tensor:
+        if self.norm == "post":
+            x = self.norm1(x + self.drop(self.attn(x, x, causal=causal, attn_mask=attn_mask)))
+            return self.norm2(x + self.drop(self.ffn(x)))
+        if self.norm == "pre":
+            h = self.norm1(x)
+            x = x + self.drop(self.attn(h, h, causal=causal, attn_mask=attn_mask))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        # "sasrec": keys and values stay un-normed and the attention output has no dropout of its
+        # own (only the attention weights do), as in the original.
+        q = self.norm1(x)
+        x = q + self.attn(q, x, causal=causal, attn_mask=attn_mask)
+        x = self.norm2(x)
+        return x + self.drop(self.ffn(x))
+
+
+class TransformerStack(nn.Module):
+    """Learned positions + ``num_layers`` blocks; the body of SASRec and BERT4Rec."""
+
+    def __init__(self, *, dim: int, num_layers: int, num_heads: int, inner_dim: int, dropout: float,
+                 max_len: int, activation: Activation, norm: NormPlacement, eps: float, causal: bool,
+                 scale_input: bool):
+        super().__init__()
+        self.dim, self.max_len, self.causal, self.norm = dim, max_len, causal, norm
+        self.scale = math.sqrt(dim) if scale_input else 1.0
+        self.positions = nn.Embedding(max_len, dim)
+        # post-LN (BERT, RecBole) normalises the input; pre-LN and "sasrec" normalise the output.
+        self.in_norm = nn.LayerNorm(dim, eps=eps) if norm == "post" else nn.Identity()
+        self.out_norm = nn.Identity() if norm == "post" else nn.LayerNorm(dim, eps=eps)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, num_heads, inner_dim, dropout, activation, norm, eps) for _ in range(num_layers)
+        )
+
+    def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        check_inputs(x, padding_mask, self.dim, self.max_len)
+        keep = (~padding_mask).unsqueeze(-1).to(x.dtype)  # (B, N, 1)
+        positions = torch.arange(x.shape[1], device=x.device)  # right padding: index == position
+        h = self.drop(self.in_norm(x * self.scale + self.positions(positions))) * keep
+        attn_mask = attention_mask(padding_mask, self.causal)
+        for block in self.blocks:
+            h = block(h, causal=self.causal, attn_mask=attn_mask) * keep
+        return self.out_norm(h) * keep
+
+
+def check_inputs(x: Tensor, padding_mask: Tensor, dim: int, max_len: int) -> None:
+    if x.dim() != 3 or x.shape[-1] != dim:
+        raise ValueError(f"expected item embeddings of shape (B, N, {dim}), got {tuple(x.shape)}")
+    if padding_mask.shape != x.shape[:2] or padding_mask.dtype != torch.bool:
+        raise ValueError(f"padding_mask must be a bool tensor of shape {tuple(x.shape[:2])}, "
+                         f"got {padding_mask.dtype} {tuple(padding_mask.shape)}")
+    if x.shape[1] > max_len:
+        raise ValueError(f"sequence length {x.shape[1]} exceeds max_len={max_len}")

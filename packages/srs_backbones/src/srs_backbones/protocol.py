@@ -1,0 +1,36 @@
+"""The one contract every sequence encoder meets.
+
+Padding convention (used everywhere in this package and by its callers): sequences are
+**right-padded**. Row ``b`` holds the user's items oldest first at positions ``0 .. len_b - 1``;
+positions ``len_b .. N - 1`` are padding, marked ``True`` in ``padding_mask``.
+
+Why right padding: for a causal encoder every padding position lies in the future of every real
+position, so the causal mask alone already keeps padding out of real outputs. Attention then needs
+no explicit mask at all (``is_causal=True``), which keeps PyTorch's fused Flash kernel eligible on
+CUDA, and a GRU needs no packing. Position ``t`` is also the item's position counted from the
+oldest item of the window, so adding padding changes no position index.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class SequenceEncoder(Protocol):
+    """Maps item embeddings ``x`` (B, N, d) to contextual states (B, N, d).
+
+    ``padding_mask`` (B, N) is ``True`` at padding positions. Outputs at padding positions are zero.
+    ``causal`` says whether the output at position t depends only on positions <= t (SASRec,
+    GRU4Rec) or on the whole sequence (BERT4Rec).
+    """
+
+    causal: bool
+    dim: int
+    max_len: int
+
+    def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor: ...
+
+    def __call__(self, x: Tensor, padding_mask: Tensor) -> Tensor: ...
