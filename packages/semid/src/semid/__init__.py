@@ -1,0 +1,44 @@
+"""semid: item text -> embeddings -> Semantic IDs (RQ-VAE, RQ, PQ, VQ) with collision statistics.
+
+    import semid
+    s = semid.encode_catalogue("items.jsonl", "out/")   # or: semid encode items.jsonl -o out/
+    s = semid.load("out/")
+    s.codes, s.sid("B004756YJA"), s.embedding(dim=64)(torch.tensor([0, 1]))
+"""
+
+__version__ = "0.1.0"
+
+from semid.code_embedding import CodeEmbedding  # noqa: E402
+from semid.collisions import collision_stats, dedup_codes, format_stats  # noqa: E402
+from semid.config import EmbedConfig, QuantizerConfig, ReadConfig  # noqa: E402
+from semid.embed import Embedder, embed_texts  # noqa: E402
+from semid.errors import SemidError  # noqa: E402
+from semid.items import ItemSet, read_items  # noqa: E402
+from semid.pipeline import embed_catalogue, encode_catalogue  # noqa: E402
+from semid.quantize import Quantizer, build_quantizer, load_quantizer, relative_error  # noqa: E402
+from semid.semantic_ids import SemanticIDs, load  # noqa: E402
+from semid.vectors import read_embeddings  # noqa: E402
+
+__all__ = [
+    "CodeEmbedding",
+    "EmbedConfig",
+    "Embedder",
+    "ItemSet",
+    "QuantizerConfig",
+    "Quantizer",
+    "ReadConfig",
+    "SemanticIDs",
+    "SemidError",
+    "build_quantizer",
+    "collision_stats",
+    "dedup_codes",
+    "embed_catalogue",
+    "embed_texts",
+    "encode_catalogue",
+    "format_stats",
+    "load",
+    "load_quantizer",
+    "read_embeddings",
+    "read_items",
+    "relative_error",
+]

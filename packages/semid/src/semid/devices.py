@@ -1,0 +1,37 @@
+"""Device and precision resolution shared by the encoder and the quantizers (CPU and CUDA, same code)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from semid.errors import fail
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without CUDA is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise fail(None, None, "device", "is 'cuda' but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU. Half precision needs CUDA."""
+    if device.type != "cuda":
+        if name in ("fp16", "bf16"):
+            raise fail(None, None, "precision", f"is {name!r}, which semid only uses on CUDA; use fp32 or auto")
+        return "fp32"
+    if name == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return name
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """torch.autocast for fp16/bf16 on CUDA; a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

