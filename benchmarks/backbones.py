@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from srs_backbones import build_encoder
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
-
-from srs_backbones import build_encoder
 
 HERE = Path(__file__).parent
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from srs_backbones import append_mask_token, cloze_mask
 
 MASK = 99

@@ -6,9 +6,8 @@ import math
 import shutil
 
 import pytest
-import torch
-
 import srs_backbones
+import torch
 from srs_backbones import ENCODERS, build_encoder, layers
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

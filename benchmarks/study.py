@@ -1,0 +1,233 @@
+"""The H2Rec study on real data: the paper's tables, rerun with this toolkit (issue 5).
+
+One command per table. Every run lives in its own folder under benchmarks/work/runs/ (gitignored):
+a finished run (results.json present) is skipped, an interrupted one resumes from its last
+checkpoint, so the study can be completed in pieces across sittings.
+
+    python benchmarks/study.py prepare  --datasets beauty yelp      # semantic IDs for each dataset
+    python benchmarks/study.py table2   --datasets yelp beauty --seeds 42 43 44
+    python benchmarks/study.py table3   --seeds 42 43 44            # ablations (Yelp)
+    python benchmarks/study.py sweeps   --seeds 42                  # beta, gamma, p, o (Yelp)
+    python benchmarks/study.py table6   --seeds 42                  # VQ / PQ / RQ-VAE semantic IDs (Yelp)
+    python benchmarks/study.py table7   --seeds 42                  # GRU4Rec and BERT4Rec backbones (Yelp)
+    python benchmarks/study.py table8   --seeds 42                  # codebook shapes (Yelp)
+    python benchmarks/study.py loss     --datasets beauty --seeds 42 43 44   # full cross-entropy instead of BPR
+    python benchmarks/study.py report                               # docs/results.md + plots from what has run
+
+Options shared by every run sit in BASE below; each table adds its own overrides. Model selection
+uses validation NDCG@10 under full ranking; test numbers are reported under full ranking and
+the paper's 1 + 100 sampled protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from datasets import DATASETS, DEFAULT_DATA, WORK, interactions_file, items_file  # noqa: E402
+
+RUNS = WORK / "runs"
+RESULTS = Path(__file__).parent / "results" / "study"
+
+# shared by every run of the study
+BASE = {
+    "model.dim": 64,
+    "model.num_layers": 2,
+    "train.epochs": 200,
+    "train.patience": 10,
+    "train.batch_size": 256,
+    "eval.negatives": 100,  # report the paper's protocol beside full ranking
+    "eval.select_on": "full",
+}
+
+
+@dataclass(frozen=True)
+class SemanticIDs:
+    quantizer: str = "rqvae"
+    levels: int = 4
+    codebook: int = 128
+
+    @property
+    def slug(self) -> str:
+        return f"{self.quantizer}-{self.levels}x{self.codebook}"
+
+
+@dataclass(frozen=True)
+class Run:
+    table: str
+    dataset: str
+    name: str  # row label in the table
+    seed: int
+    overrides: dict = field(default_factory=dict, hash=False)
+    sids: SemanticIDs = SemanticIDs()
+
+    @property
+    def folder(self) -> Path:
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
+        return RUNS / self.dataset / self.table / f"{slug}-s{self.seed}"
+
+
+def semid_folder(dataset: str, sids: SemanticIDs) -> Path:
+    return WORK / dataset / f"semid-{sids.slug}"
+
+
+# ----------------------------------------------------------------------------- the experiments
+def table2(datasets, seeds) -> list[Run]:
+    models = {
+        "SASRec (hid)": {"model.kind": "hid", "model.backbone": "sasrec"},
+        "BERT4Rec (hid)": {"model.kind": "hid", "model.backbone": "bert4rec", "model.num_heads": 2},
+        "GRU4Rec (hid)": {"model.kind": "hid", "model.backbone": "gru4rec", "model.num_layers": 1},
+        "SID only (sid)": {"model.kind": "sid", "model.backbone": "sasrec"},
+        "H2Rec": {"model.kind": "h2rec", "model.backbone": "sasrec"},
+    }
+    return [Run("table2", d, name, s, o) for d in datasets for s in seeds for name, o in models.items()]
+
+
+def table3(datasets, seeds) -> list[Run]:
+    variants = {
+        "H2Rec": {},
+        "w/o FN": {"model.fusion": False},
+        "w/o L_CA": {"train.beta": 0.0},
+        "w/o MCA": {"model.mca": False},
+        "w/o L_MSG": {"train.gamma": 0.0},
+    }
+    return [Run("table3", d, name, s, {"model.kind": "h2rec", **o})
+            for d in datasets for s in seeds for name, o in variants.items()]
+
+
+def sweeps(datasets, seeds) -> list[Run]:
+    runs = []
+    for d in datasets:
+        for s in seeds:
+            for v in (0.1, 0.3, 0.5, 0.7, 0.9):
+                runs.append(Run("beta", d, f"beta={v}", s, {"train.beta": v}))
+                runs.append(Run("gamma", d, f"gamma={v}", s, {"train.gamma": v}))
+            for p in (0, 1, 2, 3):
+                runs.append(Run("code_match", d, "removed" if p == 0 else f"p={p}", s, {"train.code_match": p}))
+            for o in (0, 1, 3, 5):
+                runs.append(Run("window", d, "removed" if o == 0 else f"o={o}", s, {"train.window": o}))
+    return runs
+
+
+def table6(datasets, seeds) -> list[Run]:
+    return [Run("table6", d, f"{q.upper()} + H2Rec", s, {}, SemanticIDs(q, 4, 128))
+            for d in datasets for s in seeds for q in ("vq", "pq", "rq", "rqvae")]
+
+
+def table7(datasets, seeds) -> list[Run]:
+    runs = []
+    for backbone, extra in (("gru4rec", {"model.num_layers": 1}), ("bert4rec", {"model.num_heads": 2})):
+        for kind, name in (("hid", f"{backbone} (hid)"), ("h2rec", f"{backbone} + H2Rec")):
+            runs += [Run("table7", d, name, s, {"model.kind": kind, "model.backbone": backbone, **extra})
+                     for d in datasets for s in seeds]
+    return runs
+
+
+def table8(datasets, seeds) -> list[Run]:
+    shapes = [(3, 128), (3, 256), (3, 512), (4, 128), (4, 256)]
+    return [Run("table8", d, f"{levels}x{k}", s, {}, SemanticIDs("rqvae", levels, k))
+            for d in datasets for s in seeds for levels, k in shapes]
+
+
+def loss_choice(datasets, seeds) -> list[Run]:
+    models = {"SASRec (hid)": {"model.kind": "hid"}, "SID only (sid)": {"model.kind": "sid"},
+              "H2Rec": {"model.kind": "h2rec"}}
+    return [Run("loss", d, f"{name}, {loss}", s, {**o, "train.loss": loss})
+            for d in datasets for s in seeds for name, o in models.items() for loss in ("bpr", "ce")]
+
+
+EXPERIMENTS = {"table2": table2, "table3": table3, "sweeps": sweeps, "table6": table6, "table7": table7,
+               "table8": table8, "loss": loss_choice}
+DEFAULT_DATASETS = {"table2": ["yelp", "beauty"], "loss": ["beauty"]}  # the others: Yelp, the paper's domain
+
+
+# ----------------------------------------------------------------------------- running
+def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
+    """`semid encode` of the dataset's items with the given quantizer (once; embeddings are cached)."""
+    import semid
+
+    out = semid_folder(dataset, sids)
+    if (out / "stats.json").is_file():
+        return out
+    spec = DATASETS[dataset]
+    start = time.perf_counter()
+    semid.encode_catalogue(
+        items_file(dataset, data), out,
+        read=semid.ReadConfig(template=spec.template),
+        quantizer=semid.QuantizerConfig(kind=sids.quantizer, levels=sids.levels, codebook_size=sids.codebook),
+        cache_dir=WORK / "embedding-cache",
+    )
+    print(f"[study] {dataset} {sids.slug}: semantic IDs in {time.perf_counter() - start:.0f} s -> {out}")
+    return out
+
+
+def execute(run: Run, data: Path, device: str) -> dict:
+    import h2rec
+
+    results_path = run.folder / "results.json"
+    if results_path.is_file():
+        return json.loads(results_path.read_text())
+    semid_dir = prepare(run.dataset, run.sids, data)
+    overrides = {**BASE, **run.overrides, "data.interactions": str(interactions_file(run.dataset, data)),
+                 "data.semid": str(semid_dir), "train.seed": run.seed, "train.device": device}
+    config = h2rec.build_config(overrides=overrides)
+    resume = (run.folder / "config.json").is_file()
+    start = time.perf_counter()
+    print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}" + (" (resuming)" if resume else ""))
+    results = h2rec.train(config, run.folder, resume=resume, progress=False)
+    results["wall_seconds_this_sitting"] = round(time.perf_counter() - start, 1)
+    results["machine"] = machine()
+    (run.folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["prepare", *EXPERIMENTS, "report"])
+    ap.add_argument("--datasets", nargs="+", choices=sorted(DATASETS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
+    args = ap.parse_args()
+
+    if args.command == "report":
+        from study_report import write_report
+
+        write_report(RUNS, RESULTS)
+        return
+    if args.command == "prepare":
+        for d in args.datasets or ["yelp", "beauty"]:
+            prepare(d, SemanticIDs(), args.data)
+        return
+    datasets = args.datasets or DEFAULT_DATASETS.get(args.command, ["yelp"])
+    runs = EXPERIMENTS[args.command](datasets, args.seeds)
+    for run in runs:
+        if args.dry_run:
+            state = "done" if (run.folder / "results.json").is_file() else "started" if run.folder.exists() else "todo"
+            print(f"{state:8} {run.folder.relative_to(RUNS)}")
+            continue
+        execute(run, args.data, args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""A trained run as an object: ``h2rec.load(RUN_DIR).recommend(user, k=10)``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .checkpoint import best_weights_path, check_run_folder, load_weights, read_json
+from .config import Config, build_config
+from .errors import H2RecError
+from .evaluate import model_inputs
+from .training import build_model, final_results, prepare, resolve_device
+
+
+def run_config(run_dir: Path) -> Config:
+    meta = check_run_folder(run_dir)
+    return build_config({k: meta[k] for k in ("data", "model", "train", "eval")}, source=str(run_dir / "config.json"))
+
+
+class Recommender:
+    """The best checkpoint of a run folder, with the data and semantic IDs it was trained on."""
+
+    def __init__(self, run_dir: str | Path, device: str = "auto"):
+        self.run_dir = Path(run_dir)
+        config = run_config(self.run_dir)
+        self.config, self.sids, self.dataset = prepare(config)
+        self.device = resolve_device(device)
+        self.model = build_model(self.config, self.sids).to(self.device).eval()
+        load_weights(self.model, best_weights_path(self.run_dir))
+        self._user_row = {u: i for i, u in enumerate(self.dataset.user_ids)}
+
+    @torch.no_grad()
+    def recommend(self, user: str, k: int = 10, exclude_history: bool = True) -> list[dict]:
+        """Top-``k`` next items for ``user`` given everything they interacted with."""
+        if user not in self._user_row:
+            raise H2RecError(f"user {user!r} is not in {self.config.data.interactions}")
+        history = self.dataset.sequences[self._user_row[user]]
+        encoded, _ = self.model(model_inputs(self.model, [history], self.config.data.max_len))
+        scores = self.model.score_all(encoded.last())[0]
+        if exclude_history:
+            scores[torch.as_tensor(history, device=scores.device)] = float("-inf")
+        top = torch.topk(scores, min(k, self.dataset.n_items))
+        texts = self.sids.texts
+        return [{"item_id": self.dataset.item_ids[i - 1], "score": round(float(s), 4),
+                 "text": texts[i - 1] if texts else None}
+                for s, i in zip(top.values.tolist(), top.indices.tolist())]
+
+    def evaluate(self, negatives: int | None = None, exclude_history: bool | None = None) -> dict:
+        """Validation and test metrics under full ranking and, with ``negatives``, the sampled protocol."""
+        eval_cfg = self.config.eval
+        if negatives is not None:
+            eval_cfg = dataclasses.replace(eval_cfg, negatives=negatives)
+        if exclude_history is not None:
+            eval_cfg = dataclasses.replace(eval_cfg, exclude_history=exclude_history)
+        config = dataclasses.replace(self.config, eval=eval_cfg)
+        state = read_json(self.run_dir / "checkpoints" / "last.json")
+        return final_results(self.model, self.dataset, config, state, self.device)
+
+
+def load(run_dir: str | Path, device: str = "auto") -> Recommender:
+    return Recommender(run_dir, device)

@@ -1,0 +1,140 @@
+"""Run folders and checkpoints: safetensors for tensors, JSON for the rest, every file written atomically.
+
+The last checkpoint is ``last-E.safetensors`` (model weights after epoch E),
+``last-E.state.safetensors`` (optimizer moments and RNG states), ``best-B.safetensors`` (weights of
+the best validation epoch B) and ``last.json`` (epoch, early-stopping state, history, optimizer
+hyper-parameters, and the names of those files). ``last.json`` is written last: it is the commit
+point, so a run killed mid-write resumes from the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from . import __version__
+from .errors import H2RecError
+
+FORMAT_VERSION = 1  # bump when the run-folder layout or the state-dict names change
+
+
+def atomic_write(path: Path, write) -> None:
+    """Calls ``write(tmp_path)``, then renames the temp file over ``path`` (same folder, same disk)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise H2RecError(f"{path}: not found") from None
+    except json.JSONDecodeError as err:
+        raise H2RecError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+
+
+def check_run_folder(run_dir: Path) -> dict:
+    """The run's config.json, after checking that this version of h2rec can read the folder."""
+    meta = read_json(run_dir / "config.json")
+    found = meta.get("format_version")
+    if found != FORMAT_VERSION:
+        raise H2RecError(
+            f"{run_dir}: run folder format {found!r} (h2rec {meta.get('h2rec_version', '?')}); "
+            f"this h2rec {__version__} reads format {FORMAT_VERSION}. Retrain, or use the h2rec version that wrote it."
+        )
+    return meta
+
+
+def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    # save_model (not save_file) copes with shared tensors, e.g. share_encoders=True
+    atomic_write(path, lambda tmp: save_model(model, tmp, metadata=metadata))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise H2RecError(f"{path}: checkpoint not found")
+    missing, unexpected = load_model(model, path, strict=False, device=str(next(model.parameters()).device))
+    if missing or unexpected:
+        raise H2RecError(f"{path}: does not fit this model (missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}); was it written by another configuration?")
+
+
+def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"rng.torch": torch.get_rng_state(), "rng.sampler": generator.get_state()}
+    if torch.cuda.is_available():
+        state["rng.cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, state: dict, best_model: torch.nn.Module | None = None) -> None:
+    """Writes epoch-stamped tensor files, then ``last.json`` naming them (the commit point), then
+    removes files no longer named. ``best_model`` (when the epoch improved) becomes the best weights."""
+    folder = run_dir / "checkpoints"
+    epoch = state["epoch"]
+    previous = read_json(folder / "last.json") if (folder / "last.json").is_file() else {}
+    files = {"weights": f"last-{epoch}.safetensors", "state": f"last-{epoch}.state.safetensors",
+             "best": previous.get("files", {}).get("best")}
+    save_weights(model, folder / files["weights"], {"epoch": str(epoch)})
+    if best_model is not None:
+        files["best"] = f"best-{epoch}.safetensors"
+        save_weights(best_model, folder / files["best"], {"epoch": str(epoch)})
+    opt = optimizer.state_dict()
+    tensors = _rng_tensors(generator)
+    for index, moments in opt["state"].items():
+        for key, value in moments.items():
+            tensors[f"opt.{index}.{key}"] = value.detach().cpu().contiguous() if torch.is_tensor(value) else torch.tensor(value)
+    atomic_write(folder / files["state"], lambda tmp: save_file(tensors, tmp, metadata={"epoch": str(epoch)}))
+    write_json(folder / "last.json", {**state, "files": files, "param_groups": opt["param_groups"]})
+    for stale in folder.glob("*.safetensors"):
+        if stale.name not in files.values():
+            stale.unlink()
+
+
+def best_weights_path(run_dir: Path) -> Path:
+    state = read_json(run_dir / "checkpoints" / "last.json")
+    if not state["files"].get("best"):
+        raise H2RecError(f"{run_dir}: no best checkpoint yet (no validation has run)")
+    return run_dir / "checkpoints" / state["files"]["best"]
+
+
+def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator) -> dict:
+    """Restores model, optimizer and RNG states from the last checkpoint; returns its JSON state."""
+    folder = run_dir / "checkpoints"
+    state = read_json(folder / "last.json")
+    load_weights(model, folder / state["files"]["weights"])
+    tensors = load_file(folder / state["files"]["state"])
+    device = next(model.parameters()).device
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, index, field = key.split(".", 2)
+            moments.setdefault(int(index), {})[field] = value if field == "step" else value.to(device)
+    optimizer.load_state_dict({"state": moments, "param_groups": state.pop("param_groups")})
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.sampler"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return state

@@ -1,0 +1,151 @@
+"""Typed configuration: four small frozen dataclasses, merged from defaults, a YAML file and CLI flags.
+
+Every run folder stores the resolved configuration as ``config.json``; an unknown key, in a file
+or an override, fails with the list of valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import H2RecError
+
+ModelKind = Literal["h2rec", "hid", "sid"]
+Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
+RankingLoss = Literal["bpr", "bce", "sampled_softmax", "ce"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    interactions: str = ""  # CSV/TSV/JSONL, RecBole .inter, P5 sequences (.txt) or LC-Rec {user: [items]} JSON
+    semid: str = ""  # a `semid encode` output folder: the items' semantic IDs, codebooks, text embeddings
+    format: str = "auto"  # "auto" guesses from the file name; or csv, tsv, jsonl, inter, sequences, json
+    user_field: str = "user_id"  # column names for CSV/TSV/JSONL interactions
+    item_field: str = "item_id"
+    time_field: str = "timestamp"  # used when present; otherwise file order is chronological order
+    k_core: int = 0  # 0 = no filter; k = drop users and items with fewer than k interactions, repeatedly
+    max_len: int = 50  # most recent items a history keeps
+    head_share: float = 0.2  # top 20% of items by training interactions are Head (paper §4.1.4)
+    group_bounds: tuple[int, ...] | None = None  # five popularity groups by training count, e.g. (5, 10, 20, 40); None = item quintiles
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: ModelKind = "h2rec"  # "hid": hash IDs only; "sid": semantic IDs only; "h2rec": both branches
+    backbone: Backbone = "sasrec"
+    dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 1  # SASRec's best setting; BERT4Rec runs use 2
+    dropout: float = 0.2
+    backbone_options: dict = field(default_factory=dict)  # extra keys for srs_backbones.build_encoder, e.g. {"norm": "post"}
+    share_encoders: bool = False  # paper: two independent encoders f_θ1, f_θ2; the authors' code shares one
+    fusion: bool = True  # Eq. 2-3 multi-granularity fusion; False = fixed equal weights (Table 3 "w/o FN")
+    fusion_hidden: int | None = None  # d_h of Eq. 2; None = dim
+    prior_decay: float = 0.5  # b_prior starts at -prior_decay * l: coarse levels first (§3.2.1); 0 = uniform
+    mca: bool = True  # Eq. 4-5 multi-granularity cross attention (Table 3 "w/o MCA")
+    candidate_weights: Literal["intent", "uniform"] = "intent"  # how a candidate's SID embedding weighs its levels in Eq. 9
+    pca_init: bool | None = None  # Algorithm 1 line 6; None = on for h2rec when text embeddings exist, off otherwise
+    init_std: float = 0.02
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: RankingLoss = "bpr"  # Eq. 10 uses BPR with one sampled negative per position
+    num_negatives: int = 1  # per position for bpr/bce; shared per batch for sampled_softmax
+    beta: float = 0.5  # β, weight of L_CA in Eq. 11; paper searches 0.1-0.9
+    gamma: float = 0.3  # γ, weight of L_MSG in Eq. 11; paper searches 0.1-0.9
+    tau: float = 0.2  # temperature of Eq. 6-8
+    code_match: int = 3  # p: items sharing the first p code levels are positives (Eq. 7); 0 = removed
+    window: int = 3  # o: items within o positions in the same sequence are positives (Eq. 7); 0 = removed
+    ca_max_items: int = 1024  # items per batch that enter L_CA (its cost is quadratic in this)
+    mask_prob: float = 0.2  # BERT4Rec cloze masking ratio
+    epochs: int = 200
+    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    batch_size: int = 256
+    bucket_batches: int = 16  # batch rows of similar length within chunks of this many batches; 1 = plain shuffling
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 42
+    device: str = "auto"
+    eval_every: int = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    negatives: int = 0  # > 0 adds the paper's protocol (1 positive + this many sampled negatives) to the report
+    select_on: Literal["full", "sampled"] = "full"  # protocol of the validation NDCG@10 that picks the checkpoint
+    negatives_seed: int = 2024  # candidates are drawn once with this seed, so every model sees the same ones
+    exclude_history: bool = False  # drop the user's past items from the ranking
+    batch_size: int = 512
+    ks: tuple[int, ...] = (5, 10, 20)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def _coerce(value: Any) -> Any:
+    # YAML and JSON have lists, the dataclasses hold tuples (hashable, frozen); paths are stored as text.
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dict[str, Any] | None = None,
+                 source: str = "config") -> Config:
+    """A :class:`Config` from nested ``{"model": {"dim": 64}}`` values and dotted ``{"model.dim": 64}`` overrides."""
+    merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for name, section_values in (values or {}).items():
+        if name not in SECTIONS:
+            raise H2RecError(f"{source}: unknown section {name!r}; valid sections: {sorted(SECTIONS)}")
+        if not isinstance(section_values, dict):
+            raise H2RecError(f"{source}: section {name!r} must be a mapping of keys to values")
+        merged[name].update(section_values)
+    for dotted, value in (overrides or {}).items():
+        name, _, key = dotted.partition(".")
+        if name not in SECTIONS or not key:
+            raise H2RecError(f"{source}: override {dotted!r} must look like 'section.key' with a section in {sorted(SECTIONS)}")
+        merged[name][key] = value
+    sections = {}
+    for name, cls in SECTIONS.items():
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(merged[name]) - valid)
+        if unknown:
+            raise H2RecError(f"{source}: unknown key(s) {unknown} in section {name!r}; valid keys: {sorted(valid)}")
+        sections[name] = cls(**{k: _coerce(v) for k, v in merged[name].items()})
+    return Config(**sections)
+
+
+def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Reads a YAML (or JSON) file with sections data/model/train/eval, then applies dotted overrides."""
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise H2RecError(f"{path}: cannot read the config file: {err}") from err
+    if not isinstance(values, dict):
+        raise H2RecError(f"{path}: a config file holds a mapping of sections (data, model, train, eval)")
+    values.pop("h2rec_version", None)  # present in a run folder's config.json
+    values.pop("format_version", None)
+    return build_config(values, overrides, source=str(path))
+
+
+def config_to_json(config: Config, **extra: Any) -> str:
+    return json.dumps({**extra, **config.to_dict()}, indent=2)

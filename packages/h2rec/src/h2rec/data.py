@@ -1,0 +1,201 @@
+"""From interaction sequences to a leave-one-out split, popularity groups and padded tensors.
+
+Item index ``i`` (1..n) is row ``i - 1`` of the ``semid`` folder; 0 is padding. Sequences are
+right-padded (the convention of ``srs_backbones``): oldest item first, padding after the last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .errors import H2RecError
+from .readers import read_interactions
+
+
+@dataclass
+class EvalSplit:
+    """One evaluation case per user: predict ``targets[u]`` from ``histories[u]`` (oldest first)."""
+
+    users: np.ndarray  # (U,) user rows
+    histories: list[np.ndarray]
+    targets: np.ndarray  # (U,) item indices
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class Dataset:
+    user_ids: list[str]
+    item_ids: list[str]  # item index i -> item_ids[i - 1]
+    sequences: list[np.ndarray]  # every user's full sequence (train + valid + test items)
+    train: list[np.ndarray]  # the part each user's training sees
+    valid: EvalSplit
+    test: EvalSplit
+    popularity: np.ndarray  # (n + 1,) training interactions per item; validation and test items not counted
+    head: np.ndarray  # (n + 1,) bool
+    groups: np.ndarray  # (n + 1,) popularity group 0 (rarest) .. 4 (most popular)
+    group_labels: list[str]
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def k_core(sequences: dict[str, list[str]], k: int) -> dict[str, list[str]]:
+    """Drops users and items with fewer than ``k`` interactions until none is left."""
+    while True:
+        counts: dict[str, int] = {}
+        for items in sequences.values():
+            for item in items:
+                counts[item] = counts.get(item, 0) + 1
+        kept = {}
+        for user, items in sequences.items():
+            items = [i for i in items if counts[i] >= k]
+            if len(items) >= k:
+                kept[user] = items
+        if kept == sequences:
+            return kept
+        sequences = kept
+
+
+def popularity_groups(popularity: np.ndarray, bounds: tuple[int, ...] | None) -> tuple[np.ndarray, list[str]]:
+    """Five groups by training count: explicit count ``bounds`` (4 ascending cut points) or item quintiles.
+
+    Quintiles rank items by count (ties by index) so group 4 is exactly the Head of a 20% split.
+    """
+    counts = popularity[1:]
+    n = len(counts)
+    if bounds is None:
+        order = np.argsort(-counts, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        groups = 4 - np.minimum(rank * 5 // max(n, 1), 4)
+        labels = []
+        for g in range(5):
+            c = counts[groups == g]
+            labels.append(f"G{g + 1} ({int(c.min()) if len(c) else 0}-{int(c.max()) if len(c) else 0})")
+    else:
+        if len(bounds) != 4 or list(bounds) != sorted(bounds):
+            raise H2RecError(f"group_bounds must be 4 ascending counts, got {bounds}")
+        groups = np.searchsorted(np.asarray(bounds), counts, side="right")
+        edges = [0, *bounds]
+        labels = [f"G{g + 1} ({edges[g]}-{edges[g + 1] - 1})" for g in range(4)] + [f"G5 (>={bounds[-1]})"]
+    return np.concatenate([[0], groups]).astype(np.int64), labels
+
+
+def head_items(popularity: np.ndarray, share: float) -> np.ndarray:
+    """The top ``share`` of catalogue items by training count (ties broken by index) are Head."""
+    counts = popularity[1:]
+    order = np.argsort(-counts, kind="stable")
+    head = np.zeros(len(popularity), dtype=bool)
+    head[order[: math.ceil(share * len(counts))] + 1] = True
+    return head
+
+
+def build_dataset(cfg: DataConfig, item_ids: list[str]) -> Dataset:
+    """Reads ``cfg.interactions``, maps items onto the semantic-ID catalogue and splits leave-one-out.
+
+    Users with at least 3 items get a test case (last item), a validation case (second last) and
+    train on the rest. Shorter users are kept for training only; ``stats`` counts them.
+    """
+    raw = read_interactions(cfg)
+    n_raw_users = len(raw)
+    if cfg.k_core:
+        raw = k_core(raw, cfg.k_core)
+        if not raw:
+            raise H2RecError(f"{cfg.interactions}: no user is left after the {cfg.k_core}-core filter")
+    index = {item: i + 1 for i, item in enumerate(item_ids)}
+    unknown = sorted({item for items in raw.values() for item in items if item not in index})
+    if unknown:
+        raise H2RecError(
+            f"{cfg.interactions}: {len(unknown)} item id(s) have no semantic ID in {cfg.semid} "
+            f"(e.g. {unknown[:5]}); encode them with `semid encode` or filter the interactions"
+        )
+    user_ids = list(raw)
+    sequences = [np.array([index[i] for i in raw[u]], dtype=np.int64) for u in user_ids]
+
+    train, eval_users, valid_h, valid_t, test_h, test_t = [], [], [], [], [], []
+    for u, seq in enumerate(sequences):
+        if len(seq) >= 3:
+            train.append(seq[:-2])
+            eval_users.append(u)
+            valid_h.append(seq[:-2])
+            valid_t.append(seq[-2])
+            test_h.append(seq[:-1])
+            test_t.append(seq[-1])
+        else:
+            train.append(seq)
+    users = np.array(eval_users, dtype=np.int64)
+    valid = EvalSplit(users, valid_h, np.array(valid_t, dtype=np.int64))
+    test = EvalSplit(users, test_h, np.array(test_t, dtype=np.int64))
+
+    n = len(item_ids)
+    popularity = np.bincount(np.concatenate(train), minlength=n + 1).astype(np.int64)
+    popularity[0] = 0
+    head = head_items(popularity, cfg.head_share)
+    groups, labels = popularity_groups(popularity, cfg.group_bounds)
+    lengths = np.array([len(s) for s in sequences])
+    stats = {
+        "interactions_file": str(Path(cfg.interactions)),
+        "users_in_file": n_raw_users,
+        "users": len(user_ids),
+        "users_evaluated": len(users),
+        "users_train_only": len(user_ids) - len(users),  # fewer than 3 items: no validation/test case
+        "catalogue_items": n,
+        "items_interacted": int(len(np.unique(np.concatenate(sequences)))),
+        "interactions": int(lengths.sum()),
+        "mean_length": round(float(lengths.mean()), 2),
+        "k_core": cfg.k_core,
+        "head_items": int(head.sum()),
+        "test_targets_head": int(head[test.targets].sum()),
+        "test_targets_tail": int((~head[test.targets]).sum()),
+        "groups": labels,
+    }
+    return Dataset(user_ids, list(item_ids), sequences, train, valid, test, popularity, head, groups, labels, stats)
+
+
+def pad_right(seqs: list[np.ndarray], width: int) -> torch.Tensor:
+    """The last ``width`` items of each sequence, oldest first, right-padded with 0: (len(seqs), width)."""
+    out = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        tail = seq[-width:]
+        out[row, : len(tail)] = tail
+    return torch.from_numpy(out)
+
+
+def training_matrix(ds: Dataset, max_len: int, causal: bool) -> torch.Tensor:
+    """Each training sequence's last ``max_len + 1`` items (causal: inputs and shifted targets) or
+    last ``max_len`` items (cloze), right-padded. Sequences too short to train on are skipped."""
+    min_len = 2 if causal else 1
+    seqs = [s for s in ds.train if len(s) >= min_len]
+    return pad_right(seqs, max_len + 1 if causal else max_len)
+
+
+def sample_candidates(ds: Dataset, split: EvalSplit, k: int, seed: int) -> np.ndarray:
+    """``k`` negatives per evaluation user, uniform over items the user never touched (the paper's
+    1 + 100 protocol). Depends only on the data and ``seed``, so every model sees the same ones."""
+    rng = np.random.default_rng(seed)
+    n = ds.n_items
+    out = np.empty((len(split), k), dtype=np.int64)
+    for row, u in enumerate(split.users):
+        touched = np.unique(ds.sequences[u])
+        if n - len(touched) < k:
+            raise H2RecError(f"user {ds.user_ids[u]!r} touched {len(touched)} of {n} items; "
+                             f"fewer than {k} remain to sample negatives from")
+        picked = np.empty(0, dtype=np.int64)
+        while len(picked) < k:
+            draw = rng.integers(1, n + 1, size=2 * k)
+            draw = draw[~np.isin(draw, touched)]
+            picked = np.concatenate([picked, draw])
+            _, first = np.unique(picked, return_index=True)
+            picked = picked[np.sort(first)]  # drop repeats, keep draw order
+        out[row] = picked[:k]
+    return out

@@ -1,0 +1,109 @@
+"""Leave-one-out evaluation: ranks, HR/NDCG@k and MRR@10 for Overall, Head, Tail and five popularity groups.
+
+Two protocols: **full ranking** (the target against every catalogue item; the default) and the
+paper's **sampled** one (the target against ``negatives`` items the user never touched, drawn once
+per split with a fixed seed). Ties count against the target (pessimistic), so a model that gives
+every item the same score ranks the target last, not first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from srs_backbones import append_mask_token
+
+from .config import EvalConfig
+from .data import Dataset, EvalSplit, pad_right, sample_candidates
+from .model import H2Rec
+
+
+def protocol_name(negatives: int) -> str:
+    return "full" if negatives == 0 else f"sampled_{negatives}"
+
+
+def model_inputs(model: H2Rec, histories: list[np.ndarray], max_len: int) -> torch.Tensor:
+    """Right-padded inputs for next-item prediction: the last ``max_len`` items, plus BERT4Rec's
+    mask token at the end (dropping the oldest item when the window is full)."""
+    items = pad_right(histories, max_len)
+    if not model.causal:
+        items = append_mask_token(items, mask_token=model.mask_token)
+    return items.to(model.device)
+
+
+@torch.no_grad()
+def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, max_len: int,
+                 candidates: np.ndarray | None = None) -> np.ndarray:
+    """0-based rank of each target: among all items, or among its row of ``candidates``."""
+    was_training = model.training
+    model.eval()
+    ranks = []
+    for start in range(0, len(split), cfg.batch_size):
+        stop = min(start + cfg.batch_size, len(split))
+        histories = split.histories[start:stop]
+        encoded, _ = model(model_inputs(model, histories, max_len))
+        scores = model.score_all(encoded.last())  # (B, n + 1)
+        targets = torch.as_tensor(split.targets[start:stop], device=scores.device)[:, None]
+        if candidates is not None:
+            pool = torch.cat([targets, torch.as_tensor(candidates[start:stop], device=scores.device)], 1)
+            scores = scores.gather(1, pool)
+            target_score = scores[:, :1]
+        else:
+            target_score = scores.gather(1, targets)
+            if cfg.exclude_history:
+                rows = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
+                scores[rows, np.concatenate(histories)] = float("-inf")
+                scores.scatter_(1, targets, target_score)  # a repeated item (Yelp has them) may be the target
+        better = (scores > target_score).sum(1)
+        ties = (scores == target_score).sum(1) - 1  # other items with exactly the target's score
+        ranks.append((better + ties).cpu())
+    model.train(was_training)
+    return torch.cat(ranks).numpy()
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
+    out: dict[str, float] = {"n": int(len(ranks))}
+    if not len(ranks):
+        return out
+    for k in ks:
+        hit = ranks < k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float((hit / np.log2(ranks + 2)).mean())
+    out["MRR@10"] = float(((ranks < 10) / (ranks + 1)).mean())
+    return out
+
+
+def grouped_metrics(ds: Dataset, split: EvalSplit, ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, dict]:
+    """Overall, Head, Tail (by the target item's training popularity) and the five groups."""
+    head = ds.head[split.targets]
+    groups = ds.groups[split.targets]
+    out = {"overall": metrics_from_ranks(ranks, ks),
+           "head": metrics_from_ranks(ranks[head], ks),
+           "tail": metrics_from_ranks(ranks[~head], ks)}
+    for g, label in enumerate(ds.group_labels):
+        out[label] = metrics_from_ranks(ranks[groups == g], ks)
+    return out
+
+
+def evaluate_split(model: H2Rec, ds: Dataset, split_name: str, cfg: EvalConfig, max_len: int,
+                   negatives: int) -> dict[str, dict]:
+    """Grouped metrics on ``"valid"`` or ``"test"`` under full ranking (``negatives=0``) or the
+    sampled protocol with that many negatives."""
+    split = ds.valid if split_name == "valid" else ds.test
+    candidates = None
+    if negatives:
+        # a different stream per split, the same for every model and run
+        candidates = sample_candidates(ds, split, negatives, cfg.negatives_seed + (split_name == "test"))
+    ranks = rank_targets(model, ds, split, cfg, max_len, candidates)
+    return grouped_metrics(ds, split, ranks, cfg.ks)
+
+
+def format_results(results: dict, groups: tuple[str, ...] = ("overall", "head", "tail"),
+                   metrics: tuple[str, ...] = ("HR@10", "NDCG@10")) -> str:
+    """Markdown table of one run's results: a row per split and protocol, columns group x metric."""
+    columns = [f"{g} {m}" for g in groups for m in metrics]
+    lines = ["| split | protocol | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for split in ("valid", "test"):
+        for protocol, by_group in results.get(split, {}).items():
+            cells = [f"{by_group[g][m]:.4f}" if m in by_group.get(g, {}) else "-" for g in groups for m in metrics]
+            lines.append(f"| {split} | {protocol} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""H2Rec (paper §3): a SID branch and a HID branch over any ``srs_backbones`` encoder.
+
+Built bottom-up: the granularity fusion (Eq. 2-3), the multi-granularity cross attention
+(Eq. 4-5), then the two-branch model with its scores (Eq. 9). The baselines are the same class
+with one branch: ``kind="hid"`` (hash IDs only: plain SASRec / GRU4Rec / BERT4Rec) and
+``kind="sid"`` (semantic IDs only).
+
+Indices: item ``i`` in 1..n is row ``i - 1`` of the semid folder, 0 is padding and ``n + 1`` is
+BERT4Rec's mask token. Sequences are right-padded (see ``srs_backbones.protocol``).
+
+Intent weights are computed per position from the item at that position (``alpha_t`` from
+``e_t``), not once from the last item as in the paper: with a loss at every position, the
+paper's ``alpha(e_N)`` would show each position a later item. At the last position, the one used
+for inference, the two agree. See docs/model.md for this and the other choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from srs_backbones import build_encoder
+from srs_backbones.layers import attention_mask
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+
+class GranularityFusion(nn.Module):
+    """Eq. 2-3: importance weights over the L code levels from an anchor embedding."""
+
+    def __init__(self, dim: int, levels: int, hidden: int, prior_decay: float):
+        super().__init__()
+        # b_prior: coarse levels start with more weight, respecting the residual structure (§3.2.1)
+        self.prior = nn.Parameter(-prior_decay * torch.arange(levels, dtype=torch.float32))
+        self.w1 = nn.Linear(dim + levels, hidden)
+        self.w2 = nn.Linear(hidden, levels)
+
+    def forward(self, anchor: Tensor) -> Tensor:
+        prior = self.prior.expand(*anchor.shape[:-1], -1)
+        # Eq. 2: s = W2 σ(W1 [e; b_prior] + b1) + b2 + b_prior, with σ = ReLU
+        s = self.w2(F.relu(self.w1(torch.cat([anchor, prior], -1)))) + self.prior
+        return torch.softmax(s, -1)  # Eq. 3: alpha_l = exp(s_l) / Σ_k exp(s_k)
+
+
+class MultiGranularityCrossAttention(nn.Module):
+    """Eq. 4-5: the HID sequence queries each level's SID sequence; all L levels in one SDPA call.
+
+    Causal when the backbone is (position t attends to positions <= t), padding-masked otherwise.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.w_q = nn.Linear(dim, dim, bias=False)  # W^Q, W^K, W^V of Eq. 4, shared by all levels
+        self.w_k = nn.Linear(dim, dim, bias=False)
+        self.w_v = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, e_hid: Tensor, levels: Tensor, alpha: Tensor, padding_mask: Tensor, causal: bool) -> Tensor:
+        n_levels = levels.shape[2]
+        q = self.w_q(e_hid).unsqueeze(1).expand(-1, n_levels, -1, -1)  # Eq. 4: Q = E^hid W^Q, (B, L, N, d)
+        k = self.w_k(levels).transpose(1, 2)  # K_l = E_g^l W^K, (B, L, N, d)
+        v = self.w_v(levels).transpose(1, 2)  # V_l = E_g^l W^V, (B, L, N, d)
+        mask = attention_mask(padding_mask, causal)
+        # softmax(Q K_l^T / sqrt(d)) V_l for every level l at once: L plays the role of heads
+        per_level = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        # Eq. 5: E^f = Σ_l alpha_l · attention_l + E^hid
+        return torch.einsum("bnl,blnd->bnd", alpha, per_level) + e_hid
+
+
+@dataclass
+class Encoded:
+    """Per-position outputs of a forward pass, each (B, N, ...); ``None`` where a branch is absent."""
+
+    padding_mask: Tensor  # (B, N)
+    u_sid: Tensor | None  # f_θ1 output, (B, N, d)
+    u_hid: Tensor | None  # f_θ2 output, (B, N, d)
+    alpha: Tensor | None  # Eq. 3 weights, (B, N, L)
+    e_sid: Tensor | None  # Eq. 3 fused SID item embeddings, (B, N, d)
+    e_hid: Tensor | None  # HID item embeddings, (B, N, d)
+
+    def select(self, where: Tensor) -> UserState:
+        """User states at the positions where ``where`` (B, N) is True, flattened to (P, ...)."""
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[where]
+
+        return UserState(pick(self.u_sid), pick(self.u_hid), pick(self.alpha))
+
+    def last(self) -> UserState:
+        """User states at each row's last real position (the next-item prediction)."""
+        lengths = (~self.padding_mask).sum(1)
+        where = torch.zeros_like(self.padding_mask)
+        where[torch.arange(len(lengths), device=lengths.device), (lengths - 1).clamp(min=0)] = True
+        return self.select(where)
+
+
+@dataclass
+class UserState:
+    """The user side of Eq. 9 at P positions: [u^sid : u^hid] and the intent weights."""
+
+    u_sid: Tensor | None  # (P, d)
+    u_hid: Tensor | None  # (P, d)
+    alpha: Tensor | None  # (P, L)
+
+
+def pca_init(text: Tensor, dim: int, std: float, generator: torch.Generator) -> Tensor:
+    """Algorithm 1 line 6: the text embeddings' top principal components, scaled to ``std``."""
+    centred = text.double() - text.double().mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    k = min(dim, vh.shape[0])
+    rows = (centred @ vh[:k].T).float()  # (n, k)
+    rows = rows * (std / rows.std().clamp_min(1e-12))
+    if k < dim:
+        rows = torch.cat([rows, torch.randn(len(rows), dim - k, generator=generator) * std], 1)
+    return rows
+
+
+class H2Rec(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, code_embedding: nn.Module | None = None,
+                 text_embeddings: Tensor | None = None):
+        """``code_embedding``: a ``semid`` CodeEmbedding (combine="levels", padding_idx0=True) holding
+        every item's codes and one table per level, initialised from the codebooks (Algorithm 1
+        line 7). Required unless ``cfg.kind == "hid"``. ``text_embeddings`` (n, D) feed the PCA
+        initialisation of the HID table when ``cfg.pca_init``."""
+        super().__init__()
+        self.cfg = cfg
+        self.n_items = n_items
+        self.mask_token = n_items + 1  # BERT4Rec's cloze token
+        d = cfg.dim
+        self.has_sid = cfg.kind in ("h2rec", "sid")
+        self.has_hid = cfg.kind in ("h2rec", "hid")
+        g = torch.Generator().manual_seed(0)  # parameters themselves are seeded by the caller
+
+        if self.has_hid:
+            self.hid = nn.Embedding(n_items + 2, d, padding_idx=0)
+            nn.init.normal_(self.hid.weight, std=cfg.init_std)
+            if cfg.pca_init:
+                if text_embeddings is None:
+                    raise ValueError("pca_init needs the items' text embeddings (semid folder without embeddings)")
+                with torch.no_grad():
+                    self.hid.weight[1 : n_items + 1] = pca_init(text_embeddings, d, cfg.init_std, g)
+            with torch.no_grad():
+                self.hid.weight[0].zero_()
+
+        if self.has_sid:
+            if code_embedding is None:
+                raise ValueError(f"model kind {cfg.kind!r} needs the items' semantic IDs")
+            self.codes = code_embedding
+            self.n_levels = len(code_embedding.levels)
+            # learned stand-ins for the code embeddings of BERT4Rec's mask token (it has no codes)
+            self.cloze_levels = nn.Parameter(torch.randn(self.n_levels, d, generator=g) * cfg.init_std)
+            # L_MSG's granularity mask token, one per level (§3.3.2)
+            self.msg_mask = nn.Parameter(torch.randn(self.n_levels, d, generator=g) * cfg.init_std)
+            self.fusion = (GranularityFusion(d, self.n_levels, cfg.fusion_hidden or d, cfg.prior_decay)
+                           if cfg.fusion else None)
+
+        self.mca = MultiGranularityCrossAttention(d) if cfg.kind == "h2rec" and cfg.mca else None
+        options = {"dim": d, "dropout": cfg.dropout, "max_len": max_len, "num_layers": cfg.num_layers}
+        if cfg.backbone != "gru4rec":  # a GRU has no attention heads
+            options["num_heads"] = cfg.num_heads
+        options.update(cfg.backbone_options)
+        self.f_sid = build_encoder(cfg.backbone, **options) if self.has_sid else None  # f_θ1
+        if self.has_hid:
+            self.f_hid = self.f_sid if cfg.share_encoders and self.has_sid else build_encoder(cfg.backbone, **options)  # f_θ2
+        else:
+            self.f_hid = None
+        self.causal = (self.f_sid or self.f_hid).causal
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----------------------------------------------------------------- item side
+    def code_levels(self, items: Tensor) -> Tensor:
+        """Per-level code embeddings E_g^l of ``items`` (...,) -> (..., L, d); zero for padding."""
+        is_mask = items == self.mask_token
+        levels = self.codes(items.masked_fill(is_mask, 0))
+        return torch.where(is_mask[..., None, None], self.cloze_levels, levels)
+
+    def intent(self, items: Tensor, levels: Tensor) -> Tensor:
+        """Eq. 2-3 weights (..., L). The anchor is the HID embedding e_t; the ``sid`` baseline, which
+        has no HID table, anchors on the item's summed code embeddings."""
+        if self.fusion is None:  # "w/o FN": fixed equal weights
+            return levels.new_full((*levels.shape[:-2], self.n_levels), 1.0 / self.n_levels)
+        anchor = self.hid(items) if self.has_hid else levels.sum(-2)
+        return self.fusion(anchor)
+
+    # ----------------------------------------------------------------- user side
+    def forward(self, items: Tensor, msg_level: Tensor | None = None) -> tuple[Encoded, Tensor | None]:
+        """Encodes right-padded ``items`` (B, N). With ``msg_level`` (B,) it also encodes the
+        granularity-masked view of L_MSG (level ``msg_level[b]`` replaced by a mask token) and
+        returns its f_θ1 states (B, N, d) as the second value."""
+        pad = items == 0
+        e_hid = self.hid(items) if self.has_hid else None
+        u_sid = u_hid = alpha = e_sid = masked = None
+        if self.has_sid:
+            levels = self.code_levels(items)  # (B, N, L, d): E_g^1 .. E_g^L
+            alpha = self.intent(items, levels)  # (B, N, L)
+            e_sid = torch.einsum("bnl,bnld->bnd", alpha, levels)  # Eq. 3: E^sid = Σ_l alpha_l E_g^l
+            u_sid = self.f_sid(e_sid, pad)
+            if msg_level is not None:
+                hide = F.one_hot(msg_level, self.n_levels).bool()[:, None, :, None]  # (B, 1, L, 1)
+                masked_levels = torch.where(hide, self.msg_mask, levels)
+                masked = self.f_sid(torch.einsum("bnl,bnld->bnd", alpha, masked_levels), pad)
+        if self.has_hid:
+            fused = self.mca(e_hid, levels, alpha, pad, self.causal) if self.mca is not None else e_hid
+            u_hid = self.f_hid(fused, pad)
+        return Encoded(pad, u_sid, u_hid, alpha, e_sid, e_hid), masked
+
+    # ----------------------------------------------------------------- scores, Eq. 9
+    def candidate_weights(self, state: UserState) -> Tensor:
+        """How a candidate's SID embedding weighs its levels: the user's current intent (the
+        paper's alpha at inference) or uniform (the authors' code averages code embeddings)."""
+        if self.cfg.candidate_weights == "intent":
+            return state.alpha
+        return state.alpha.new_full(state.alpha.shape, 1.0 / self.n_levels)
+
+    def score(self, state: UserState, items: Tensor) -> Tensor:
+        """Eq. 9 for given candidates: ``items`` (P, K) -> scores (P, K)."""
+        total = 0.0
+        if self.has_hid:
+            total = total + torch.einsum("pd,pkd->pk", state.u_hid, self.hid(items))
+        if self.has_sid:
+            w = self.candidate_weights(state)  # (P, L)
+            total = total + torch.einsum("pd,pkld,pl->pk", state.u_sid, self.code_levels(items), w)
+        return total
+
+    def score_all(self, state: UserState) -> Tensor:
+        """Eq. 9 against the whole catalogue: (P, n + 1), column i for item i, column 0 = -inf.
+
+        The SID part is factorised per level: u^sid against each codebook table (P, K_l), then
+        gathered by every item's code, so no (P, n, d) tensor of candidate embeddings is built.
+        """
+        catalogue = torch.arange(1, self.n_items + 1, device=self.device)
+        scores = 0.0
+        if self.has_hid:
+            scores = scores + state.u_hid @ self.hid.weight[catalogue].T  # (P, n)
+        if self.has_sid:
+            w = self.candidate_weights(state)  # (P, L)
+            item_codes = self.codes.item_codes(catalogue)  # (n, L)
+            for level, table in enumerate(self.codes.levels):
+                per_code = state.u_sid @ table.weight.T  # (P, K_l)
+                scores = scores + w[:, level : level + 1] * per_code[:, item_codes[:, level]]
+        return F.pad(scores, (1, 0), value=float("-inf"))  # column 0: padding, never ranked

@@ -1,0 +1,56 @@
+"""A tiny generated dataset with semantic IDs, shared by the h2rec tests.
+
+Item embeddings are a fixed random projection of each item's bag of words, so items of one
+category share words, vectors and therefore leading codes, without loading a text encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import semid
+from h2rec import build_config
+from h2rec.synthetic import SyntheticConfig, write
+
+
+def bag_of_words_embeddings(items_path: Path, dim: int = 48) -> tuple[np.ndarray, list[str]]:
+    items = [json.loads(line) for line in items_path.read_text().splitlines()]
+    vocab: dict[str, int] = {}
+    rows = []
+    for item in items:
+        words = f"{item['title']} {item['category']} {item['brand']}".lower().replace(">", " ").split()
+        rows.append([vocab.setdefault(w, len(vocab)) for w in words])
+    projection = np.random.default_rng(0).normal(size=(len(vocab), dim))
+    matrix = np.stack([projection[r].mean(0) for r in rows]).astype(np.float32)
+    return matrix, [item["id"] for item in items]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """{"items", "interactions", "semid"}: 160 items, 240 users, 3 x 8 RQ codes."""
+    root = tmp_path_factory.mktemp("tiny")
+    items, interactions = write(root / "data", SyntheticConfig(n_items=160, n_users=240, mean_length=9, seed=3))
+    matrix, ids = bag_of_words_embeddings(items)
+    np.save(root / "emb.npy", matrix)
+    (root / "ids.txt").write_text("\n".join(ids) + "\n")
+    semid.encode_catalogue(items, root / "semid", embeddings=root / "emb.npy", ids=root / "ids.txt",
+                           quantizer=semid.QuantizerConfig(kind="rq", levels=3, codebook_size=8), cache_dir=None)
+    return {"items": items, "interactions": interactions, "semid": root / "semid"}
+
+
+@pytest.fixture
+def tiny_config(tiny):
+    """``tiny_config(**dotted_overrides)``: a small, fast configuration on the tiny dataset."""
+    return lambda **overrides: _tiny_config(tiny, **overrides)
+
+
+def _tiny_config(tiny, **overrides):
+    values = {"data.interactions": str(tiny["interactions"]), "data.semid": str(tiny["semid"]),
+              "data.max_len": 20, "model.dim": 32, "train.epochs": 2, "train.batch_size": 64,
+              "train.device": "cpu", "eval.batch_size": 256}
+    values.update(overrides)
+    return build_config(overrides=values)

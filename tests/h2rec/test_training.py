@@ -1,0 +1,117 @@
+"""Training end to end: learning, determinism, exact resume, run folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import h2rec
+from h2rec import training
+from h2rec.errors import H2RecError
+
+
+def metrics_lines(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timings(record):
+    return {k: v for k, v in record.items() if "seconds" not in k}
+
+
+def test_a_few_epochs_beat_random_by_a_wide_margin(tiny_config, tmp_path):
+    config = tiny_config(**{"train.epochs": 8, "train.lr": 5e-3, "model.kind": "h2rec"})
+    results = h2rec.train(config, tmp_path / "run", progress=False)
+    n_items = results["data"]["catalogue_items"]
+    test = results["test"]["full"]["overall"]
+    random_hr10 = 10 / n_items  # a random ranking puts the target in the top 10 this often
+    assert test["HR@10"] > 3 * random_hr10, test
+    assert set(results["test"]["full"]) >= {"overall", "head", "tail"}
+    assert results["test"]["full"]["head"]["n"] + results["test"]["full"]["tail"]["n"] == test["n"]
+
+
+def test_same_seed_same_numbers_and_resume_after_a_crash_matches(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config(**{"train.epochs": 4, "train.patience": 10})
+    straight = h2rec.train(config, tmp_path / "straight", progress=False)
+    again = h2rec.train(config, tmp_path / "again", progress=False)
+    assert straight["test"] == again["test"]
+
+    # Crash right after the second epoch's checkpoint, then resume.
+    real_save = training.save_checkpoint
+    calls = {"n": 0}
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        h2rec.train(config, tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    # killed after the checkpoint of epoch 2, before its metrics line was written
+    assert json.loads((tmp_path / "crashed" / "checkpoints" / "last.json").read_text())["epoch"] == 2
+    assert len(metrics_lines(tmp_path / "crashed")) == 1
+    resumed = h2rec.train(config, tmp_path / "crashed", resume=True, progress=False)
+
+    assert resumed["test"] == straight["test"] and resumed["valid"] == straight["valid"]
+    assert [without_timings(r) for r in metrics_lines(tmp_path / "crashed")] == \
+           [without_timings(r) for r in metrics_lines(tmp_path / "straight")]
+
+
+def test_run_folder_files_and_checkpoint_cleanup(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    h2rec.train(tiny_config(**{"train.epochs": 3}), run, progress=False)
+    for name in ("config.json", "data_stats.json", "metrics.jsonl", "results.json", "checkpoints/last.json"):
+        assert (run / name).is_file(), name
+    state = json.loads((run / "checkpoints" / "last.json").read_text())
+    on_disk = sorted(p.name for p in (run / "checkpoints").glob("*.safetensors"))
+    assert on_disk == sorted({state["files"]["weights"], state["files"]["state"], state["files"]["best"]})
+    config = json.loads((run / "config.json").read_text())
+    assert config["format_version"] == 1 and config["model"]["pca_init"] is True  # the resolved value is saved
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    h2rec.train(tiny_config(**{"train.epochs": 1}), run, progress=False)
+    before = (run / "results.json").read_text()
+    with pytest.raises(H2RecError, match="already holds a run"):
+        h2rec.train(tiny_config(**{"train.epochs": 1}), run, progress=False)
+    assert (run / "results.json").read_text() == before
+
+
+def test_run_folder_from_another_version_is_refused(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    h2rec.train(tiny_config(**{"train.epochs": 1}), run, progress=False)
+    meta = json.loads((run / "config.json").read_text())
+    meta["format_version"] = 99
+    (run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(H2RecError, match="run folder format 99"):
+        h2rec.load(run)
+
+
+def test_sampled_protocol_and_api(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    results = h2rec.train(tiny_config(**{"train.epochs": 2, "eval.negatives": 50}), run, progress=False)
+    assert set(results["test"]) == {"full", "sampled_50"}
+    assert results["selection"] == "valid NDCG@10 (full)"
+    rec = h2rec.load(run, device="cpu")
+    again = rec.evaluate(negatives=50)
+    assert again["test"] == results["test"]  # same checkpoint, same candidates
+    user = rec.dataset.user_ids[0]
+    top = rec.recommend(user, k=5)
+    history = {rec.dataset.item_ids[i - 1] for i in rec.dataset.sequences[0]}
+    assert len(top) == 5 and not {row["item_id"] for row in top} & history
+    assert top == sorted(top, key=lambda r: -r["score"])
+    with pytest.raises(H2RecError, match="not in"):
+        rec.recommend("nobody")
+
+
+@pytest.mark.parametrize("backbone, loss", [("bert4rec", "bpr"), ("gru4rec", "ce"), ("sasrec", "sampled_softmax"),
+                                            ("sasrec", "bce")])
+def test_other_backbones_and_losses_train(tiny_config, tmp_path, backbone, loss):
+    config = tiny_config(**{"model.backbone": backbone, "train.loss": loss, "train.num_negatives": 8,
+                            "model.num_heads": 2 if backbone == "bert4rec" else 1, "train.epochs": 1})
+    results = h2rec.train(config, tmp_path / "run", progress=False)
+    assert results["epochs_run"] == 1 and results["test"]["full"]["overall"]["n"] > 0
