@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -163,30 +164,40 @@ def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
         items_file(dataset, data), out,
         read=semid.ReadConfig(template=spec.template),
         quantizer=semid.QuantizerConfig(kind=sids.quantizer, levels=sids.levels, codebook_size=sids.codebook),
-        cache_dir=WORK / "embedding-cache",
+        cache_dir=WORK / "cache",  # shared with semid_bench.py
     )
     print(f"[study] {dataset} {sids.slug}: semantic IDs in {time.perf_counter() - start:.0f} s -> {out}")
     return out
 
 
 def execute(run: Run, data: Path, device: str) -> dict:
-    import h2rec
-
+    """Trains one run in a child process (its own peak memory, and a crash stops only that run)."""
     results_path = run.folder / "results.json"
     if results_path.is_file():
         return json.loads(results_path.read_text())
     semid_dir = prepare(run.dataset, run.sids, data)
     overrides = {**BASE, **run.overrides, "data.interactions": str(interactions_file(run.dataset, data)),
                  "data.semid": str(semid_dir), "train.seed": run.seed, "train.device": device}
-    config = h2rec.build_config(overrides=overrides)
     resume = (run.folder / "config.json").is_file()
+    print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}" + (" (resuming)" if resume else ""),
+          flush=True)
+    job = {"overrides": overrides, "folder": str(run.folder), "resume": resume}
+    subprocess.run([sys.executable, __file__, "_train", json.dumps(job)], check=True)
+    return json.loads(results_path.read_text())
+
+
+def train_job(job: dict) -> None:
+    """The child process of `execute`: one h2rec run, then the machine and wall time added to its results."""
+    import h2rec
+
     start = time.perf_counter()
-    print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}" + (" (resuming)" if resume else ""))
-    results = h2rec.train(config, run.folder, resume=resume, progress=False)
+    results = h2rec.train(h2rec.build_config(overrides=job["overrides"]), job["folder"], resume=job["resume"])
     results["wall_seconds_this_sitting"] = round(time.perf_counter() - start, 1)
     results["machine"] = machine()
-    (run.folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    path = Path(job["folder"]) / "results.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def machine() -> str:
@@ -208,6 +219,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
+    if len(sys.argv) == 3 and sys.argv[1] == "_train":  # the child process of execute()
+        train_job(json.loads(sys.argv[2]))
+        return
     args = ap.parse_args()
 
     if args.command == "report":

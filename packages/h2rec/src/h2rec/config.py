@@ -62,7 +62,7 @@ class TrainConfig:
     tau: float = 0.2  # temperature of Eq. 6-8
     code_match: int = 3  # p: items sharing the first p code levels are positives (Eq. 7); 0 = removed
     window: int = 3  # o: items within o positions in the same sequence are positives (Eq. 7); 0 = removed
-    ca_max_items: int = 1024  # items per batch that enter L_CA (its cost is quadratic in this)
+    ca_max_items: int = 256  # B of Eq. 6-7: item positions per batch that enter L_CA (cost is quadratic in B)
     mask_prob: float = 0.2  # BERT4Rec cloze masking ratio
     epochs: int = 200
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping

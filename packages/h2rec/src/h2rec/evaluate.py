@@ -23,8 +23,10 @@ def protocol_name(negatives: int) -> str:
 
 def model_inputs(model: H2Rec, histories: list[np.ndarray], max_len: int) -> torch.Tensor:
     """Right-padded inputs for next-item prediction: the last ``max_len`` items, plus BERT4Rec's
-    mask token at the end (dropping the oldest item when the window is full)."""
-    items = pad_right(histories, max_len)
+    mask token at the end (dropping the oldest item when the window is full). As wide as the
+    longest history needs, no wider."""
+    width = min(max_len, max(len(h) for h in histories) + (0 if model.causal else 1))
+    items = pad_right(histories, width)
     if not model.causal:
         items = append_mask_token(items, mask_token=model.mask_token)
     return items.to(model.device)
@@ -36,15 +38,17 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
     """0-based rank of each target: among all items, or among its row of ``candidates``."""
     was_training = model.training
     model.eval()
-    ranks = []
+    # users of similar history length share a batch, so batches carry little padding
+    order = np.argsort([len(h) for h in split.histories], kind="stable")
+    ranks = torch.empty(len(split), dtype=torch.long)
     for start in range(0, len(split), cfg.batch_size):
-        stop = min(start + cfg.batch_size, len(split))
-        histories = split.histories[start:stop]
+        rows = order[start : start + cfg.batch_size]
+        histories = [split.histories[r] for r in rows]
         encoded, _ = model(model_inputs(model, histories, max_len))
         scores = model.score_all(encoded.last())  # (B, n + 1)
-        targets = torch.as_tensor(split.targets[start:stop], device=scores.device)[:, None]
+        targets = torch.as_tensor(split.targets[rows], device=scores.device)[:, None]
         if candidates is not None:
-            pool = torch.cat([targets, torch.as_tensor(candidates[start:stop], device=scores.device)], 1)
+            pool = torch.cat([targets, torch.as_tensor(candidates[rows], device=scores.device)], 1)
             scores = scores.gather(1, pool)
             target_score = scores[:, :1]
         else:
@@ -55,9 +59,9 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
                 scores.scatter_(1, targets, target_score)  # a repeated item (Yelp has them) may be the target
         better = (scores > target_score).sum(1)
         ties = (scores == target_score).sum(1) - 1  # other items with exactly the target's score
-        ranks.append((better + ties).cpu())
+        ranks[torch.as_tensor(rows)] = (better + ties).cpu()
     model.train(was_training)
-    return torch.cat(ranks).numpy()
+    return ranks.numpy()
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:

@@ -31,19 +31,41 @@ def full_cross_entropy(scores: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(scores, targets)
 
 
+# exp((cos - 1) / tau) lies in [exp(-2 / tau), 1]: it never overflows, and in float32 it does not
+# underflow while -2 / tau > -87, i.e. tau > 2 / 87. Below that the log-sum-exp form is used.
+_DIRECT_EXP_MIN_TAU = 2 / 87
+
+
+def contrastive_pair(a: Tensor, b: Tensor, positives: Tensor, tau: float,
+                     exclude_positives: bool = False) -> tuple[Tensor, Tensor]:
+    """Both directions of Eq. 6-8 from one cosine-similarity matrix, for a symmetric ``positives``:
+
+        rows: -1/B Σ_i log( Σ_{k ∈ P(i)} exp(cos(a_i, b_k)/τ) / Σ_j exp(cos(a_i, b_j)/τ) )
+        cols: the same with the roles of ``a`` and ``b`` exchanged.
+
+    Eq. 7 and Eq. 8 sum the denominator over all j; Eq. 6 sums it over j != i, which is
+    ``exclude_positives=True`` with P(i) = {i}.
+    """
+    cos = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (B, B)
+    denominator_mask = ~positives if exclude_positives else torch.ones_like(positives)
+    if tau > _DIRECT_EXP_MIN_TAU:
+        e = torch.exp((cos - 1) / tau)  # the constant shift 1/tau cancels in each ratio
+        pos, den = e * positives, e * denominator_mask
+        rows = (den.sum(1).log() - pos.sum(1).log()).mean()
+        cols = (den.sum(0).log() - pos.sum(0).log()).mean()
+        return rows, cols
+    sim = cos / tau
+    pos = sim.masked_fill(~positives, float("-inf"))
+    den = sim.masked_fill(~denominator_mask, float("-inf"))
+    rows = (torch.logsumexp(den, 1) - torch.logsumexp(pos, 1)).mean()
+    cols = (torch.logsumexp(den, 0) - torch.logsumexp(pos, 0)).mean()
+    return rows, cols
+
+
 def contrastive(anchor: Tensor, other: Tensor, positives: Tensor, tau: float,
                 exclude_positives: bool = False) -> Tensor:
-    """One direction of Eq. 6-8 with cosine similarities:
-
-        -1/B Σ_i log( Σ_{k ∈ P(i)} exp(cos(a_i, o_k)/τ) / Σ_j exp(cos(a_i, o_j)/τ) )
-
-    ``positives`` (B, B) marks P(i). Eq. 7 and Eq. 8 sum the denominator over all j; Eq. 6 sums
-    it over j != i, which is ``exclude_positives=True`` with P(i) = {i}.
-    """
-    sim = F.normalize(anchor, dim=-1) @ F.normalize(other, dim=-1).T / tau  # (B, B)
-    numerator = torch.logsumexp(sim.masked_fill(~positives, float("-inf")), 1)
-    denominator = torch.logsumexp(sim.masked_fill(positives, float("-inf")) if exclude_positives else sim, 1)
-    return (denominator - numerator).mean()
+    """One direction of Eq. 6-8: ``anchor`` items against the ``other`` view."""
+    return contrastive_pair(anchor, other, positives, tau, exclude_positives)[0]
 
 
 def align_one_to_one(e_sid: Tensor, e_hid: Tensor, tau: float) -> Tensor:
@@ -54,15 +76,17 @@ def align_one_to_one(e_sid: Tensor, e_hid: Tensor, tau: float) -> Tensor:
 
 def code_guided_alignment(e_sid: Tensor, e_hid: Tensor, positives: Tensor, tau: float) -> Tensor:
     """L_CA = L_CA^1 + L_CA^2 (Eq. 7 and its mirror): SID anchors against HID positives, then the
-    roles exchanged. ``positives`` is symmetric, so it serves both directions."""
-    return contrastive(e_sid, e_hid, positives, tau) + contrastive(e_hid, e_sid, positives.T, tau)
+    roles exchanged. ``positives`` must be symmetric (it is: P(i) is a symmetric relation)."""
+    sid_to_hid, hid_to_sid = contrastive_pair(e_sid, e_hid, positives, tau)
+    return sid_to_hid + hid_to_sid
 
 
 def masked_granularity(u_sid: Tensor, u_masked: Tensor, tau: float) -> Tensor:
     """L_MSG = L_MSG^1 + L_MSG^2 (Eq. 8): each user's global and granularity-masked SID
     representations are a positive pair, the other users of the batch are negatives."""
     eye = torch.eye(len(u_sid), dtype=torch.bool, device=u_sid.device)
-    return contrastive(u_sid, u_masked, eye, tau) + contrastive(u_masked, u_sid, eye, tau)
+    global_to_masked, masked_to_global = contrastive_pair(u_sid, u_masked, eye, tau)
+    return global_to_masked + masked_to_global
 
 
 def alignment_positives(items: Tensor, codes: Tensor, rows: Tensor, positions: Tensor,
@@ -75,8 +99,9 @@ def alignment_positives(items: Tensor, codes: Tensor, rows: Tensor, positions: T
     """
     positives = items[:, None] == items[None, :]
     if code_match > 0:
-        prefix = codes[:, :code_match]
-        positives |= (prefix[:, None, :] == prefix[None, :, :]).all(-1)
+        # one group id per distinct prefix, so the B x B comparison is of integers, not of tuples
+        _, prefix_group = torch.unique(codes[:, :code_match], dim=0, return_inverse=True)
+        positives |= prefix_group[:, None] == prefix_group[None, :]
     if window > 0:
         same_row = rows[:, None] == rows[None, :]
         positives |= same_row & ((positions[:, None] - positions[None, :]).abs() <= window)

@@ -174,6 +174,8 @@ class H2Rec(nn.Module):
     def code_levels(self, items: Tensor) -> Tensor:
         """Per-level code embeddings E_g^l of ``items`` (...,) -> (..., L, d); zero for padding."""
         is_mask = items == self.mask_token
+        if not is_mask.any():  # only BERT4Rec inputs hold mask tokens
+            return self.codes(items)
         levels = self.codes(items.masked_fill(is_mask, 0))
         return torch.where(is_mask[..., None, None], self.cloze_levels, levels)
 
@@ -197,11 +199,13 @@ class H2Rec(nn.Module):
             levels = self.code_levels(items)  # (B, N, L, d): E_g^1 .. E_g^L
             alpha = self.intent(items, levels)  # (B, N, L)
             e_sid = torch.einsum("bnl,bnld->bnd", alpha, levels)  # Eq. 3: E^sid = Σ_l alpha_l E_g^l
-            u_sid = self.f_sid(e_sid, pad)
-            if msg_level is not None:
+            if msg_level is None:
+                u_sid = self.f_sid(e_sid, pad)
+            else:
                 hide = F.one_hot(msg_level, self.n_levels).bool()[:, None, :, None]  # (B, 1, L, 1)
-                masked_levels = torch.where(hide, self.msg_mask, levels)
-                masked = self.f_sid(torch.einsum("bnl,bnld->bnd", alpha, masked_levels), pad)
+                e_masked = torch.einsum("bnl,bnld->bnd", alpha, torch.where(hide, self.msg_mask, levels))
+                # both views through f_θ1 in one call: the same work, half the per-call overhead
+                u_sid, masked = self.f_sid(torch.cat([e_sid, e_masked]), torch.cat([pad, pad])).chunk(2)
         if self.has_hid:
             fused = self.mca(e_hid, levels, alpha, pad, self.causal) if self.mca is not None else e_hid
             u_hid = self.f_hid(fused, pad)

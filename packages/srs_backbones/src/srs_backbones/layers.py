@@ -130,6 +130,8 @@ class TransformerStack(nn.Module):
         self.dim, self.max_len, self.causal, self.norm = dim, max_len, causal, norm
         self.scale = math.sqrt(dim) if scale_input else 1.0
         self.positions = nn.Embedding(max_len, dim)
+        # N(0, 0.02) as BERT: torch's default N(0, 1) would drown item embeddings of that scale
+        nn.init.normal_(self.positions.weight, std=0.02)
         # post-LN (BERT, RecBole) normalises the input; pre-LN and "sasrec" normalise the output.
         self.in_norm = nn.LayerNorm(dim, eps=eps) if norm == "post" else nn.Identity()
         self.out_norm = nn.Identity() if norm == "post" else nn.LayerNorm(dim, eps=eps)

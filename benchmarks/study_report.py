@@ -1,0 +1,298 @@
+"""Tables and plots of the study (`python benchmarks/study.py report`), from whatever runs exist.
+
+Writes the generated part of docs/results.md (between the `<!-- generated -->` markers; the
+findings around it are written by hand), benchmarks/results/study.json (every number the tables
+show) and PNG plots in docs/img/.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "results.md"
+IMG = REPO / "docs" / "img"
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+COLUMNS = [("overall", "NDCG@10"), ("overall", "HR@10"), ("tail", "NDCG@10"), ("tail", "HR@10"),
+           ("head", "NDCG@10"), ("head", "HR@10")]
+
+# The paper's numbers (its own Yelp / Beauty versions, 1 + 100 sampled protocol), in COLUMNS order.
+PAPER = {
+    ("table2", "yelp"): {"BERT4Rec (hid)": [0.3147, 0.5314, 0.0068, 0.0177, 0.3876, 0.6919],
+                         "SASRec (hid)": [0.3601, 0.5940, 0.0588, 0.1175, 0.4592, 0.7413],
+                         "H2Rec": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324]},
+    ("table2", "beauty"): {"BERT4Rec (hid)": [0.2401, 0.3992, 0.0052, 0.0123, 0.2971, 0.4988],
+                           "SASRec (hid)": [0.3043, 0.4401, 0.0675, 0.0921, 0.4007, 0.5291],
+                           "H2Rec": [0.3957, 0.5742, 0.1524, 0.2557, 0.4538, 0.6502]},
+    ("table3", "yelp"): {"H2Rec": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324],
+                         "w/o FN": [0.4123, 0.6605, 0.1013, 0.2347, 0.5404, 0.8208],
+                         "w/o L_CA": [0.4044, 0.6455, 0.1067, 0.2161, 0.4920, 0.7719],
+                         "w/o MCA": [0.4072, 0.6523, 0.1105, 0.2190, 0.5218, 0.8077],
+                         "w/o L_MSG": [0.4202, 0.6667, 0.1091, 0.2285, 0.5398, 0.8258]},
+    ("code_match", "yelp"): {"removed": [0.4095, 0.6505, 0.1177, 0.2211, 0.4970, 0.7769],
+                             "p=1": [0.4059, 0.6473, 0.1058, 0.2044, 0.4955, 0.7712],
+                             "p=2": [0.4199, 0.6582, 0.1204, 0.2591, 0.5385, 0.8247],
+                             "p=3": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324]},
+    ("window", "yelp"): {"removed": [0.4148, 0.6522, 0.1176, 0.2230, 0.5072, 0.7911],
+                         "o=1": [0.4190, 0.6523, 0.1208, 0.2294, 0.5205, 0.8062],
+                         "o=3": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324],
+                         "o=5": [0.4205, 0.6637, 0.1244, 0.2638, 0.5441, 0.8299]},
+    ("table6", "yelp"): {"VQ + H2Rec": [0.4091, 0.6531, 0.0943, 0.1986, 0.5018, 0.7869],
+                         "PQ + H2Rec": [0.4124, 0.6597, 0.1091, 0.2285, 0.5118, 0.7958],
+                         "RQVAE + H2Rec": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324]},
+    ("table7", "yelp"): {"gru4rec + H2Rec": [0.3804, 0.6239, 0.0983, 0.2058, 0.4634, 0.7470],
+                         "bert4rec + H2Rec": [0.4298, 0.6724, 0.0991, 0.1735, 0.5545, 0.8344]},
+    ("table8", "yelp"): {"3x128": [0.4145, 0.6510, 0.1152, 0.2480, 0.5365, 0.8150],
+                         "3x256": [0.4192, 0.6585, 0.1215, 0.2565, 0.5402, 0.8215],
+                         "3x512": [0.4235, 0.6640, 0.1268, 0.2630, 0.5445, 0.8270],
+                         "4x128": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324],
+                         "4x256": [0.4338, 0.6785, 0.1385, 0.2790, 0.5540, 0.8410]},
+}
+PAPER_COLLISIONS = {"3x128": (33.92, "0.54"), "3x256": (29.92, "0.068"), "3x512": (25.85, "0.008"),
+                    "4x128": (22.28, "0.004"), "4x256": (11.87, "<0.001")}
+TITLES = {
+    "table2": "Table 2: overall performance",
+    "table3": "Table 3: ablations",
+    "beta": "Figure 3 (left): alignment weight beta",
+    "gamma": "Figure 3 (right): granularity weight gamma",
+    "code_match": "Table 4: code-matching threshold p",
+    "window": "Table 5: context window o",
+    "table6": "Table 6: quantization mechanism",
+    "table7": "Table 7: backbones",
+    "table8": "Table 8: codebook shapes",
+    "loss": "Beyond the paper: BPR (Eq. 10) against full cross-entropy",
+}
+HID_BASELINES = ("SASRec (hid)", "BERT4Rec (hid)", "GRU4Rec (hid)", "SID only (sid)")
+
+
+def collect(runs_root: Path) -> dict:
+    """{(table, dataset): {name: [results of each finished seed]}} in the order the runs were made."""
+    found: dict = defaultdict(lambda: defaultdict(list))
+    for path in sorted(runs_root.glob("*/*/*/results.json"), key=lambda p: p.stat().st_mtime):
+        dataset, table = path.parts[-4], path.parts[-3]
+        results = json.loads(path.read_text())
+        config = json.loads((path.parent / "config.json").read_text())
+        name = path.parent.name.rsplit("-s", 1)[0]
+        results["_name"] = name
+        results["_config"] = config
+        found[(table, dataset)][name].append(results)
+    return found
+
+
+def display_name(slug: str, table: str) -> str:
+    """Folder slug -> the row label given in study.py (slugs replace characters like '(' and '/')."""
+    import study
+
+    for spec in study.EXPERIMENTS.values():
+        for run in spec(["yelp", "beauty", "scientific", "games"], [0]):
+            if run.folder.name.rsplit("-s", 1)[0] == slug and run.table == table:
+                return run.name
+    return slug
+
+
+def values(runs: list[dict], protocol: str, group: str, metric: str, split: str = "test") -> np.ndarray:
+    return np.array([r[split][protocol][group][metric] for r in runs])
+
+
+def cell(v: np.ndarray) -> str:
+    if len(v) == 1:
+        return f"{v[0]:.4f}"
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+
+
+def table_markdown(rows: dict[str, list[dict]], protocol: str, paper: dict | None, extra=None) -> list[str]:
+    """One row per variant (mean ± std over seeds); under the sampled protocol the paper's row follows ours."""
+    extra_cols, extra_cells = extra if extra else ([], None)
+    header = [f"{g.title()} {m.replace('NDCG', 'N').replace('HR', 'H')}" for g, m in COLUMNS] + extra_cols
+    lines = ["| variant | seeds | " + " | ".join(header) + " |", "|---|---|" + "---|" * len(header)]
+    for name, runs in rows.items():
+        cells = [cell(values(runs, protocol, g, m)) for g, m in COLUMNS]
+        cells += extra_cells(name, runs) if extra_cells else []
+        lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | " + " | ".join(cells) + " |")
+        if paper and name in paper and protocol.startswith("sampled"):
+            cells = [f"*{v:.4f}*" for v in paper[name]] + [""] * len(extra_cols)
+            lines.append("| *paper* | | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_test(a: list[dict], b: list[dict], protocol: str) -> dict:
+    """Two-sided paired t-test of b against a on each column, pairing runs by seed."""
+    by_seed_a = {r["seed"]: r for r in a}
+    by_seed_b = {r["seed"]: r for r in b}
+    seeds = sorted(set(by_seed_a) & set(by_seed_b))
+    out = {"seeds": seeds}
+    for g, m in COLUMNS:
+        x = [by_seed_a[s]["test"][protocol][g][m] for s in seeds]
+        y = [by_seed_b[s]["test"][protocol][g][m] for s in seeds]
+        out[f"{g} {m}"] = float(stats.ttest_rel(y, x).pvalue) if len(seeds) >= 2 else None
+    return out
+
+
+def protocol_disagreements(rows: dict[str, list[dict]]) -> list[str]:
+    """Pairs of models that full ranking and the sampled protocol order differently (overall NDCG@10)."""
+    names = list(rows)
+    lines = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            full = values(rows[a], "full", "overall", "NDCG@10").mean() - values(rows[b], "full", "overall", "NDCG@10").mean()
+            samp = (values(rows[a], "sampled_100", "overall", "NDCG@10").mean()
+                    - values(rows[b], "sampled_100", "overall", "NDCG@10").mean())
+            if full * samp < 0:
+                better_full, better_samp = (a, b) if full > 0 else (b, a)
+                lines.append(f"- {better_full} beats {better_samp if better_samp != better_full else a} under full "
+                             f"ranking, but {better_samp} is ahead under 1 + 100 sampling.")
+    return lines
+
+
+def collision_columns(name: str, runs: list[dict]) -> list[str]:
+    semid_dir = Path(runs[0]["_config"]["data"]["semid"])
+    stats_path = semid_dir / "stats.json"
+    if not stats_path.is_file():
+        return ["-", "-"]
+    collisions = json.loads(stats_path.read_text())["collisions"]
+    paper = PAPER_COLLISIONS.get(name)
+    ours = f"{100 * collisions['collision_rate']:.2f} / {100 * collisions['utilisation']:.3g}"
+    return [ours, f"{paper[0]} / {paper[1]}" if paper else "-"]
+
+
+def group_plot(rows: dict[str, list[dict]], dataset: str) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in ("SASRec (hid)", "SID only (sid)", "H2Rec") if m in rows]
+    if len(models) < 2:
+        return None
+    first = rows[models[0]][0]["test"]["full"]
+    groups = [k for k in first if k.startswith("G")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / len(models)
+    for ax, metric in zip(axes, ("NDCG@10", "HR@10")):
+        for i, model in enumerate(models):
+            means = [values(rows[model], "full", g, metric).mean() for g in groups]
+            ax.bar(np.arange(len(groups)) + i * width, means, width, label=model)
+        ax.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2, groups, fontsize=8)
+        ax.set_title(f"{dataset}: test {metric} by training popularity (full ranking)", fontsize=9)
+        ax.set_xlabel("item group (training interactions)", fontsize=8)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    IMG.mkdir(parents=True, exist_ok=True)
+    path = IMG / f"groups_{dataset}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"![{dataset} popularity groups](img/{path.name})"
+
+
+def sweep_plot(found: dict, dataset: str) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {t: found.get((t, dataset)) for t in ("beta", "gamma")}
+    if not any(series.values()):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, (table, rows) in zip(axes, series.items()):
+        if not rows:
+            continue
+        xs = [float(display_name(n, table).split("=")[1]) for n in rows]
+        for group in ("overall", "tail", "head"):
+            ys = [values(r, "full", group, "NDCG@10").mean() for r in rows.values()]
+            order = np.argsort(xs)
+            ax.plot(np.array(xs)[order], np.array(ys)[order], marker="o", label=group)
+        ax.set_title(f"{dataset}: test NDCG@10 vs {table} (full ranking)", fontsize=9)
+        ax.set_xlabel(table)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    IMG.mkdir(parents=True, exist_ok=True)
+    path = IMG / f"sweeps_{dataset}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"![{dataset} beta and gamma](img/{path.name})"
+
+
+def dataset_line(rows: dict[str, list[dict]]) -> str:
+    data = next(iter(rows.values()))[0]["data"]
+    return (f"Data after loading: {data['users']:,} users ({data['users_evaluated']:,} evaluated), "
+            f"{data['catalogue_items']:,} items, {data['interactions']:,} interactions, mean length "
+            f"{data['mean_length']}; file `{Path(data['interactions_file']).name}`.")
+
+
+def write_report(runs_root: Path, results_dir: Path) -> None:
+    found = collect(runs_root)
+    named = {key: {display_name(slug, key[0]): runs for slug, runs in rows.items()} for key, rows in found.items()}
+    out: list[str] = []
+    numbers: dict = {}
+    machines = sorted({r.get("machine", "?") for rows in named.values() for runs in rows.values() for r in runs})
+    out += [f"Machine(s): {'; '.join(machines)}.", ""]
+    for table, title in TITLES.items():
+        for (t, dataset), rows in sorted(named.items()):
+            if t != table:
+                continue
+            paper = PAPER.get((table, dataset))
+            extra = (["ours Coll.% / Util.%", "paper Coll.% / Util.%"], collision_columns) if table == "table8" else None
+            walls = [r.get("wall_seconds_this_sitting", 0) for runs in rows.values() for r in runs]
+            out += [f"### {title} ({dataset})", "", dataset_line(rows),
+                    f"Runs: {sum(len(v) for v in rows.values())}, training wall time {sum(walls) / 3600:.1f} h in all.", ""]
+            for protocol in ("full", "sampled_100"):
+                label = "full ranking" if protocol == "full" else "1 + 100 sampled negatives (the paper's protocol)"
+                out += [f"Test metrics, {label}; mean ± std over seeds:", ""]
+                out += table_markdown(rows, protocol, paper, extra)
+                out.append("")
+            numbers[f"{table}/{dataset}"] = {
+                name: {p: {f"{g} {m}": values(runs, p, g, m).tolist() for g, m in COLUMNS}
+                       for p in ("full", "sampled_100")} | {"seeds": [r["seed"] for r in runs],
+                                                            "epochs": [r["epochs_run"] for r in runs],
+                                                            "seconds_per_epoch": [r["seconds_per_epoch"] for r in runs]}
+                for name, runs in rows.items()}
+            if table in ("table2", "loss"):
+                out += significance(rows, table)
+            if table == "table2":
+                disagreements = protocol_disagreements(rows)
+                out += ["Where the two protocols disagree (overall NDCG@10):", ""]
+                out += disagreements or ["- nowhere: both protocols order these models the same way."]
+                out.append("")
+                plot = group_plot(rows, dataset)
+                if plot:
+                    out += [f"Figure 4 analogue ({dataset}): metrics by five popularity groups.", "", plot, ""]
+        if table == "gamma":
+            for dataset in sorted({d for (t, d) in named if t in ("beta", "gamma")}):
+                plot = sweep_plot(found, dataset)
+                if plot:
+                    out += [plot, ""]
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "study.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    text = DOC.read_text() if DOC.is_file() else f"# Results\n\n{START}\n{END}\n"
+    before, _, rest = text.partition(START)
+    _, _, after = rest.partition(END)
+    DOC.write_text(before + START + "\n" + "\n".join(out) + "\n" + END + after)
+    print(f"wrote {DOC} and {results_dir / 'study.json'}")
+
+
+def significance(rows: dict[str, list[dict]], table: str) -> list[str]:
+    """H2Rec against the best baseline (by mean full-ranking overall NDCG@10), paired by seed."""
+    lines = []
+    for suffix in ("", ", bpr", ", ce") if table == "loss" else ("",):
+        ours = f"H2Rec{suffix}"
+        if ours not in rows:
+            continue
+        baselines = [n for n in rows if n != ours and n.endswith(suffix) and not n.startswith("H2Rec")]
+        if not baselines:
+            continue
+        best = max(baselines, key=lambda n: values(rows[n], "full", "overall", "NDCG@10").mean())
+        for protocol in ("full", "sampled_100"):
+            test = paired_test(rows[best], rows[ours], protocol)
+            if len(test["seeds"]) < 2:
+                lines.append(f"{ours} vs the best baseline ({best}), {protocol}: fewer than 2 paired seeds, no test.")
+                continue
+            ps = ", ".join(f"{k} p={v:.3g}" for k, v in test.items() if k != "seeds")
+            lines.append(f"{ours} vs the best baseline ({best}), {protocol}, paired two-sided t-test over seeds "
+                         f"{test['seeds']}: {ps}.")
+    return lines + [""]

@@ -1,0 +1,137 @@
+"""The `h2rec` command line, end to end on the tiny dataset, through click's test runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from h2rec.cli import main
+
+FAST = ["--max-len", "20", "--dim", "32", "--batch-size", "64", "--device", "cpu", "--quiet"]
+
+
+def train_args(tiny, out, *extra):
+    return ["train", "--interactions", str(tiny["interactions"]), "--semid", str(tiny["semid"]),
+            "-o", str(out), *FAST, *extra]
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny, tmp_path_factory):
+    """hid and h2rec runs with two seeds each (one epoch): what `compare` needs."""
+    root = tmp_path_factory.mktemp("cli")
+    runner = CliRunner()
+    dirs = {}
+    for model in ("hid", "h2rec"):
+        for seed in (1, 2):
+            out = root / f"{model}-{seed}"
+            result = runner.invoke(main, train_args(tiny, out, "--model", model, "--seed", str(seed),
+                                                    "--epochs", "1", "--eval-negatives", "20"))
+            assert result.exit_code == 0, result.output
+            dirs[(model, seed)] = out
+    return dirs
+
+
+def test_train_prints_a_table_and_writes_the_run(two_models):
+    run = two_models[("h2rec", 1)]
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["test"]) == {"full", "sampled_20"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["seed"] == 1 and config["model"]["kind"] == "h2rec"
+
+
+def test_evaluate_recommend_compare(two_models):
+    runner = CliRunner()
+    run = two_models[("h2rec", 1)]
+    result = runner.invoke(main, ["evaluate", str(run), "--eval-negatives", "20", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "| test | full |" in result.output and "| test | sampled_20 |" in result.output
+
+    result = runner.invoke(main, ["recommend", str(run), "--user", "u00001", "-k", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 3 and lines[0].lstrip().startswith("1.")
+
+    result = runner.invoke(main, ["compare", *map(str, two_models.values()), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    # a label names the model and every choice that differs from the defaults (here the width)
+    assert summary["labels"] == ["hid/sasrec (dim=32)", "h2rec/sasrec (dim=32)"]
+    assert summary["table"]["hid/sasrec (dim=32)"]["overall NDCG@10"]["n"] == 2
+    assert summary["tests"]["seeds"] == [1, 2]
+    assert set(summary["tests"]["p_values"]) == {f"{g} {m}" for g in ("overall", "tail", "head")
+                                                 for m in ("NDCG@10", "HR@10")}
+    table = runner.invoke(main, ["compare", *map(str, two_models.values())]).output
+    assert "paired two-sided t-test, h2rec/sasrec (dim=32) vs hid/sasrec (dim=32)" in table
+
+
+def test_config_file_with_overrides(tiny, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  interactions: {tiny['interactions']}\n  semid: {tiny['semid']}\n"
+                      "model:\n  kind: sid\n  dim: 16\ntrain:\n  epochs: 1\n")
+    result = CliRunner().invoke(main, ["train", "--config", str(config), "--dim", "32", "-o", str(tmp_path / "run"),
+                                       "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["kind"] == "sid" and saved["model"]["dim"] == 32  # the flag wins over the file
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "unknown_section", "unknown_item", "empty_file", "bad_version",
+                                  "missing_semid"])
+def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, case, two_models):
+    runner = CliRunner()
+    if case == "unknown_key":
+        config = tmp_path / "c.yaml"
+        config.write_text("model:\n  hidden_size: 64\n")
+        result = runner.invoke(main, ["train", "--config", str(config), "-o", str(tmp_path / "r")])
+        expected = "unknown key(s) ['hidden_size'] in section 'model'; valid keys"
+    elif case == "unknown_section":
+        config = tmp_path / "c.yaml"
+        config.write_text("optimizer:\n  lr: 0.1\n")
+        result = runner.invoke(main, ["train", "--config", str(config), "-o", str(tmp_path / "r")])
+        expected = "unknown section 'optimizer'"
+    elif case == "unknown_item":
+        inter = tmp_path / "inter.csv"
+        inter.write_text("user_id,item_id\nu1,i00001\nu1,no-such-item\nu1,i00002\n")
+        result = runner.invoke(main, ["train", "--interactions", str(inter), "--semid", str(tiny["semid"]),
+                                      "-o", str(tmp_path / "r")])
+        expected = "inter.csv: 1 item id(s) have no semantic ID"
+    elif case == "empty_file":
+        inter = tmp_path / "inter.csv"
+        inter.write_text("")
+        result = runner.invoke(main, ["train", "--interactions", str(inter), "--semid", str(tiny["semid"]),
+                                      "-o", str(tmp_path / "r")])
+        expected = "inter.csv: empty file"
+    elif case == "bad_version":
+        run = tmp_path / "old"
+        run.mkdir()
+        meta = json.loads((two_models[("hid", 1)] / "config.json").read_text())
+        meta["format_version"] = 0
+        (run / "config.json").write_text(json.dumps(meta))
+        result = runner.invoke(main, ["evaluate", str(run)])
+        expected = "run folder format 0"
+    else:
+        result = runner.invoke(main, ["train", "--interactions", str(tiny["interactions"]),
+                                      "--semid", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r")])
+        expected = "cannot read the semantic IDs folder"
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r" / "config.json").exists()  # nothing written for a run that never started
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    for command in ("train", "evaluate", "recommend", "compare", "demo"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output
+        assert len(result.output.splitlines()) > 5
+
+
+def test_demo_runs_end_to_end_on_a_small_catalogue(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "demo"), "--items", "150", "--users", "200",
+                                       "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "H2Rec demo on GENERATED data" in result.output
+    assert "| full | hid |" in result.output and "| sampled_100 | h2rec |" in result.output
