@@ -72,8 +72,20 @@ class Run:
 
     @property
     def folder(self) -> Path:
-        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
-        return RUNS / self.dataset / self.table / f"{slug}-s{self.seed}"
+        """Named by what is trained, not by the table: two tables that need the same model (the
+        default H2Rec is a row of Tables 2-8) share one run."""
+        return RUNS / self.dataset / self.sids.slug / f"{config_slug(self.overrides)}-s{self.seed}"
+
+
+def config_slug(overrides: dict) -> str:
+    """The study options that differ from h2rec's defaults, e.g. 'kind=hid,backbone=gru4rec,num_layers=1'."""
+    import h2rec
+
+    config = h2rec.build_config(overrides={**BASE, **overrides}).to_dict()
+    default = h2rec.build_config(overrides=BASE).to_dict()
+    changed = [f"{key}={config[section][key]}" for section in ("model", "train")
+               for key in config[section] if config[section][key] != default[section][key]]
+    return ",".join(changed) or "h2rec"
 
 
 def semid_folder(dataset: str, sids: SemanticIDs) -> Path:
@@ -227,7 +239,7 @@ def main() -> None:
     if args.command == "report":
         from study_report import write_report
 
-        write_report(RUNS, RESULTS)
+        write_report(RESULTS)
         return
     if args.command == "prepare":
         for d in args.datasets or ["yelp", "beauty"]:

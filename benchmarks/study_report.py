@@ -70,29 +70,19 @@ TITLES = {
 HID_BASELINES = ("SASRec (hid)", "BERT4Rec (hid)", "GRU4Rec (hid)", "SID only (sid)")
 
 
-def collect(runs_root: Path) -> dict:
-    """{(table, dataset): {name: [results of each finished seed]}} in the order the runs were made."""
-    found: dict = defaultdict(lambda: defaultdict(list))
-    for path in sorted(runs_root.glob("*/*/*/results.json"), key=lambda p: p.stat().st_mtime):
-        dataset, table = path.parts[-4], path.parts[-3]
-        results = json.loads(path.read_text())
-        config = json.loads((path.parent / "config.json").read_text())
-        name = path.parent.name.rsplit("-s", 1)[0]
-        results["_name"] = name
-        results["_config"] = config
-        found[(table, dataset)][name].append(results)
-    return found
-
-
-def display_name(slug: str, table: str) -> str:
-    """Folder slug -> the row label given in study.py (slugs replace characters like '(' and '/')."""
+def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 50)) -> dict:
+    """{(table, dataset): {row name: [results of each finished seed]}}, following study.EXPERIMENTS."""
     import study
 
-    for spec in study.EXPERIMENTS.values():
-        for run in spec(["yelp", "beauty", "scientific", "games"], [0]):
-            if run.folder.name.rsplit("-s", 1)[0] == slug and run.table == table:
-                return run.name
-    return slug
+    found: dict = defaultdict(lambda: defaultdict(list))
+    for experiment in study.EXPERIMENTS.values():
+        for run in experiment(list(datasets), list(seeds)):
+            path = run.folder / "results.json"
+            if path.is_file():
+                results = json.loads(path.read_text())
+                results["_config"] = json.loads((run.folder / "config.json").read_text())
+                found[(run.table, run.dataset)][run.name].append(results)
+    return found
 
 
 def values(runs: list[dict], protocol: str, group: str, metric: str, split: str = "test") -> np.ndarray:
@@ -139,9 +129,8 @@ def protocol_disagreements(rows: dict[str, list[dict]]) -> list[str]:
     lines = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            full = values(rows[a], "full", "overall", "NDCG@10").mean() - values(rows[b], "full", "overall", "NDCG@10").mean()
-            samp = (values(rows[a], "sampled_100", "overall", "NDCG@10").mean()
-                    - values(rows[b], "sampled_100", "overall", "NDCG@10").mean())
+            full, samp = (values(rows[a], p, "overall", "NDCG@10").mean() - values(rows[b], p, "overall", "NDCG@10").mean()
+                          for p in ("full", "sampled_100"))
             if full * samp < 0:
                 better_full, better_samp = (a, b) if full > 0 else (b, a)
                 lines.append(f"- {better_full} beats {better_samp if better_samp != better_full else a} under full "
@@ -202,7 +191,7 @@ def sweep_plot(found: dict, dataset: str) -> str | None:
     for ax, (table, rows) in zip(axes, series.items()):
         if not rows:
             continue
-        xs = [float(display_name(n, table).split("=")[1]) for n in rows]
+        xs = [float(name.split("=")[1]) for name in rows]
         for group in ("overall", "tail", "head"):
             ys = [values(r, "full", group, "NDCG@10").mean() for r in rows.values()]
             order = np.argsort(xs)
@@ -225,9 +214,8 @@ def dataset_line(rows: dict[str, list[dict]]) -> str:
             f"{data['mean_length']}; file `{Path(data['interactions_file']).name}`.")
 
 
-def write_report(runs_root: Path, results_dir: Path) -> None:
-    found = collect(runs_root)
-    named = {key: {display_name(slug, key[0]): runs for slug, runs in rows.items()} for key, rows in found.items()}
+def write_report(results_dir: Path) -> None:
+    named = collect()
     out: list[str] = []
     numbers: dict = {}
     machines = sorted({r.get("machine", "?") for rows in named.values() for runs in rows.values() for r in runs})
@@ -264,7 +252,7 @@ def write_report(runs_root: Path, results_dir: Path) -> None:
                     out += [f"Figure 4 analogue ({dataset}): metrics by five popularity groups.", "", plot, ""]
         if table == "gamma":
             for dataset in sorted({d for (t, d) in named if t in ("beta", "gamma")}):
-                plot = sweep_plot(found, dataset)
+                plot = sweep_plot(named, dataset)
                 if plot:
                     out += [plot, ""]
     results_dir.mkdir(parents=True, exist_ok=True)

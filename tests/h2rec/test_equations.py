@@ -14,6 +14,7 @@ from h2rec.losses import (
     code_guided_alignment,
     contrastive,
     masked_granularity,
+    reduce_positions,
     sampled_softmax,
 )
 from h2rec.model import GranularityFusion, MultiGranularityCrossAttention
@@ -145,12 +146,19 @@ def test_eq8_masked_granularity_matches_the_formula():
 def test_eq10_bpr_and_the_alternative_ranking_losses():
     pos, neg = torch.randn(7), torch.randn(7, 3)
     expected = -sum(math.log(1 / (1 + math.exp(-(pos[i] - neg[i, k])))) for i in range(7) for k in range(3)) / 21
-    assert math.isclose(float(bpr(pos, neg)), expected, rel_tol=1e-5)
+    assert math.isclose(float(bpr(pos, neg).mean()), expected, rel_tol=1e-5)
     expected_bce = -sum(math.log(torch.sigmoid(pos[i])) + sum(math.log(1 - torch.sigmoid(neg[i, k])) for k in range(3))
                         for i in range(7)) / 7
-    assert math.isclose(float(bce(pos, neg)), expected_bce, rel_tol=1e-5)
+    assert math.isclose(float(bce(pos, neg).mean()), expected_bce, rel_tol=1e-5)
     hits = torch.zeros(7, 3, dtype=torch.bool)
     hits[0, 1] = True
     logits = torch.cat([pos[:, None], neg], 1)
     logits[0, 2] = float("-inf")
-    torch.testing.assert_close(sampled_softmax(pos, neg, hits), F.cross_entropy(logits, torch.zeros(7, dtype=torch.long)))
+    torch.testing.assert_close(sampled_softmax(pos, neg, hits).mean(), F.cross_entropy(logits, torch.zeros(7, dtype=torch.long)))
+
+
+def test_eq10_reductions():
+    losses = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    user_of = torch.tensor([0, 0, 0, 2])  # user 0 has three positions, user 2 one
+    assert float(reduce_positions(losses, user_of, "mean")) == 2.5
+    assert float(reduce_positions(losses, user_of, "user_sum")) == (6.0 + 4.0) / 2

@@ -40,7 +40,7 @@ TRAIN_OPTIONS = {
     "heads": "model.num_heads", "dropout": "model.dropout", "fusion": "model.fusion", "mca": "model.mca",
     "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
     "loss": "train.loss", "negatives": "train.num_negatives", "beta": "train.beta", "gamma": "train.gamma",
-    "tau": "train.tau", "p": "train.code_match", "o": "train.window", "epochs": "train.epochs",
+    "tau": "train.tau", "rec_reduction": "train.rec_reduction", "p": "train.code_match", "o": "train.window", "epochs": "train.epochs",
     "patience": "train.patience", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
     "device": "train.device",
     "eval_negatives": "eval.negatives", "select_on": "eval.select_on", "exclude_history": "eval.exclude_history",
@@ -76,7 +76,8 @@ def main():
 @click.option("--negatives", type=int, help="Sampled negatives per position (bpr/bce/sampled_softmax).")
 @click.option("--beta", type=float, help="Weight of the code-guided alignment loss (Eq. 11, default 0.5; 0 = off).")
 @click.option("--gamma", type=float, help="Weight of the masked granularity loss (Eq. 11, default 0.3; 0 = off).")
-@click.option("--tau", type=float, help="Temperature of Eq. 6-8 (default 0.2).")
+@click.option("--tau", type=float, help="Temperature of Eq. 6-8 (default 1.0).")
+@click.option("--rec-reduction", type=click.Choice(["user_sum", "mean"]), help="Eq. 10 over a batch: per-user sum averaged over users (default), or mean over positions.")
 @click.option("--p", type=int, help="Code-matching threshold p of Eq. 7 (default 3; 0 = removed).")
 @click.option("--o", type=int, help="Context window o of Eq. 7 (default 3; 0 = removed).")
 @click.option("--epochs", type=int, help="Maximum epochs (default 200).")

@@ -56,10 +56,13 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     loss: RankingLoss = "bpr"  # Eq. 10 uses BPR with one sampled negative per position
-    num_negatives: int = 1  # per position for bpr/bce; shared per batch for sampled_softmax
+    num_negatives: int = 1  # sampled negatives per position (bpr, bce, sampled_softmax)
+    # Eq. 10 is Σ_u Σ_j: summed over each user's positions, averaged over the batch's users ("user_sum"),
+    # or averaged over positions ("mean"). user_sum won on Beauty validation (docs/model.md).
+    rec_reduction: Literal["mean", "user_sum"] = "user_sum"
     beta: float = 0.5  # β, weight of L_CA in Eq. 11; paper searches 0.1-0.9
     gamma: float = 0.3  # γ, weight of L_MSG in Eq. 11; paper searches 0.1-0.9
-    tau: float = 0.2  # temperature of Eq. 6-8
+    tau: float = 1.0  # temperature of Eq. 6-8 (the paper gives none); 1.0 won on Beauty validation over 0.2, 0.5
     code_match: int = 3  # p: items sharing the first p code levels are positives (Eq. 7); 0 = removed
     window: int = 3  # o: items within o positions in the same sequence are positives (Eq. 7); 0 = removed
     ca_max_items: int = 256  # B of Eq. 6-7: item positions per batch that enter L_CA (cost is quadratic in B)

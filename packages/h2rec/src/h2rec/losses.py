@@ -7,28 +7,43 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+# Ranking losses return one value per position, (P,); `reduce_positions` turns them into the batch loss.
 def bpr(pos: Tensor, neg: Tensor) -> Tensor:
-    """Eq. 10: -log σ(s+ - s-), averaged over positions (and negatives). (P,), (P, K) -> ()."""
-    return -F.logsigmoid(pos[:, None] - neg).mean()
+    """Eq. 10: -log σ(s+ - s-), averaged over the K negatives of a position. (P,), (P, K) -> (P,)."""
+    return -F.logsigmoid(pos[:, None] - neg).mean(1)
 
 
 def bce(pos: Tensor, neg: Tensor) -> Tensor:
-    """SASRec's binary cross-entropy: -log σ(s+) - Σ_k log(1 - σ(s-_k)), averaged over positions."""
-    return -(F.logsigmoid(pos) + F.logsigmoid(-neg).sum(1)).mean()
+    """SASRec's binary cross-entropy: -log σ(s+) - Σ_k log(1 - σ(s-_k)). -> (P,)."""
+    return -(F.logsigmoid(pos) + F.logsigmoid(-neg).sum(1))
 
 
 def sampled_softmax(pos: Tensor, neg: Tensor, accidental_hits: Tensor | None = None) -> Tensor:
     """Softmax cross-entropy over the positive and K sampled negatives (negatives that equal the
-    positive, ``accidental_hits`` (P, K), are left out)."""
+    positive, ``accidental_hits`` (P, K), are left out). -> (P,)."""
     if accidental_hits is not None:
         neg = neg.masked_fill(accidental_hits, float("-inf"))
     logits = torch.cat([pos[:, None], neg], 1)
-    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device), reduction="none")
 
 
 def full_cross_entropy(scores: Tensor, targets: Tensor) -> Tensor:
-    """Softmax cross-entropy over the whole catalogue: (P, n + 1) scores, (P,) item targets."""
-    return F.cross_entropy(scores, targets)
+    """Softmax cross-entropy over the whole catalogue: (P, n + 1) scores, (P,) item targets -> (P,)."""
+    return F.cross_entropy(scores, targets, reduction="none")
+
+
+def reduce_positions(losses: Tensor, user_of: Tensor, how: str) -> Tensor:
+    """The batch's ranking loss from per-position losses (P,).
+
+    ``"mean"``: the mean over positions. ``"user_sum"``: Eq. 10 as written, Σ_u Σ_j, as a per-user
+    sum over positions averaged over the batch's users (a long history weighs more, and the loss
+    is larger next to the batch-averaged L_CA and L_MSG than with "mean").
+    """
+    if how == "mean":
+        return losses.mean()
+    per_user = torch.zeros(int(user_of.max()) + 1, dtype=losses.dtype, device=losses.device)
+    per_user = per_user.index_add(0, user_of, losses)
+    return per_user.sum() / user_of.unique().numel()
 
 
 # exp((cos - 1) / tau) lies in [exp(-2 / tau), 1]: it never overflows, and in float32 it does not

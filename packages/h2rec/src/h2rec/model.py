@@ -179,13 +179,12 @@ class H2Rec(nn.Module):
         levels = self.codes(items.masked_fill(is_mask, 0))
         return torch.where(is_mask[..., None, None], self.cloze_levels, levels)
 
-    def intent(self, items: Tensor, levels: Tensor) -> Tensor:
+    def intent(self, e_hid: Tensor | None, levels: Tensor) -> Tensor:
         """Eq. 2-3 weights (..., L). The anchor is the HID embedding e_t; the ``sid`` baseline, which
         has no HID table, anchors on the item's summed code embeddings."""
         if self.fusion is None:  # "w/o FN": fixed equal weights
             return levels.new_full((*levels.shape[:-2], self.n_levels), 1.0 / self.n_levels)
-        anchor = self.hid(items) if self.has_hid else levels.sum(-2)
-        return self.fusion(anchor)
+        return self.fusion(e_hid if e_hid is not None else levels.sum(-2))
 
     # ----------------------------------------------------------------- user side
     def forward(self, items: Tensor, msg_level: Tensor | None = None) -> tuple[Encoded, Tensor | None]:
@@ -197,7 +196,7 @@ class H2Rec(nn.Module):
         u_sid = u_hid = alpha = e_sid = masked = None
         if self.has_sid:
             levels = self.code_levels(items)  # (B, N, L, d): E_g^1 .. E_g^L
-            alpha = self.intent(items, levels)  # (B, N, L)
+            alpha = self.intent(e_hid, levels)  # (B, N, L)
             e_sid = torch.einsum("bnl,bnld->bnd", alpha, levels)  # Eq. 3: E^sid = Σ_l alpha_l E_g^l
             if msg_level is None:
                 u_sid = self.f_sid(e_sid, pad)

@@ -44,6 +44,7 @@ from .losses import (
     code_guided_alignment,
     full_cross_entropy,
     masked_granularity,
+    reduce_positions,
     sampled_softmax,
 )
 from .model import H2Rec
@@ -120,6 +121,8 @@ def sample_negatives(gen: torch.Generator, n_items: int, exclude: torch.Tensor, 
 
 def ranking_loss(model: H2Rec, state, targets: torch.Tensor, exclude: torch.Tensor, cfg: TrainConfig,
                  gen: torch.Generator) -> torch.Tensor:
+    """Per-position ranking losses (P,) of the positive ``targets`` (P,) against sampled negatives
+    (not in ``exclude`` (P, W), the user's items) or the whole catalogue (``ce``)."""
     device = model.device
     if cfg.loss == "ce":
         return full_cross_entropy(model.score_all(state), targets.to(device))
@@ -153,7 +156,8 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
     encoded, masked = model(items.to(device), None if msg_level is None else msg_level.to(device))
     where = targets > 0
     row_of = torch.arange(len(rows))[:, None].expand_as(targets)[where]
-    parts = {"rec": ranking_loss(model, encoded.select(where.to(device)), targets[where], rows[row_of], cfg, gen)}
+    losses = ranking_loss(model, encoded.select(where.to(device)), targets[where], rows[row_of], cfg, gen)
+    parts = {"rec": reduce_positions(losses, row_of.to(device), cfg.rec_reduction)}  # Eq. 10
     total = parts["rec"]
 
     if use_ca:

@@ -77,6 +77,11 @@ class CodeEmbedding(nn.Module):
             codes = torch.cat([codes.new_full((1, codes.shape[1]), -1), codes])  # row 0: padding, no codes
         self.register_buffer("codes", codes)
         self.levels = nn.ModuleList(nn.Embedding(int(k), dim) for k in codebook_sizes)
+        # forward looks all levels up at once in the stacked tables: level l's codes start at
+        # offsets[l], and the row after the last table is the zero vector of padding
+        sizes = torch.tensor([int(k) for k in codebook_sizes])
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
+        self.register_buffer("zero_row", torch.zeros(1, dim), persistent=False)
         with torch.no_grad():
             for level, (table, codebook) in enumerate(zip(self.levels, codebooks)):
                 if codebook is None:
@@ -100,12 +105,10 @@ class CodeEmbedding(nn.Module):
         return self.codes[item_index]
 
     def forward(self, item_index: torch.Tensor) -> torch.Tensor:
-        codes = self.item_codes(item_index)  # (..., C)
-        vectors = torch.stack(
-            [table(codes[..., level].clamp_min(0)) for level, table in enumerate(self.levels)], dim=-2
-        )  # (..., C, dim)
-        if self.padding_idx0:
-            vectors = vectors * (item_index != 0).unsqueeze(-1).unsqueeze(-1).to(vectors.dtype)
+        codes = self.item_codes(item_index)  # (..., C); -1 in the padding row
+        stacked = torch.cat([table.weight for table in self.levels] + [self.zero_row])  # (sum K_l + 1, dim)
+        rows = (codes + self.offsets).masked_fill(codes < 0, stacked.shape[0] - 1)
+        vectors = F.embedding(rows, stacked)  # (..., C, dim): one lookup for all levels
         if self.combine == "sum":
             return vectors.sum(dim=-2)  # (..., dim)
         if self.combine == "concat":

@@ -38,12 +38,7 @@ class BERT4Rec(nn.Module):
         super().__init__()
         self.config = config
         self.dim, self.max_len = config.dim, config.max_len
-        self.stack = TransformerStack(
-            dim=config.dim, num_layers=config.num_layers, num_heads=config.num_heads,
-            inner_dim=config.inner_dim or 4 * config.dim, dropout=config.dropout, max_len=config.max_len,
-            activation=config.activation, norm=config.norm, eps=config.layer_norm_eps, causal=False,
-            scale_input=config.scale_input,
-        )
+        self.stack = TransformerStack.from_config(config, causal=False, default_inner=4 * config.dim)
 
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
         return self.stack(x, padding_mask)  # (B, N, d)

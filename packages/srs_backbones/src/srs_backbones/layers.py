@@ -58,7 +58,8 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # (B, h, N, d/h)
 
     def forward(self, query: Tensor, key_value: Tensor, *, causal: bool, attn_mask: Tensor | None) -> Tensor:
-        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key_value)), self._split(self.v_proj(key_value))
+        q = self._split(self.q_proj(query))
+        k, v = self._split(self.k_proj(key_value)), self._split(self.v_proj(key_value))
         out = F.scaled_dot_product_attention(
             q, k, v,
             attn_mask=attn_mask,
@@ -139,6 +140,13 @@ class TransformerStack(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, num_heads, inner_dim, dropout, activation, norm, eps) for _ in range(num_layers)
         )
+
+    @classmethod
+    def from_config(cls, c, *, causal: bool, default_inner: int) -> TransformerStack:
+        """From a SASRecConfig or BERT4RecConfig (they share these fields)."""
+        return cls(dim=c.dim, num_layers=c.num_layers, num_heads=c.num_heads, inner_dim=c.inner_dim or default_inner,
+                   dropout=c.dropout, max_len=c.max_len, activation=c.activation, norm=c.norm, eps=c.layer_norm_eps,
+                   causal=causal, scale_input=c.scale_input)
 
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
         check_inputs(x, padding_mask, self.dim, self.max_len)
