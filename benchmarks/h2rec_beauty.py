@@ -43,12 +43,13 @@ def main() -> None:
     for name, res in rows.items():
         test = res["test"]["full"]
         cells = [test[g][m] for g in ("overall", "head", "tail") for m in ("HR@10", "NDCG@10")]
-        summary[name] = {"test_full": {g: {m: test[g][m] for m in ("HR@10", "NDCG@10")} for g in ("overall", "head", "tail")},
+        by_group = {g: {m: test[g][m] for m in ("HR@10", "NDCG@10")} for g in ("overall", "head", "tail")}
+        summary[name] = {"test_full": by_group,
                          "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"],
                          "seconds_per_epoch": res["seconds_per_epoch"], "peak_rss_mb": res["peak_rss_mb"],
                          "machine": res.get("machine")}
-        table.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells)
-                     + f" | {res['best_epoch']} / {res['epochs_run']} | {res['seconds_per_epoch']} | {res['peak_rss_mb']} |")
+        cost = f"{res['best_epoch']} / {res['epochs_run']} | {res['seconds_per_epoch']} | {res['peak_rss_mb']}"
+        table.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + f" | {cost} |")
     ratio = summary["H2Rec"]["seconds_per_epoch"] / summary["SASRec (hid)"]["seconds_per_epoch"]
     machine = next(iter(summary.values()))["machine"]
     lines = ["# hid / sid / h2rec on Amazon Beauty (full ranking, leave-one-out, seed 42)", "",

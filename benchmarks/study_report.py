@@ -129,8 +129,8 @@ def protocol_disagreements(rows: dict[str, list[dict]]) -> list[str]:
     lines = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            full, samp = (values(rows[a], p, "overall", "NDCG@10").mean() - values(rows[b], p, "overall", "NDCG@10").mean()
-                          for p in ("full", "sampled_100"))
+            full, samp = (values(rows[a], p, "overall", "NDCG@10").mean()
+                          - values(rows[b], p, "overall", "NDCG@10").mean() for p in ("full", "sampled_100"))
             if full * samp < 0:
                 better_full, better_samp = (a, b) if full > 0 else (b, a)
                 lines.append(f"- {better_full} beats {better_samp if better_samp != better_full else a} under full "
@@ -225,10 +225,13 @@ def write_report(results_dir: Path) -> None:
             if t != table:
                 continue
             paper = PAPER.get((table, dataset))
-            extra = (["ours Coll.% / Util.%", "paper Coll.% / Util.%"], collision_columns) if table == "table8" else None
+            extra = None
+            if table == "table8":
+                extra = (["ours Coll.% / Util.%", "paper Coll.% / Util.%"], collision_columns)
             walls = [r.get("wall_seconds_this_sitting", 0) for runs in rows.values() for r in runs]
             out += [f"### {title} ({dataset})", "", dataset_line(rows),
-                    f"Runs: {sum(len(v) for v in rows.values())}, training wall time {sum(walls) / 3600:.1f} h in all.", ""]
+                    f"Runs: {sum(len(v) for v in rows.values())}, training wall time "
+                    f"{sum(walls) / 3600:.1f} h in all.", ""]
             for protocol in ("full", "sampled_100"):
                 label = "full ranking" if protocol == "full" else "1 + 100 sampled negatives (the paper's protocol)"
                 out += [f"Test metrics, {label}; mean ± std over seeds:", ""]

@@ -6,8 +6,8 @@
 import sys
 from pathlib import Path
 
-import semid
 import h2rec
+import semid
 from h2rec.synthetic import SyntheticConfig, write
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/example")

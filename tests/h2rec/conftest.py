@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import semid
 from h2rec import build_config
 from h2rec.synthetic import SyntheticConfig, write

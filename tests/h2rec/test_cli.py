@@ -6,7 +6,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from h2rec.cli import main
 
 FAST = ["--max-len", "20", "--dim", "32", "--batch-size", "64", "--device", "cpu", "--quiet"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from h2rec.losses import code_guided_alignment
 from h2rec.training import build_model, prepare, training_step
 

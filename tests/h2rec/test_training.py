@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import h2rec
+import pytest
 from h2rec import training
 from h2rec.errors import H2RecError
 

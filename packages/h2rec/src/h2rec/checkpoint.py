@@ -104,7 +104,8 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     tensors = _rng_tensors(generator)
     for index, moments in opt["state"].items():
         for key, value in moments.items():
-            tensors[f"opt.{index}.{key}"] = value.detach().cpu().contiguous() if torch.is_tensor(value) else torch.tensor(value)
+            value = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"opt.{index}.{key}"] = value.detach().cpu().contiguous()
     atomic_write(folder / files["state"], lambda tmp: save_file(tensors, tmp, metadata={"epoch": str(epoch)}))
     write_json(folder / "last.json", {**state, "files": files, "param_groups": opt["param_groups"]})
     for stale in folder.glob("*.safetensors"):

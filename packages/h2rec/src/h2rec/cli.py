@@ -40,7 +40,8 @@ TRAIN_OPTIONS = {
     "heads": "model.num_heads", "dropout": "model.dropout", "fusion": "model.fusion", "mca": "model.mca",
     "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
     "loss": "train.loss", "negatives": "train.num_negatives", "beta": "train.beta", "gamma": "train.gamma",
-    "tau": "train.tau", "rec_reduction": "train.rec_reduction", "p": "train.code_match", "o": "train.window", "epochs": "train.epochs",
+    "tau": "train.tau", "rec_reduction": "train.rec_reduction", "p": "train.code_match", "o": "train.window",
+    "epochs": "train.epochs",
     "patience": "train.patience", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
     "device": "train.device",
     "eval_negatives": "eval.negatives", "select_on": "eval.select_on", "exclude_history": "eval.exclude_history",
@@ -54,30 +55,41 @@ def main():
 
 
 @main.command()
-@click.option("--interactions", type=click.Path(dir_okay=False), help="Interactions: .csv/.tsv/.jsonl, RecBole .inter, P5 .txt sequences or LC-Rec .json.")
-@click.option("--semid", "semid_dir", type=click.Path(file_okay=False), help="Folder written by `semid encode` for the same items.")
-@click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "inter", "sequences", "json"]), help="Interaction layout (default: from the suffix).")
+@click.option("--interactions", type=click.Path(dir_okay=False),
+              help="Interactions: .csv/.tsv/.jsonl, RecBole .inter, P5 .txt sequences or LC-Rec .json.")
+@click.option("--semid", "semid_dir", type=click.Path(file_okay=False),
+              help="Folder written by `semid encode` for the same items.")
+@click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "inter", "sequences", "json"]),
+              help="Interaction layout (default: from the suffix).")
 @click.option("--user-field", help="User column of CSV/TSV/JSONL interactions (default user_id).")
 @click.option("--item-field", help="Item column (default item_id).")
 @click.option("--time-field", help="Timestamp column, used when present (default timestamp).")
 @click.option("--k-core", type=int, help="Drop users and items with fewer than k interactions (default 0: off).")
 @click.option("--max-len", type=int, help="Most recent items a history keeps (default 50).")
-@click.option("--model", type=click.Choice(["h2rec", "hid", "sid"]), help="h2rec (both branches), hid (hash IDs only) or sid (semantic IDs only).")
-@click.option("--backbone", type=click.Choice(["sasrec", "gru4rec", "bert4rec"]), help="Sequence encoder of each branch (default sasrec).")
+@click.option("--model", type=click.Choice(["h2rec", "hid", "sid"]),
+              help="h2rec (both branches), hid (hash IDs only) or sid (semantic IDs only).")
+@click.option("--backbone", type=click.Choice(["sasrec", "gru4rec", "bert4rec"]),
+              help="Sequence encoder of each branch (default sasrec).")
 @click.option("--dim", type=int, help="Embedding and hidden size d (default 64).")
 @click.option("--layers", type=int, help="Encoder layers (default 2).")
 @click.option("--heads", type=int, help="Attention heads (default 1).")
 @click.option("--dropout", type=float, help="Dropout (default 0.2).")
-@click.option("--no-fusion", "fusion", flag_value=False, default=None, help="Fixed equal level weights instead of the fusion network (Eq. 2-3).")
-@click.option("--no-mca", "mca", flag_value=False, default=None, help="Drop the multi-granularity cross attention (Eq. 4-5).")
-@click.option("--pca-init/--no-pca-init", default=None, help="Initialise hash-ID embeddings from the PCA of the text embeddings (default: on for h2rec).")
-@click.option("--candidate-weights", type=click.Choice(["intent", "uniform"]), help="Level weights of a candidate's SID embedding in Eq. 9.")
-@click.option("--loss", type=click.Choice(["bpr", "bce", "sampled_softmax", "ce"]), help="Ranking loss (default bpr, Eq. 10).")
+@click.option("--no-fusion", "fusion", flag_value=False, default=None,
+              help="Fixed equal level weights instead of the fusion network (Eq. 2-3).")
+@click.option("--no-mca", "mca", flag_value=False, default=None,
+              help="Drop the multi-granularity cross attention (Eq. 4-5).")
+@click.option("--pca-init/--no-pca-init", default=None,
+              help="Initialise hash-ID embeddings from the PCA of the text embeddings (default: on for h2rec).")
+@click.option("--candidate-weights", type=click.Choice(["intent", "uniform"]),
+              help="Level weights of a candidate's SID embedding in Eq. 9.")
+@click.option("--loss", type=click.Choice(["bpr", "bce", "sampled_softmax", "ce"]),
+              help="Ranking loss (default bpr, Eq. 10).")
 @click.option("--negatives", type=int, help="Sampled negatives per position (bpr/bce/sampled_softmax).")
 @click.option("--beta", type=float, help="Weight of the code-guided alignment loss (Eq. 11, default 0.5; 0 = off).")
 @click.option("--gamma", type=float, help="Weight of the masked granularity loss (Eq. 11, default 0.3; 0 = off).")
 @click.option("--tau", type=float, help="Temperature of Eq. 6-8 (default 1.0).")
-@click.option("--rec-reduction", type=click.Choice(["user_sum", "mean"]), help="Eq. 10 over a batch: per-user sum averaged over users (default), or mean over positions.")
+@click.option("--rec-reduction", type=click.Choice(["user_sum", "mean"]),
+              help="Eq. 10 over a batch: per-user sum averaged over users (default), or mean over positions.")
 @click.option("--p", type=int, help="Code-matching threshold p of Eq. 7 (default 3; 0 = removed).")
 @click.option("--o", type=int, help="Context window o of Eq. 7 (default 3; 0 = removed).")
 @click.option("--epochs", type=int, help="Maximum epochs (default 200).")
@@ -86,11 +98,17 @@ def main():
 @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
 @click.option("--seed", type=int, help="Random seed (default 42).")
 @click.option("--device", help="auto, cpu or cuda (default auto).")
-@click.option("--eval-negatives", type=int, help="Also report the paper's protocol: 1 positive + this many sampled negatives (e.g. 100). Full ranking is always reported.")
-@click.option("--select-on", type=click.Choice(["full", "sampled"]), help="Protocol of the validation NDCG@10 that picks the checkpoint (default full).")
-@click.option("--exclude-history", flag_value=True, default=None, help="Drop the user's past items from the full ranking.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML file with sections data/model/train/eval; flags override it.")
-@click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics.jsonl, results.json).")
+@click.option("--eval-negatives", type=int,
+              help="Also report the paper's protocol: 1 positive + this many sampled negatives (e.g. 100). "
+                   "Full ranking is always reported.")
+@click.option("--select-on", type=click.Choice(["full", "sampled"]),
+              help="Protocol of the validation NDCG@10 that picks the checkpoint (default full).")
+@click.option("--exclude-history", flag_value=True, default=None,
+              help="Drop the user's past items from the full ranking.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file with sections data/model/train/eval; flags override it.")
+@click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder (checkpoints, metrics.jsonl, results.json).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @reports_errors
@@ -101,7 +119,10 @@ def train(config_file, run_dir, resume, quiet, **options):
     from .training import train as run_training
 
     overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
-    config = load_config_file(config_file, overrides) if config_file else build_config(overrides=overrides, source="command line")
+    if config_file:
+        config = load_config_file(config_file, overrides)
+    else:
+        config = build_config(overrides=overrides, source="command line")
     results = run_training(config, run_dir, resume=resume, progress=not quiet)
     click.echo(format_results(results))
     click.echo(f"results: {Path(run_dir) / 'results.json'}")
@@ -110,7 +131,8 @@ def train(config_file, run_dir, resume, quiet, **options):
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--eval-negatives", type=int, help="Also report the sampled protocol with this many negatives.")
-@click.option("--exclude-history/--include-history", default=None, help="Drop the user's past items from the full ranking.")
+@click.option("--exclude-history/--include-history", default=None,
+              help="Drop the user's past items from the full ranking.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
 @reports_errors

@@ -106,7 +106,8 @@ def format_summary(summary: dict) -> str:
         if tests["p_values"]:
             lines.append("| " + " | ".join(tests["p_values"]) + " |")
             lines.append("|" + "---|" * len(tests["p_values"]))
-            lines.append("| " + " | ".join("n/a" if p is None else f"{p:.4g}" for p in tests["p_values"].values()) + " |")
+            cells = ["n/a" if p is None else f"{p:.4g}" for p in tests["p_values"].values()]
+            lines.append("| " + " | ".join(cells) + " |")
         else:
             lines.append("(needs at least two seeds run by both models)")
     return "\n".join(lines)

@@ -31,7 +31,8 @@ class DataConfig:
     k_core: int = 0  # 0 = no filter; k = drop users and items with fewer than k interactions, repeatedly
     max_len: int = 50  # most recent items a history keeps
     head_share: float = 0.2  # top 20% of items by training interactions are Head (paper §4.1.4)
-    group_bounds: tuple[int, ...] | None = None  # five popularity groups by training count, e.g. (5, 10, 20, 40); None = item quintiles
+    # five popularity groups by training count: 4 cut points, e.g. (5, 10, 20, 40); None = item quintiles
+    group_bounds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,13 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 1  # SASRec's best setting; BERT4Rec runs use 2
     dropout: float = 0.2
-    backbone_options: dict = field(default_factory=dict)  # extra keys for srs_backbones.build_encoder, e.g. {"norm": "post"}
+    backbone_options: dict = field(default_factory=dict)  # more srs_backbones.build_encoder keys: {"norm": "post"}
     share_encoders: bool = False  # paper: two independent encoders f_θ1, f_θ2; the authors' code shares one
     fusion: bool = True  # Eq. 2-3 multi-granularity fusion; False = fixed equal weights (Table 3 "w/o FN")
     fusion_hidden: int | None = None  # d_h of Eq. 2; None = dim
     prior_decay: float = 0.5  # b_prior starts at -prior_decay * l: coarse levels first (§3.2.1); 0 = uniform
     mca: bool = True  # Eq. 4-5 multi-granularity cross attention (Table 3 "w/o MCA")
-    candidate_weights: Literal["intent", "uniform"] = "intent"  # how a candidate's SID embedding weighs its levels in Eq. 9
+    candidate_weights: Literal["intent", "uniform"] = "intent"  # level weights of a candidate's e^sid in Eq. 9
     pca_init: bool | None = None  # Algorithm 1 line 6; None = on for h2rec when text embeddings exist, off otherwise
     init_std: float = 0.02
 
@@ -122,7 +123,8 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
     for dotted, value in (overrides or {}).items():
         name, _, key = dotted.partition(".")
         if name not in SECTIONS or not key:
-            raise H2RecError(f"{source}: override {dotted!r} must look like 'section.key' with a section in {sorted(SECTIONS)}")
+            raise H2RecError(f"{source}: override {dotted!r} must look like 'section.key' "
+                             f"with a section in {sorted(SECTIONS)}")
         merged[name][key] = value
     sections = {}
     for name, cls in SECTIONS.items():

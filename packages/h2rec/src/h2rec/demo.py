@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import build_config
 from .synthetic import SyntheticConfig, write
@@ -54,7 +54,8 @@ def run_demo(out_dir: str | Path, epochs: int = 40, device: str = "auto", text_m
 
 def demo_table(results: dict[str, dict], out: Path) -> str:
     rows = ["", "H2Rec demo on GENERATED data (h2rec.synthetic), test split, seed 42",
-            "", "| protocol | model | Overall HR@10 | Overall NDCG@10 | Head HR@10 | Head NDCG@10 | Tail HR@10 | Tail NDCG@10 |",
+            "", "| protocol | model | Overall HR@10 | Overall NDCG@10 | Head HR@10 | Head NDCG@10 "
+            "| Tail HR@10 | Tail NDCG@10 |",
             "|---|---|---|---|---|---|---|---|"]
     for protocol in ("full", "sampled_100"):
         for kind, res in results.items():

@@ -160,10 +160,10 @@ class H2Rec(nn.Module):
             options["num_heads"] = cfg.num_heads
         options.update(cfg.backbone_options)
         self.f_sid = build_encoder(cfg.backbone, **options) if self.has_sid else None  # f_θ1
+        self.f_hid = None  # f_θ2
         if self.has_hid:
-            self.f_hid = self.f_sid if cfg.share_encoders and self.has_sid else build_encoder(cfg.backbone, **options)  # f_θ2
-        else:
-            self.f_hid = None
+            share = cfg.share_encoders and self.has_sid
+            self.f_hid = self.f_sid if share else build_encoder(cfg.backbone, **options)
         self.causal = (self.f_sid or self.f_hid).causal
 
     @property

@@ -78,7 +78,8 @@ class _Collector:
         return {u: [item for _, _, item in sorted(rows)] for u, rows in self.rows.items()}
 
 
-def _read_rows(path: Path, rows: Iterator[tuple[int, dict]], cfg: DataConfig, fields: list[str]) -> dict[str, list[str]]:
+def _read_rows(path: Path, rows: Iterator[tuple[int, dict]], cfg: DataConfig,
+               fields: list[str]) -> dict[str, list[str]]:
     for name in (cfg.user_field, cfg.item_field):
         if name not in fields:
             raise H2RecError(f"{path}: no field {name!r}; the file has {fields}. Set user_field/item_field.")

@@ -92,7 +92,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 # ----------------------------------------------------------------------------- one step
-def epoch_batches(lengths: torch.Tensor, batch_size: int, bucket_batches: int, gen: torch.Generator) -> list[torch.Tensor]:
+def epoch_batches(lengths: torch.Tensor, batch_size: int, bucket_batches: int,
+                  gen: torch.Generator) -> list[torch.Tensor]:
     """Row indices of each batch, in random order. With ``bucket_batches`` > 1, rows are shuffled,
     cut into chunks of that many batches, sorted by length within a chunk, then batched: batches
     hold sequences of similar length, so little compute goes to padding (sequences are short on
