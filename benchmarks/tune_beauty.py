@@ -30,6 +30,9 @@ VARIANTS = {
     "h2rec, user_sum, tau=0.2": {"train.rec_reduction": "user_sum", "train.tau": 0.2},
     "h2rec, user_sum, tau=0.5": {"train.rec_reduction": "user_sum", "train.tau": 0.5},
     "h2rec, user_sum, tau=1.0": {"train.rec_reduction": "user_sum", "train.tau": 1.0},
+    "hid, dropout=0.5": {"model.kind": "hid", "train.rec_reduction": "user_sum", "model.dropout": 0.5},
+    "h2rec, user_sum, tau=1.0, dropout=0.5": {"train.rec_reduction": "user_sum", "train.tau": 1.0,
+                                              "model.dropout": 0.5},
 }
 
 

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import best_weights_path, check_run_folder, load_weights, read_json
-from .config import Config, build_config
+from .checkpoint import best_weights_path, load_weights, read_json, read_run_config
 from .errors import H2RecError
 from .evaluate import model_inputs
 from .training import build_model, final_results, prepare, resolve_device
-
-
-def run_config(run_dir: Path) -> Config:
-    meta = check_run_folder(run_dir)
-    return build_config({k: meta[k] for k in ("data", "model", "train", "eval")}, source=str(run_dir / "config.json"))
 
 
 class Recommender:
@@ -24,7 +18,7 @@ class Recommender:
 
     def __init__(self, run_dir: str | Path, device: str = "auto"):
         self.run_dir = Path(run_dir)
-        config = run_config(self.run_dir)
+        config = read_run_config(self.run_dir)
         self.config, self.sids, self.dataset = prepare(config)
         self.device = resolve_device(device)
         self.model = build_model(self.config, self.sids).to(self.device).eval()

@@ -66,6 +66,14 @@ def check_run_folder(run_dir: Path) -> dict:
     return meta
 
 
+def read_run_config(run_dir: Path):
+    """The resolved :class:`~h2rec.config.Config` a run folder was trained with."""
+    from .config import SECTIONS, build_config
+
+    meta = check_run_folder(run_dir)
+    return build_config({k: meta[k] for k in SECTIONS if k in meta}, source=str(run_dir / "config.json"))
+
+
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     # save_model (not save_file) copes with shared tensors, e.g. share_encoders=True
     atomic_write(path, lambda tmp: save_model(model, tmp, metadata=metadata))

@@ -68,6 +68,12 @@ class MultiGranularityCrossAttention(nn.Module):
         return torch.einsum("bnl,blnd->bnd", alpha, per_level) + e_hid
 
 
+def at_last(x: Tensor, padding_mask: Tensor) -> Tensor:
+    """``x`` (B, N, ...) at each row's last real position (right padding) -> (B, ...)."""
+    lengths = (~padding_mask).sum(1)
+    return x[torch.arange(len(x), device=x.device), (lengths - 1).clamp(min=0)]
+
+
 @dataclass
 class Encoded:
     """Per-position outputs of a forward pass, each (B, N, ...); ``None`` where a branch is absent."""
@@ -88,10 +94,11 @@ class Encoded:
 
     def last(self) -> UserState:
         """User states at each row's last real position (the next-item prediction)."""
-        lengths = (~self.padding_mask).sum(1)
-        where = torch.zeros_like(self.padding_mask)
-        where[torch.arange(len(lengths), device=lengths.device), (lengths - 1).clamp(min=0)] = True
-        return self.select(where)
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else at_last(t, self.padding_mask)
+
+        return UserState(pick(self.u_sid), pick(self.u_hid), pick(self.alpha))
 
 
 @dataclass

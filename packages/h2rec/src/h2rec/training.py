@@ -26,14 +26,14 @@ from . import __version__
 from .checkpoint import (
     FORMAT_VERSION,
     best_weights_path,
-    check_run_folder,
     load_checkpoint,
     load_weights,
+    read_run_config,
     save_checkpoint,
     write_json,
     write_text,
 )
-from .config import Config, TrainConfig, build_config
+from .config import Config, TrainConfig
 from .data import Dataset, build_dataset, training_matrix
 from .errors import H2RecError
 from .evaluate import evaluate_split, protocol_name
@@ -47,7 +47,7 @@ from .losses import (
     reduce_positions,
     sampled_softmax,
 )
-from .model import H2Rec
+from .model import H2Rec, at_last
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,11 +137,6 @@ def ranking_loss(model: H2Rec, state, targets: torch.Tensor, exclude: torch.Tens
     return sampled_softmax(pos, neg, (negatives == targets[:, None]).to(device))
 
 
-def last_positions(x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-    lengths = (~padding_mask).sum(1)
-    return x[torch.arange(len(x), device=x.device), (lengths - 1).clamp(min=0)]
-
-
 def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Eq. 11 on one batch of right-padded training rows (CPU); returns the loss parts."""
     if model.causal:  # next-item targets at every position
@@ -173,8 +168,7 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
         parts["ca"] = code_guided_alignment(encoded.e_sid[b, t], encoded.e_hid[b, t], positives, cfg.tau)
         total = total + cfg.beta * parts["ca"]  # Eq. 11
     if use_msg:
-        pad = encoded.padding_mask
-        parts["msg"] = masked_granularity(last_positions(encoded.u_sid, pad), last_positions(masked, pad), cfg.tau)
+        parts["msg"] = masked_granularity(encoded.last().u_sid, at_last(masked, encoded.padding_mask), cfg.tau)
         total = total + cfg.gamma * parts["msg"]  # Eq. 11
     parts["total"] = total
     return parts
@@ -207,9 +201,7 @@ def prepare(config: Config) -> tuple[Config, semid.SemanticIDs, Dataset]:
 def _start_run_folder(run_dir: Path, config: Config, resume: bool) -> Config:
     meta_path = run_dir / "config.json"
     if resume:
-        meta = check_run_folder(run_dir)
-        saved = build_config({k: v for k, v in meta.items() if k in ("data", "model", "train", "eval")},
-                             source=str(meta_path))
+        saved = read_run_config(run_dir)
         # only where to run may change on resume; everything else must be what the run started with
         return dataclasses.replace(saved, train=dataclasses.replace(saved.train, device=config.train.device))
     if meta_path.exists():
