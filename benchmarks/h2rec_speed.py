@@ -1,0 +1,100 @@
+"""Where a training step's time goes: hid, sid and h2rec with its parts switched off, on Beauty.
+
+    python benchmarks/h2rec_speed.py [--data ../shared/data] [--steps 60] [--device auto]
+
+Times the same 60 bucketed batches of Beauty (batch 256, d = 64, SASRec) for each variant, three
+interleaved rounds, and reports the median milliseconds per step and the ratio to `hid`. Writes
+benchmarks/results/h2rec_speed.{json,md}. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from datasets import DEFAULT_DATA, interactions_file  # noqa: E402
+from study import SemanticIDs, machine, prepare  # noqa: E402
+
+OUT = Path(__file__).parent / "results"
+VARIANTS = {
+    "hid (SASRec)": {"model.kind": "hid"},
+    "sid": {"model.kind": "sid"},
+    "h2rec": {},
+    "h2rec without L_MSG": {"train.gamma": 0.0},
+    "h2rec without L_CA": {"train.beta": 0.0},
+    "h2rec without MCA": {"model.mca": False},
+    "h2rec, two branches only": {"train.gamma": 0.0, "train.beta": 0.0, "model.mca": False},
+}
+
+
+def step_timer(overrides: dict, semid_dir: Path, data: Path, device: str, steps: int):
+    import h2rec
+    from h2rec import training
+    from h2rec.data import training_matrix
+
+    config = h2rec.build_config(overrides={"data.interactions": str(interactions_file("beauty", data)),
+                                           "data.semid": str(semid_dir), "train.device": device, **overrides})
+    config, sids, ds = training.prepare(config)
+    gen = training.seed_everything(0)
+    model = training.build_model(config, sids).to(training.resolve_device(device)).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    matrix = training_matrix(ds, config.data.max_len, model.causal)
+    lengths = (matrix != 0).sum(1)
+    batches = training.epoch_batches(lengths, 256, 16, torch.Generator().manual_seed(0))[: steps + 5]
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def run(index) -> None:
+        parts = training.training_step(model, matrix[index, : int(lengths[index].max())], config.train, gen)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        optimizer.step()
+
+    for index in batches[:5]:
+        run(index)
+
+    def timed() -> float:
+        sync()
+        start = time.perf_counter()
+        for index in batches[5:]:
+            run(index)
+        sync()
+        return (time.perf_counter() - start) / steps * 1000
+
+    return timed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    semid_dir = prepare("beauty", SemanticIDs(), args.data)
+    timers = {name: step_timer(o, semid_dir, args.data, args.device, args.steps) for name, o in VARIANTS.items()}
+    rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(3):  # interleaved, so a slow minute of the machine hits every variant
+        for name, timer in timers.items():
+            rounds[name].append(timer())
+    ms = {name: statistics.median(v) for name, v in rounds.items()}
+    base = ms["hid (SASRec)"]
+    lines = ["# Milliseconds per training step on Beauty (batch 256, d = 64, SASRec backbone)", "",
+             f"Machine: {machine()}. Median of 3 interleaved rounds of the same {args.steps} batches. "
+             "Produced by `python benchmarks/h2rec_speed.py`.", "",
+             "| variant | ms / step | x hid |", "|---|---|---|"]
+    lines += [f"| {name} | {v:.1f} | {v / base:.2f} |" for name, v in ms.items()]
+    OUT.mkdir(exist_ok=True)
+    (OUT / "h2rec_speed.json").write_text(json.dumps({"ms_per_step": ms, "rounds": rounds,
+                                                      "machine": machine()}, indent=2) + "\n")
+    (OUT / "h2rec_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
