@@ -76,8 +76,8 @@ def test_config_file_with_overrides(tiny, tmp_path):
     assert saved["model"]["kind"] == "sid" and saved["model"]["dim"] == 32  # the flag wins over the file
 
 
-@pytest.mark.parametrize("case", ["unknown_key", "unknown_section", "unknown_item", "empty_file", "bad_version",
-                                  "missing_semid"])
+@pytest.mark.parametrize("case", ["unknown_key", "unknown_section", "bad_choice", "bad_encoder_option",
+                                  "unknown_item", "empty_file", "bad_version", "missing_semid"])
 def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, case, two_models):
     runner = CliRunner()
     if case == "unknown_key":
@@ -90,6 +90,17 @@ def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, case, two_models
         config.write_text("optimizer:\n  lr: 0.1\n")
         result = runner.invoke(main, ["train", "--config", str(config), "-o", str(tmp_path / "r")])
         expected = "unknown section 'optimizer'"
+    elif case == "bad_choice":
+        config = tmp_path / "c.yaml"
+        config.write_text("train:\n  loss: hinge\n")
+        result = runner.invoke(main, ["train", "--config", str(config), "-o", str(tmp_path / "r")])
+        expected = "train.loss is 'hinge'; choose one of"
+    elif case == "bad_encoder_option":
+        config = tmp_path / "c.yaml"
+        config.write_text(f"data:\n  interactions: {tiny['interactions']}\n  semid: {tiny['semid']}\n"
+                          "model:\n  backbone_options: {hidden_size: 8}\n")
+        result = runner.invoke(main, ["train", "--config", str(config), "-o", str(tmp_path / "r")])
+        expected = "unknown sasrec config key(s) ['hidden_size']"
     elif case == "unknown_item":
         inter = tmp_path / "inter.csv"
         inter.write_text("user_id,item_id\nu1,i00001\nu1,no-such-item\nu1,i00002\n")

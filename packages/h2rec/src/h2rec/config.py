@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -133,7 +134,24 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
         if unknown:
             raise H2RecError(f"{source}: unknown key(s) {unknown} in section {name!r}; valid keys: {sorted(valid)}")
         sections[name] = cls(**{k: _coerce(v) for k, v in merged[name].items()})
+        _check_choices(sections[name], name, source)
     return Config(**sections)
+
+
+_POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
+             "ca_max_items", "num_negatives"}
+
+
+def _check_choices(section: Any, name: str, source: str) -> None:
+    """Literal-typed fields hold one of their values; sizes and counts are positive."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else ()
+        if choices and value not in choices:
+            raise H2RecError(f"{source}: {name}.{f.name} is {value!r}; choose one of {list(choices)}")
+        if f.name in _POSITIVE and not (isinstance(value, int) and value > 0):
+            raise H2RecError(f"{source}: {name}.{f.name} must be a positive integer, got {value!r}")
 
 
 def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:

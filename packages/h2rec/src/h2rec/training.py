@@ -81,7 +81,10 @@ def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec:
     m = config.model
     codes = None if m.kind == "hid" else sids.embedding(dim=m.dim, combine="levels", padding_idx0=True,
                                                        init_std=m.init_std)
-    return H2Rec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
+    try:
+        return H2Rec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
+    except ValueError as err:  # e.g. an encoder option srs_backbones does not know
+        raise H2RecError(f"model configuration: {err}") from err
 
 
 def seed_everything(seed: int) -> torch.Generator:
