@@ -67,22 +67,42 @@ TITLES = {
     "table8": "Table 8: codebook shapes",
     "loss": "Beyond the paper: BPR (Eq. 10) against full cross-entropy",
 }
-HID_BASELINES = ("SASRec (hid)", "BERT4Rec (hid)", "GRU4Rec (hid)", "SID only (sid)")
+PROTOCOL_NAMES = {"full": "full ranking", "sampled_100": "1 + 100 sampled"}
 
 
 def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 50)) -> dict:
-    """{(table, dataset): {row name: [results of each finished seed]}}, following study.EXPERIMENTS."""
+    """{(table, dataset): {row name: [results of each finished seed]}}, following study.EXPERIMENTS.
+
+    The default H2Rec run is a row of nearly every table; a table is kept for a dataset only once
+    one of its own runs (one no other table shares) has finished, so that Table 3 on Beauty does
+    not appear as a single borrowed row.
+    """
     import study
 
     found: dict = defaultdict(lambda: defaultdict(list))
-    for experiment in study.EXPERIMENTS.values():
-        for run in experiment(list(datasets), list(seeds)):
-            path = run.folder / "results.json"
-            if path.is_file():
-                results = json.loads(path.read_text())
-                results["_config"] = json.loads((run.folder / "config.json").read_text())
-                found[(run.table, run.dataset)][run.name].append(results)
-    return found
+    owners: dict = defaultdict(set)  # run folder -> tables that use it
+    own: dict = defaultdict(bool)  # (table, dataset) -> has a finished run of its own
+    runs = [run for experiment in study.EXPERIMENTS.values() for run in experiment(list(datasets), list(seeds))]
+    for run in runs:
+        owners[run.folder].add(run.table)
+    for run in runs:
+        path = run.folder / "results.json"
+        if path.is_file():
+            results = json.loads(path.read_text())
+            results["_config"] = json.loads((run.folder / "config.json").read_text())
+            results["_hours"] = run_hours(run.folder)
+            found[(run.table, run.dataset)][run.name].append(results)
+            own[(run.table, run.dataset)] |= len(owners[run.folder]) == 1 or run.table == "table2"
+    return {key: rows for key, rows in found.items() if own[key]}
+
+
+def run_hours(folder: Path) -> float:
+    """Training plus validation time over all sittings, from the run's per-epoch log."""
+    epochs = {}
+    for line in (folder / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        epochs[record["epoch"]] = record.get("train_seconds", 0) + record.get("eval_seconds", 0)
+    return sum(epochs.values()) / 3600
 
 
 def values(runs: list[dict], protocol: str, group: str, metric: str, split: str = "test") -> np.ndarray:
@@ -124,17 +144,18 @@ def paired_test(a: list[dict], b: list[dict], protocol: str) -> dict:
 
 
 def protocol_disagreements(rows: dict[str, list[dict]]) -> list[str]:
-    """Pairs of models that full ranking and the sampled protocol order differently (overall NDCG@10)."""
+    """Pairs of models that full ranking and the sampled protocol order differently (mean NDCG@10)."""
     names = list(rows)
     lines = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            full, samp = (values(rows[a], p, "overall", "NDCG@10").mean()
-                          - values(rows[b], p, "overall", "NDCG@10").mean() for p in ("full", "sampled_100"))
-            if full * samp < 0:
-                better_full, better_samp = (a, b) if full > 0 else (b, a)
-                lines.append(f"- {better_full} beats {better_samp if better_samp != better_full else a} under full "
-                             f"ranking, but {better_samp} is ahead under 1 + 100 sampling.")
+    for group in ("overall", "tail", "head"):
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                full, samp = (values(rows[a], p, group, "NDCG@10").mean() - values(rows[b], p, group, "NDCG@10").mean()
+                              for p in ("full", "sampled_100"))
+                if full * samp < 0:
+                    winner, loser = (a, b) if full > 0 else (b, a)
+                    lines.append(f"- {group}: {winner} beats {loser} under full ranking, "
+                                 f"but {loser} is ahead under 1 + 100 sampling.")
     return lines
 
 
@@ -220,6 +241,7 @@ def write_report(results_dir: Path) -> None:
     numbers: dict = {}
     machines = sorted({r.get("machine", "?") for rows in named.values() for runs in rows.values() for r in runs})
     out += [f"Machine(s): {'; '.join(machines)}.", ""]
+    out += progress_table()
     for table, title in TITLES.items():
         for (t, dataset), rows in sorted(named.items()):
             if t != table:
@@ -228,10 +250,10 @@ def write_report(results_dir: Path) -> None:
             extra = None
             if table == "table8":
                 extra = (["ours Coll.% / Util.%", "paper Coll.% / Util.%"], collision_columns)
-            walls = [r.get("wall_seconds_this_sitting", 0) for runs in rows.values() for r in runs]
+            hours = sum(r["_hours"] for runs in rows.values() for r in runs)
             out += [f"### {title} ({dataset})", "", dataset_line(rows),
-                    f"Runs: {sum(len(v) for v in rows.values())}, training wall time "
-                    f"{sum(walls) / 3600:.1f} h in all.", ""]
+                    f"Runs: {sum(len(v) for v in rows.values())}; training and validation took "
+                    f"{hours:.2f} h in all (a run shared with another table counts in both).", ""]
             for protocol in ("full", "sampled_100"):
                 label = "full ranking" if protocol == "full" else "1 + 100 sampled negatives (the paper's protocol)"
                 out += [f"Test metrics, {label}; mean ± std over seeds:", ""]
@@ -243,11 +265,11 @@ def write_report(results_dir: Path) -> None:
                                                             "epochs": [r["epochs_run"] for r in runs],
                                                             "seconds_per_epoch": [r["seconds_per_epoch"] for r in runs]}
                 for name, runs in rows.items()}
-            if table in ("table2", "loss"):
-                out += significance(rows, table)
+            if table in ("table2", "loss", "table7"):
+                out += significance(rows, table, paper)
             if table == "table2":
                 disagreements = protocol_disagreements(rows)
-                out += ["Where the two protocols disagree (overall NDCG@10):", ""]
+                out += ["Where the two protocols disagree (NDCG@10 on all items, Tail and Head):", ""]
                 out += disagreements or ["- nowhere: both protocols order these models the same way."]
                 out.append("")
                 plot = group_plot(rows, dataset)
@@ -267,23 +289,60 @@ def write_report(results_dir: Path) -> None:
     print(f"wrote {DOC} and {results_dir / 'study.json'}")
 
 
-def significance(rows: dict[str, list[dict]], table: str) -> list[str]:
-    """H2Rec against the best baseline (by mean full-ranking overall NDCG@10), paired by seed."""
+def significance(rows: dict[str, list[dict]], table: str, paper: dict | None) -> list[str]:
+    """H2Rec against the best baseline (by mean full-ranking overall NDCG@10): relative gain of the
+    means and a paired two-sided t-test over seeds; the paper's gain over the same baseline beside it."""
     lines = []
-    for suffix in ("", ", bpr", ", ce") if table == "loss" else ("",):
-        ours = f"H2Rec{suffix}"
-        if ours not in rows:
-            continue
-        baselines = [n for n in rows if n != ours and n.endswith(suffix) and not n.startswith("H2Rec")]
-        if not baselines:
-            continue
+    gain_columns = [("overall", "NDCG@10"), ("tail", "NDCG@10"), ("head", "NDCG@10")]
+    for ours, baselines in contrasts(table, rows):
         best = max(baselines, key=lambda n: values(rows[n], "full", "overall", "NDCG@10").mean())
+        lines += [f"{ours} against the best baseline, {best}: relative gain of the mean NDCG@10, and the "
+                  "p-value of a paired two-sided t-test over seeds (needs two or more seeds).", "",
+                  "| protocol | Overall | Tail | Head | p Overall | p Tail | p Head |", "|---|---|---|---|---|---|---|"]
         for protocol in ("full", "sampled_100"):
             test = paired_test(rows[best], rows[ours], protocol)
-            if len(test["seeds"]) < 2:
-                lines.append(f"{ours} vs the best baseline ({best}), {protocol}: fewer than 2 paired seeds, no test.")
-                continue
-            ps = ", ".join(f"{k} p={v:.3g}" for k, v in test.items() if k != "seeds")
-            lines.append(f"{ours} vs the best baseline ({best}), {protocol}, paired two-sided t-test over seeds "
-                         f"{test['seeds']}: {ps}.")
-    return lines + [""]
+            gains = [100 * (values(rows[ours], protocol, g, m).mean() / values(rows[best], protocol, g, m).mean() - 1)
+                     for g, m in gain_columns]
+            ps = [test[f"{g} {m}"] for g, m in gain_columns]
+            lines.append(f"| {PROTOCOL_NAMES[protocol]} | " + " | ".join(f"{v:+.1f}%" for v in gains) + " | "
+                         + " | ".join("-" if v is None else f"{v:.3g}" for v in ps) + " |")
+        if paper and ours in paper and best in paper:
+            gains = [100 * (paper[ours][COLUMNS.index(c)] / paper[best][COLUMNS.index(c)] - 1) for c in gain_columns]
+            lines.append("| *paper, sampled* | " + " | ".join(f"*{v:+.1f}%*" for v in gains) + " | | | |")
+        lines.append("")
+    return lines
+
+
+def contrasts(table: str, rows: dict) -> list[tuple[str, list[str]]]:
+    """(H2Rec row, the baseline rows it is measured against) for each comparison the table makes."""
+    if table == "table7":  # each backbone against itself
+        pairs = [(f"{b} + H2Rec", [f"{b} (hid)"]) for b in ("gru4rec", "bert4rec")]
+    elif table == "loss":  # each loss against the baselines trained with the same loss
+        pairs = [(f"H2Rec, {loss}", [n for n in rows if n.endswith(f", {loss}") and not n.startswith("H2Rec")])
+                 for loss in ("bpr", "ce")]
+    else:
+        pairs = [("H2Rec", [n for n in rows if n != "H2Rec"])]
+    return [(ours, [b for b in baselines if b in rows]) for ours, baselines in pairs
+            if ours in rows and any(b in rows for b in baselines)]
+
+
+def progress_table() -> list[str]:
+    """How far each `study.py` command has got and how long its runs took here, so that a reader
+    can plan the rest (a run shared by two commands counts in both)."""
+    import study
+
+    lines = ["### Progress and time per piece", "",
+             "| command | datasets | seeds | runs done / planned | hours so far | hours per run | left (est.) |",
+             "|---|---|---|---|---|---|---|"]
+    for command, experiment in study.EXPERIMENTS.items():
+        datasets = study.DEFAULT_DATASETS.get(command, ["yelp"])
+        seeds = [42] if command == "sweeps" else [42, 43, 44]
+        folders = {run.folder for run in experiment(datasets, seeds)}
+        hours = [run_hours(f) for f in folders if (f / "results.json").is_file()]
+        per_run = sum(hours) / len(hours) if hours else None
+        left = "-" if per_run is None else f"{per_run * (len(folders) - len(hours)):.1f} h"
+        lines.append(f"| `study.py {command}` | {', '.join(datasets)} | {', '.join(map(str, seeds))} | "
+                     f"{len(hours)} / {len(folders)} | {sum(hours):.1f} | "
+                     f"{'-' if per_run is None else f'{per_run:.2f}'} | {left} |")
+    return lines + ["", "Times are training plus per-epoch validation on this machine; `study.py prepare` "
+                        "(semantic IDs) adds about a minute per dataset and codebook shape.", ""]
