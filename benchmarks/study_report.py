@@ -7,6 +7,7 @@ show) and PNG plots in docs/img/.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -232,7 +233,19 @@ def dataset_line(rows: dict[str, list[dict]]) -> str:
     data = next(iter(rows.values()))[0]["data"]
     return (f"Data after loading: {data['users']:,} users ({data['users_evaluated']:,} evaluated), "
             f"{data['catalogue_items']:,} items, {data['interactions']:,} interactions, mean length "
-            f"{data['mean_length']}; file `{Path(data['interactions_file']).name}`.")
+            f"{data['mean_length']}; file `{Path(data['interactions_file']).name}`; "
+            f"{repeat_share(data['interactions_file']):.1%} of test targets repeat an item of the user's history.")
+
+
+@functools.cache
+def repeat_share(interactions_file: str) -> float:
+    """Share of users whose test item (the last) already occurs earlier in their sequence: repeat
+    consumption, which ID models find easy and which popularity buckets do not show."""
+    from h2rec.config import DataConfig
+    from h2rec.readers import read_interactions
+
+    sequences = read_interactions(DataConfig(interactions=interactions_file)).values()
+    return sum(seq[-1] in seq[:-1] for seq in sequences) / len(sequences)
 
 
 def write_report(results_dir: Path) -> None:
@@ -328,21 +341,31 @@ def contrasts(table: str, rows: dict) -> list[tuple[str, list[str]]]:
 
 def progress_table() -> list[str]:
     """How far each `study.py` command has got and how long its runs took here, so that a reader
-    can plan the rest (a run shared by two commands counts in both)."""
+    can plan the rest (a run shared by two commands counts in both). A run still to do is estimated
+    by the finished runs of the same dataset, model kind and loss, anywhere in the study."""
     import study
 
+    def kind(run) -> tuple:
+        return run.dataset, run.overrides.get("model.kind", "h2rec"), run.overrides.get("train.loss", "bpr")
+
+    plans = {command: experiment(study.DEFAULT_DATASETS.get(command, ["yelp"]), [42] if command == "sweeps"
+                                 else [42, 43, 44]) for command, experiment in study.EXPERIMENTS.items()}
+    finished = defaultdict(list)
+    for run in {run.folder: run for runs in plans.values() for run in runs}.values():
+        if (run.folder / "results.json").is_file():
+            finished[kind(run)].append(run_hours(run.folder))
     lines = ["### Progress and time per piece", "",
-             "| command | datasets | seeds | runs done / planned | hours so far | hours per run | left (est.) |",
-             "|---|---|---|---|---|---|---|"]
-    for command, experiment in study.EXPERIMENTS.items():
-        datasets = study.DEFAULT_DATASETS.get(command, ["yelp"])
-        seeds = [42] if command == "sweeps" else [42, 43, 44]
-        folders = {run.folder for run in experiment(datasets, seeds)}
-        hours = [run_hours(f) for f in folders if (f / "results.json").is_file()]
-        per_run = sum(hours) / len(hours) if hours else None
-        left = "-" if per_run is None else f"{per_run * (len(folders) - len(hours)):.1f} h"
-        lines.append(f"| `study.py {command}` | {', '.join(datasets)} | {', '.join(map(str, seeds))} | "
-                     f"{len(hours)} / {len(folders)} | {sum(hours):.1f} | "
-                     f"{'-' if per_run is None else f'{per_run:.2f}'} | {left} |")
+             "| command | datasets | seeds | runs done / planned | hours so far | hours left (est.) |",
+             "|---|---|---|---|---|---|"]
+    for command, runs in plans.items():
+        runs = list({run.folder: run for run in runs}.values())
+        done = [run_hours(r.folder) for r in runs if (r.folder / "results.json").is_file()]
+        todo = [r for r in runs if not (r.folder / "results.json").is_file()]
+        guesses = [np.mean(finished[kind(r)]) if finished[kind(r)] else np.nan for r in todo]
+        left = "-" if np.isnan(sum(guesses)) else f"{sum(guesses):.1f}"
+        lines.append(f"| `study.py {command}` | {', '.join(sorted({r.dataset for r in runs}))} | "
+                     f"{', '.join(sorted({str(r.seed) for r in runs}))} | {len(done)} / {len(runs)} | "
+                     f"{sum(done):.1f} | {left} |")
     return lines + ["", "Times are training plus per-epoch validation on this machine; `study.py prepare` "
-                        "(semantic IDs) adds about a minute per dataset and codebook shape.", ""]
+                        "(semantic IDs) adds about a minute per dataset and codebook shape; '-' where no "
+                        "run of that kind has finished yet.", ""]
