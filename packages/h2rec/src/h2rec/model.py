@@ -261,7 +261,7 @@ class H2Rec(nn.Module):
             w = self.candidate_weights(state)  # (P, L)
             per_code = torch.cat([w[:, level, None] * (state.u_sid @ table.weight.T)  # (P, ΣK_l)
                                   for level, table in enumerate(self.codes.levels)], dim=1)
-            scores_t = self.code_incidence(catalogue) @ per_code.T
+            scores_t = self.code_incidence(catalogue) @ per_code.T.contiguous()
         if self.has_hid:
             hid = self.hid.weight[catalogue]
             scores_t = hid @ state.u_hid.T if scores_t is None else torch.addmm(scores_t, hid, state.u_hid.T)
