@@ -2,7 +2,9 @@
 
 One command per table. Every run lives in its own folder under benchmarks/work/runs/ (gitignored):
 a finished run (results.json present) is skipped, an interrupted one resumes from its last
-checkpoint, so the study can be completed in pieces across sittings.
+checkpoint, so the study can be completed in pieces across sittings. A run being trained holds a
+lock file, so several workers can share one command's list (e.g. two single-thread workers on a
+2-core machine: `OMP_NUM_THREADS=1 python benchmarks/study.py table3 &` twice).
 
     python benchmarks/study.py prepare  --datasets beauty yelp      # semantic IDs for each dataset
     python benchmarks/study.py table2   --datasets yelp beauty --seeds 42 43 44
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -182,15 +185,54 @@ def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
     return out
 
 
-def execute(run: Run, data: Path, device: str) -> dict:
-    """Trains one run in a child process (its own peak memory, and a crash stops only that run)."""
+def execute(run: Run, data: Path, device: str) -> dict | None:
+    """Trains one run in a child process (its own peak memory, and a crash stops only that run).
+    Returns None when another live worker is training it."""
     results_path = run.folder / "results.json"
     if results_path.is_file():
         return json.loads(results_path.read_text())
+    if not take_lock(run.folder):
+        print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}: another worker has it", flush=True)
+        return None
+    try:
+        return train_in_child(run, data, device)
+    finally:
+        (run.folder / LOCK).unlink(missing_ok=True)
+
+
+LOCK = "worker.lock"
+
+
+def take_lock(folder: Path) -> bool:
+    """Creates folder/worker.lock holding this process id; False if a live process already holds it.
+    A lock left by a dead worker (killed sitting) is taken over, so its run resumes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, mine = folder / LOCK, folder / f"{LOCK}.{os.getpid()}"
+    mine.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)  # atomic, and the lock never exists without its process id
+                return True
+            except FileExistsError:
+                try:
+                    os.kill(int(lock.read_text()), 0)
+                    return False  # its holder is alive
+                except (ProcessLookupError, FileNotFoundError):
+                    lock.unlink(missing_ok=True)  # stale (or just released): try once more
+                except PermissionError:
+                    return False  # alive, another user's
+        return False
+    finally:
+        mine.unlink()
+
+
+def train_in_child(run: Run, data: Path, device: str) -> dict:
+    results_path = run.folder / "results.json"
     semid_dir = prepare(run.dataset, run.sids, data)
     overrides = {**BASE, **run.overrides, "data.interactions": str(interactions_file(run.dataset, data)),
                  "data.semid": str(semid_dir), "train.seed": run.seed, "train.device": device}
-    resume = (run.folder / "config.json").is_file()
+    resume = (run.folder / "config.json").is_file()  # the folder itself exists once locked
     print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}" + (" (resuming)" if resume else ""),
           flush=True)
     job = {"overrides": overrides, "folder": str(run.folder), "resume": resume}
@@ -249,7 +291,8 @@ def main() -> None:
     runs = EXPERIMENTS[args.command](datasets, args.seeds)
     for run in runs:
         if args.dry_run:
-            state = "done" if (run.folder / "results.json").is_file() else "started" if run.folder.exists() else "todo"
+            state = ("done" if (run.folder / "results.json").is_file() else "locked" if (run.folder / LOCK).is_file()
+                     else "started" if (run.folder / "config.json").is_file() else "todo")
             print(f"{state:8} {run.folder.relative_to(RUNS)}")
             continue
         execute(run, args.data, args.device)

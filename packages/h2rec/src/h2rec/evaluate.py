@@ -57,9 +57,10 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
                 rows = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
                 scores[rows, np.concatenate(histories)] = float("-inf")
                 scores.scatter_(1, targets, target_score)  # a repeated item (Yelp has them) may be the target
-        better = (scores > target_score).sum(1)
-        ties = (scores == target_score).sum(1) - 1  # other items with exactly the target's score
-        ranks[torch.as_tensor(rows)] = (better + ties).cpu()
+        # items scoring above the target or tying with it (pessimistic), less the target itself;
+        # one comparison and an int32 count: the counting took a quarter of a full-ranking evaluation
+        at_or_above = (scores >= target_score).sum(1, dtype=torch.int32)
+        ranks[torch.as_tensor(rows)] = (at_or_above - 1).long().cpu()
     model.train(was_training)
     return ranks.numpy()
 

@@ -236,12 +236,13 @@ class H2Rec(nn.Module):
             total = total + torch.einsum("pd,pkld,pl->pk", state.u_sid, self.code_levels(items), w)
         return total
 
-    def code_incidence(self, items: Tensor) -> Tensor:
-        """(len(items), ΣK_l) sparse CSR matrix: row i has a one at item i's code on each level,
-        with level l's codes counted from the end of level l-1's table."""
-        cols = (self.codes.item_codes(items) + self.codes.offsets).reshape(-1)
-        crow = torch.arange(0, cols.numel() + 1, self.n_levels, device=cols.device)
-        size = (len(items), sum(table.num_embeddings for table in self.codes.levels))
+    def catalogue_incidence(self) -> Tensor:
+        """(n + 1, ΣK_l) sparse CSR matrix: row i has a one at item i's code on each level (level l's
+        codes counted from the end of level l-1's table); row 0, the padding item, is empty."""
+        catalogue = torch.arange(1, self.n_items + 1, device=self.device)
+        cols = (self.codes.item_codes(catalogue) + self.codes.offsets).reshape(-1)
+        crow = F.pad(torch.arange(0, cols.numel() + 1, self.n_levels, device=cols.device), (1, 0))
+        size = (self.n_items + 1, sum(table.num_embeddings for table in self.codes.levels))
         with warnings.catch_warnings():  # torch flags sparse CSR as beta; CSR @ dense is long stable
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, cols, torch.ones(cols.numel(), device=cols.device), size)
@@ -252,18 +253,18 @@ class H2Rec(nn.Module):
         The SID part is factorised per level: u^sid against every code of every level (P, ΣK_l),
         weighted by the level weights, then summed into items through the sparse item x code matrix
         (L ones per item). That is n·L·P work with no (P, n, d) tensor of candidate embeddings and
-        no L gathers of a (P, n) matrix.
-        Computed as (n, P) and transposed once, by the padding copy at the end.
+        no L gathers of a (P, n) matrix. CSR @ dense gives (n + 1, P); its one transposing copy
+        is the output, and the HID part is added into it in place.
         """
-        catalogue = torch.arange(1, self.n_items + 1, device=self.device)
-        scores_t = None  # (n, P)
+        hid = self.hid.weight[: self.n_items + 1] if self.has_hid else None  # not the mask token's row
         if self.has_sid:
             w = self.candidate_weights(state)  # (P, L)
             per_code = torch.cat([w[:, level, None] * (state.u_sid @ table.weight.T)  # (P, ΣK_l)
                                   for level, table in enumerate(self.codes.levels)], dim=1)
-            scores_t = self.code_incidence(catalogue) @ per_code.T.contiguous()
-        if self.has_hid:
-            hid = self.hid.weight[catalogue]
-            scores_t = hid @ state.u_hid.T if scores_t is None else torch.addmm(scores_t, hid, state.u_hid.T)
-        scores = scores_t.T
-        return F.pad(scores, (1, 0), value=float("-inf"))  # column 0: padding, never ranked
+            scores = (self.catalogue_incidence() @ per_code.T.contiguous()).T.contiguous()
+            if self.has_hid:
+                scores.addmm_(state.u_hid, hid.T)
+        else:
+            scores = state.u_hid @ hid.T
+        scores[:, 0] = float("-inf")  # padding, never ranked; in place, so no second (P, n + 1) copy
+        return scores
