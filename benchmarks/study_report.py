@@ -280,6 +280,8 @@ def write_report(results_dir: Path) -> None:
                 for name, runs in rows.items()}
             if table in ("table2", "loss", "table7"):
                 out += significance(rows, table, paper)
+            if table == "table3":
+                out += ablation_effects(rows, paper)
             if table == "table2":
                 disagreements = protocol_disagreements(rows)
                 out += ["Where the two protocols disagree (NDCG@10 on all items, Tail and Head):", ""]
@@ -302,28 +304,53 @@ def write_report(results_dir: Path) -> None:
     print(f"wrote {DOC} and {results_dir / 'study.json'}")
 
 
+GAIN_COLUMNS = [("overall", "NDCG@10"), ("tail", "NDCG@10"), ("head", "NDCG@10")]
+
+
+def gain_header(first: str = "protocol") -> list[str]:
+    return [f"| {first} | Overall | Tail | Head | p Overall | p Tail | p Head |", "|---|---|---|---|---|---|---|"]
+
+
+def gain_lines(rows: dict[str, list[dict]], ours: str, base: str, paper: dict | None, label: str = "") -> list[str]:
+    """Rows of relative change of ``ours`` against ``base`` in mean NDCG@10, with the p-value of a
+    paired two-sided t-test over seeds, per protocol; the paper's change (sampled) after them."""
+    lines = []
+    for protocol in ("full", "sampled_100"):
+        test = paired_test(rows[base], rows[ours], protocol)
+        gains = [100 * (values(rows[ours], protocol, g, m).mean() / values(rows[base], protocol, g, m).mean() - 1)
+                 for g, m in GAIN_COLUMNS]
+        ps = [test[f"{g} {m}"] for g, m in GAIN_COLUMNS]
+        lines.append(f"| {label}{PROTOCOL_NAMES[protocol]} | " + " | ".join(f"{v:+.1f}%" for v in gains) + " | "
+                     + " | ".join("-" if v is None else f"{v:.3g}" for v in ps) + " |")
+    if paper and ours in paper and base in paper:
+        gains = [100 * (paper[ours][COLUMNS.index(c)] / paper[base][COLUMNS.index(c)] - 1) for c in GAIN_COLUMNS]
+        lines.append(f"| *{label}paper, sampled* | " + " | ".join(f"*{v:+.1f}%*" for v in gains) + " | | | |")
+    return lines
+
+
 def significance(rows: dict[str, list[dict]], table: str, paper: dict | None) -> list[str]:
     """H2Rec against the best baseline (by mean full-ranking overall NDCG@10): relative gain of the
     means and a paired two-sided t-test over seeds; the paper's gain over the same baseline beside it."""
     lines = []
-    gain_columns = [("overall", "NDCG@10"), ("tail", "NDCG@10"), ("head", "NDCG@10")]
     for ours, baselines in contrasts(table, rows):
         best = max(baselines, key=lambda n: values(rows[n], "full", "overall", "NDCG@10").mean())
         lines += [f"{ours} against the best baseline, {best}: relative gain of the mean NDCG@10, and the "
-                  "p-value of a paired two-sided t-test over seeds (needs two or more seeds).", "",
-                  "| protocol | Overall | Tail | Head | p Overall | p Tail | p Head |", "|---|---|---|---|---|---|---|"]
-        for protocol in ("full", "sampled_100"):
-            test = paired_test(rows[best], rows[ours], protocol)
-            gains = [100 * (values(rows[ours], protocol, g, m).mean() / values(rows[best], protocol, g, m).mean() - 1)
-                     for g, m in gain_columns]
-            ps = [test[f"{g} {m}"] for g, m in gain_columns]
-            lines.append(f"| {PROTOCOL_NAMES[protocol]} | " + " | ".join(f"{v:+.1f}%" for v in gains) + " | "
-                         + " | ".join("-" if v is None else f"{v:.3g}" for v in ps) + " |")
-        if paper and ours in paper and best in paper:
-            gains = [100 * (paper[ours][COLUMNS.index(c)] / paper[best][COLUMNS.index(c)] - 1) for c in gain_columns]
-            lines.append("| *paper, sampled* | " + " | ".join(f"*{v:+.1f}%*" for v in gains) + " | | | |")
-        lines.append("")
+                  "p-value of a paired two-sided t-test over seeds (needs two or more seeds).", "", *gain_header()]
+        lines += gain_lines(rows, ours, best, paper) + [""]
     return lines
+
+
+def ablation_effects(rows: dict[str, list[dict]], paper: dict | None) -> list[str]:
+    """Each ablation against the full model: a negative change means the removed part helped."""
+    if "H2Rec" not in rows or len(rows) < 2:
+        return []
+    lines = ["Each ablation against the full H2Rec: relative change of the mean NDCG@10 (negative: the "
+             "removed part helped), paired t-test over seeds where there are two or more.", "",
+             *gain_header("variant, protocol")]
+    for name in rows:
+        if name != "H2Rec":
+            lines += gain_lines(rows, name, "H2Rec", paper, label=f"{name}, ")
+    return lines + [""]
 
 
 def contrasts(table: str, rows: dict) -> list[tuple[str, list[str]]]:
