@@ -215,16 +215,23 @@ def take_lock(folder: Path) -> bool:
                 os.link(mine, lock)  # atomic, and the lock never exists without its process id
                 return True
             except FileExistsError:
-                try:
-                    os.kill(int(lock.read_text()), 0)
-                    return False  # its holder is alive
-                except (ProcessLookupError, FileNotFoundError):
-                    lock.unlink(missing_ok=True)  # stale (or just released): try once more
-                except PermissionError:
-                    return False  # alive, another user's
+                if lock_held(folder):
+                    return False
+                lock.unlink(missing_ok=True)  # stale (or just released): try once more
         return False
     finally:
         mine.unlink()
+
+
+def lock_held(folder: Path) -> bool:
+    """Whether a live process holds folder/worker.lock."""
+    try:
+        os.kill(int((folder / LOCK).read_text()), 0)
+        return True
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
 
 
 def train_in_child(run: Run, data: Path, device: str) -> dict:
@@ -291,7 +298,7 @@ def main() -> None:
     runs = EXPERIMENTS[args.command](datasets, args.seeds)
     for run in runs:
         if args.dry_run:
-            state = ("done" if (run.folder / "results.json").is_file() else "locked" if (run.folder / LOCK).is_file()
+            state = ("done" if (run.folder / "results.json").is_file() else "running" if lock_held(run.folder)
                      else "started" if (run.folder / "config.json").is_file() else "todo")
             print(f"{state:8} {run.folder.relative_to(RUNS)}")
             continue
