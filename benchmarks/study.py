@@ -195,6 +195,8 @@ def execute(run: Run, data: Path, device: str) -> dict | None:
         print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}: another worker has it", flush=True)
         return None
     try:
+        if results_path.is_file():  # finished by another worker between the check above and the lock
+            return json.loads(results_path.read_text())
         return train_in_child(run, data, device)
     finally:
         (run.folder / LOCK).unlink(missing_ok=True)
