@@ -313,7 +313,10 @@ def gain_header(first: str = "protocol") -> list[str]:
 
 def gain_lines(rows: dict[str, list[dict]], ours: str, base: str, paper: dict | None, label: str = "") -> list[str]:
     """Rows of relative change of ``ours`` against ``base`` in mean NDCG@10, with the p-value of a
-    paired two-sided t-test over seeds, per protocol; the paper's change (sampled) after them."""
+    paired two-sided t-test over seeds, per protocol; the paper's change (sampled) after them.
+    Only the seeds both rows have count, so an extra seed of one row does not tilt the comparison."""
+    common = {r["seed"] for r in rows[ours]} & {r["seed"] for r in rows[base]}
+    rows = {name: [r for r in rows[name] if r["seed"] in common] for name in (ours, base)}
     lines = []
     for protocol in ("full", "sampled_100"):
         test = paired_test(rows[base], rows[ours], protocol)
@@ -334,8 +337,9 @@ def significance(rows: dict[str, list[dict]], table: str, paper: dict | None) ->
     lines = []
     for ours, baselines in contrasts(table, rows):
         best = max(baselines, key=lambda n: values(rows[n], "full", "overall", "NDCG@10").mean())
-        lines += [f"{ours} against the best baseline, {best}: relative gain of the mean NDCG@10, and the "
-                  "p-value of a paired two-sided t-test over seeds (needs two or more seeds).", "", *gain_header()]
+        lines += [f"{ours} against the best baseline, {best}: relative gain of the mean NDCG@10 over the "
+                  "seeds both have, and the p-value of a paired two-sided t-test (needs two or more seeds).", "",
+                  *gain_header()]
         lines += gain_lines(rows, ours, best, paper) + [""]
     return lines
 
