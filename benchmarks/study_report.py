@@ -316,6 +316,8 @@ def gain_lines(rows: dict[str, list[dict]], ours: str, base: str, paper: dict | 
     paired two-sided t-test over seeds, per protocol; the paper's change (sampled) after them.
     Only the seeds both rows have count, so an extra seed of one row does not tilt the comparison."""
     common = {r["seed"] for r in rows[ours]} & {r["seed"] for r in rows[base]}
+    if not common:
+        return [f"| {label}no seed in common | | | | | | |"]
     rows = {name: [r for r in rows[name] if r["seed"] in common] for name in (ours, base)}
     lines = []
     for protocol in ("full", "sampled_100"):
