@@ -24,12 +24,14 @@ the paper's 1 + 100 sampled protocol.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
-import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,52 +193,47 @@ def execute(run: Run, data: Path, device: str) -> dict | None:
     results_path = run.folder / "results.json"
     if results_path.is_file():
         return json.loads(results_path.read_text())
-    if not take_lock(run.folder):
-        print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}: another worker has it", flush=True)
-        return None
-    try:
+    with run_lock(run.folder) as lock_fd:
+        if lock_fd is None:
+            print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}: another worker has it",
+                  flush=True)
+            return None
         if results_path.is_file():  # finished by another worker between the check above and the lock
             return json.loads(results_path.read_text())
-        return train_in_child(run, data, device)
-    finally:
-        (run.folder / LOCK).unlink(missing_ok=True)
+        return train_in_child(run, data, device, lock_fd)
 
 
 LOCK = "worker.lock"
 
 
-def take_lock(folder: Path) -> bool:
-    """Creates folder/worker.lock holding this process id; False if a live process already holds it.
-    A lock left by a dead worker (killed sitting) is taken over, so its run resumes."""
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[int | None]:
+    """An exclusive flock on folder/worker.lock: yields its file descriptor, or None if another
+    process holds it. The kernel drops the lock once every process holding it has exited, so a
+    killed worker leaves nothing stale behind and two workers can never both take a run (POSIX)."""
     folder.mkdir(parents=True, exist_ok=True)
-    lock, mine = folder / LOCK, folder / f"{LOCK}.{os.getpid()}"
-    mine.write_text(str(os.getpid()))
-    try:
-        for _ in range(2):
-            try:
-                os.link(mine, lock)  # atomic, and the lock never exists without its process id
-                return True
-            except FileExistsError:
-                if lock_held(folder):
-                    return False
-                lock.unlink(missing_ok=True)  # stale (or just released): try once more
-        return False
-    finally:
-        mine.unlink()
+    with open(folder / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            held = False
+        yield f.fileno() if held else None
 
 
 def lock_held(folder: Path) -> bool:
-    """Whether a live process holds folder/worker.lock."""
+    """Whether a live process holds folder/worker.lock (a shared probe, released at once)."""
     try:
-        os.kill(int((folder / LOCK).read_text()), 0)
-        return True
-    except (FileNotFoundError, ProcessLookupError, ValueError):
+        with open(folder / LOCK) as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+    except FileNotFoundError:
         return False
-    except PermissionError:  # alive, another user's
+    except BlockingIOError:
         return True
 
 
-def train_in_child(run: Run, data: Path, device: str) -> dict:
+def train_in_child(run: Run, data: Path, device: str, lock_fd: int) -> dict:
     results_path = run.folder / "results.json"
     semid_dir = prepare(run.dataset, run.sids, data)
     overrides = {**BASE, **run.overrides, "data.interactions": str(interactions_file(run.dataset, data)),
@@ -245,7 +242,8 @@ def train_in_child(run: Run, data: Path, device: str) -> dict:
     print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}" + (" (resuming)" if resume else ""),
           flush=True)
     job = {"overrides": overrides, "folder": str(run.folder), "resume": resume}
-    subprocess.run([sys.executable, __file__, "_train", json.dumps(job)], check=True)
+    # the child shares the lock, so a parent killed alone does not free a run still being trained
+    subprocess.run([sys.executable, __file__, "_train", json.dumps(job)], check=True, pass_fds=(lock_fd,))
     return json.loads(results_path.read_text())
 
 
