@@ -206,13 +206,11 @@ def sweep_plot(found: dict, dataset: str) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {t: found.get((t, dataset)) for t in ("beta", "gamma")}
-    if not any(series.values()):
+    series = {t: found[(t, dataset)] for t in ("beta", "gamma") if found.get((t, dataset))}
+    if not series:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, (table, rows) in zip(axes, series.items()):
-        if not rows:
-            continue
+    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.5), squeeze=False)
+    for ax, (table, rows) in zip(axes[0], series.items()):
         xs = [float(name.split("=")[1]) for name in rows]
         for group in ("overall", "tail", "head"):
             ys = [values(r, "full", group, "NDCG@10").mean() for r in rows.values()]
@@ -220,7 +218,7 @@ def sweep_plot(found: dict, dataset: str) -> str | None:
             ax.plot(np.array(xs)[order], np.array(ys)[order], marker="o", label=group)
         ax.set_title(f"{dataset}: test NDCG@10 vs {table} (full ranking)", fontsize=9)
         ax.set_xlabel(table)
-    axes[0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     IMG.mkdir(parents=True, exist_ok=True)
     path = IMG / f"sweeps_{dataset}.png"
@@ -263,10 +261,15 @@ def write_report(results_dir: Path) -> None:
             extra = None
             if table == "table8":
                 extra = (["ours Coll.% / Util.%", "paper Coll.% / Util.%"], collision_columns)
+            if table == "table6":  # the paper gives no collision figures per quantizer
+                extra = (["Coll.% / Util.%"], lambda name, runs: collision_columns(name, runs)[:1])
             hours = sum(r["_hours"] for runs in rows.values() for r in runs)
             out += [f"### {title} ({dataset})", "", dataset_line(rows),
                     f"Runs: {sum(len(v) for v in rows.values())}; training and validation took "
                     f"{hours:.2f} h in all (a run shared with another table counts in both).", ""]
+            if extra:
+                out += ["Coll.% = 1 - distinct code tuples / items, Util.% = distinct tuples / all possible tuples "
+                        "(docs/semid.md).", ""]
             for protocol in ("full", "sampled_100"):
                 label = "full ranking" if protocol == "full" else "1 + 100 sampled negatives (the paper's protocol)"
                 out += [f"Test metrics, {label}; mean ± std over seeds:", ""]
