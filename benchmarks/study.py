@@ -213,12 +213,21 @@ def run_lock(folder: Path) -> Iterator[int | None]:
     killed worker leaves nothing stale behind and two workers can never both take a run (POSIX)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = True
-        except BlockingIOError:
-            held = False
+        held = try_flock(f)
+        if not held:
+            # a --dry-run probe holds a shared lock for microseconds: ask once more before
+            # concluding that another worker is training this run
+            time.sleep(0.5)
+            held = try_flock(f)
         yield f.fileno() if held else None
+
+
+def try_flock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def lock_held(folder: Path) -> bool:
