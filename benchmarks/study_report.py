@@ -280,6 +280,7 @@ def write_report(results_dir: Path) -> None:
                        for p in ("full", "sampled_100")} | {"seeds": [r["seed"] for r in runs],
                                                             "epochs": [r["epochs_run"] for r in runs],
                                                             "best_epoch": [r["best_epoch"] for r in runs],
+                                                            "hours": [round(r["_hours"], 3) for r in runs],
                                                             "seconds_per_epoch": [r["seconds_per_epoch"] for r in runs]}
                 for name, runs in rows.items()}
             if table in ("table2", "loss", "table7"):
