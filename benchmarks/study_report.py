@@ -95,6 +95,7 @@ def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 
             results = json.loads(path.read_text())
             results["_config"] = json.loads((run.folder / "config.json").read_text())
             results["_hours"] = run_hours(run.folder)
+            results["_folder"] = run.folder
             results["_borrowed"] = run.folder in shared and run.table != "table2"  # Table 2 owns its rows
             found[(run.table, run.dataset)][run.name].append(results)
             if not results["_borrowed"]:
@@ -306,14 +307,13 @@ def write_report(results_dir: Path) -> None:
                 plot = group_plot(rows, dataset)
                 if plot:
                     out += [f"Figure 4 analogue ({dataset}): metrics by five popularity groups.", "", plot, ""]
-        if table == "window":
-            for dataset in sorted({d for (t, d) in named}):
-                out += training_length(named, dataset)
         if table == "gamma":
             for dataset in sorted({d for (t, d) in named if t in ("beta", "gamma")}):
                 plot = sweep_plot(named, dataset)
                 if plot:
                     out += [plot, ""]
+    for dataset in sorted({d for (_, d) in named}):
+        out += training_length(named, dataset)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "study.json").write_text(json.dumps(numbers, indent=2) + "\n")
     text = DOC.read_text() if DOC.is_file() else f"# Results\n\n{START}\n{END}\n"
@@ -328,21 +328,20 @@ def training_length(named: dict, dataset: str) -> list[str]:
     SASRec with BPR of a dataset: the variants differ, but if the epoch at which early stopping
     picks a run explains Tail as well as the variant does, one-seed differences between variants
     are partly differences in training length."""
-    runs = {}
+    runs = {}  # by run folder: the default run is a row of most tables, and counts once
     for (_, d), rows in named.items():
         for group in rows.values():
             for r in group:
                 c = r["_config"]
                 if d == dataset and c["model"]["kind"] == "h2rec" and c["model"]["backbone"] == "sasrec" \
                         and c["train"]["loss"] == "bpr":
-                    # the default run is a row of most tables: count each configuration once
-                    runs[json.dumps({k: c[k] for k in ("data", "model", "train")}, sort_keys=True)] = r
+                    runs[r["_folder"]] = r
     if len(runs) < 5:
         return []
     runs = list(runs.values())
     epochs = np.array([r["best_epoch"] for r in runs])
     lines = [f"### Training length and Tail ({dataset})", "",
-             f"All {len(runs)} distinct H2Rec runs (SASRec, BPR) of the tables above, whatever their variant: "
+             f"All {len(runs)} distinct H2Rec runs (SASRec, BPR) of this page's tables, whatever their variant: "
              f"Spearman correlation of the best validation epoch (from {epochs.min()} to {epochs.max()}) "
              "with test NDCG@10 under full ranking.", "",
              "| group | rho | p-value |", "|---|---|---|"]
