@@ -1,10 +1,11 @@
-"""Where a training step's time goes: hid, sid and h2rec with its parts switched off, on Beauty.
+"""Where a training step's time goes: hid, sid and h2rec with its parts switched off.
 
-    python benchmarks/h2rec_speed.py [--data ../shared/data] [--steps 60] [--device auto]
+    python benchmarks/h2rec_speed.py [--data ../shared/data] [--dataset beauty] [--steps 60]
+                                     [--device auto] [--out benchmarks/results/h2rec_speed]
 
-Times the same 60 bucketed batches of Beauty (batch 256, d = 64, SASRec) for each variant, three
-interleaved rounds, and reports the median milliseconds per step and the ratio to `hid`. Writes
-benchmarks/results/h2rec_speed.{json,md}. Run it on an otherwise idle machine.
+Times the same 60 bucketed batches of the dataset (batch 256, d = 64, SASRec) for each variant,
+three interleaved rounds, and reports the median milliseconds per step and the ratio to `hid`.
+Writes OUT.json and OUT.md. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from datasets import DEFAULT_DATA, interactions_file  # noqa: E402
+from datasets import DATASETS, DEFAULT_DATA, interactions_file  # noqa: E402
 from study import SemanticIDs, machine, prepare  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
@@ -34,12 +35,12 @@ VARIANTS = {
 }
 
 
-def step_timer(overrides: dict, semid_dir: Path, data: Path, device: str, steps: int):
+def step_timer(overrides: dict, dataset: str, semid_dir: Path, data: Path, device: str, steps: int):
     import h2rec
     from h2rec import training
     from h2rec.data import training_matrix
 
-    config = h2rec.build_config(overrides={"data.interactions": str(interactions_file("beauty", data)),
+    config = h2rec.build_config(overrides={"data.interactions": str(interactions_file(dataset, data)),
                                            "data.semid": str(semid_dir), "train.device": device, **overrides})
     config, sids, ds = training.prepare(config)
     gen = training.seed_everything(0)
@@ -74,25 +75,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--dataset", default="beauty", choices=sorted(DATASETS))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=OUT / "h2rec_speed", help="writes OUT.json and OUT.md")
     args = ap.parse_args()
-    semid_dir = prepare("beauty", SemanticIDs(), args.data)
-    timers = {name: step_timer(o, semid_dir, args.data, args.device, args.steps) for name, o in VARIANTS.items()}
+    semid_dir = prepare(args.dataset, SemanticIDs(), args.data)
+    timers = {name: step_timer(o, args.dataset, semid_dir, args.data, args.device, args.steps)
+              for name, o in VARIANTS.items()}
     rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(3):  # interleaved, so a slow minute of the machine hits every variant
         for name, timer in timers.items():
             rounds[name].append(timer())
     ms = {name: statistics.median(v) for name, v in rounds.items()}
     base = ms["hid (SASRec)"]
-    lines = ["# Milliseconds per training step on Beauty (batch 256, d = 64, SASRec backbone)", "",
+    command = " ".join(["python benchmarks/h2rec_speed.py", *sys.argv[1:]])
+    lines = [f"# Milliseconds per training step on {args.dataset} (batch 256, d = 64, SASRec backbone)", "",
              f"Machine: {machine()}. Median of 3 interleaved rounds of the same {args.steps} batches. "
-             "Produced by `python benchmarks/h2rec_speed.py`.", "",
+             f"Produced by `{command}`.", "",
              "| variant | ms / step | x hid |", "|---|---|---|"]
     lines += [f"| {name} | {v:.1f} | {v / base:.2f} |" for name, v in ms.items()]
-    OUT.mkdir(exist_ok=True)
-    (OUT / "h2rec_speed.json").write_text(json.dumps({"ms_per_step": ms, "rounds": rounds,
-                                                      "machine": machine()}, indent=2) + "\n")
-    (OUT / "h2rec_speed.md").write_text("\n".join(lines) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"dataset": args.dataset, "ms_per_step": ms, "rounds": rounds,
+                                                         "machine": machine()}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import json
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -289,10 +290,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
+    ap.add_argument("--rows", nargs="+", metavar="NAME", help="only these rows of the table, e.g. H2Rec 'SASRec (hid)'")
     if len(sys.argv) == 3 and sys.argv[1] == "_train":  # the child process of execute()
         train_job(json.loads(sys.argv[2]))
         return
     args = ap.parse_args()
+    # SIGTERM (kill, timeout) then interrupts subprocess.run, which kills the training child: a worker
+    # stopped this way leaves no orphan training on (SIGKILL still does, and the child keeps the lock)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     if args.command == "report":
         from study_report import write_report
@@ -305,6 +310,12 @@ def main() -> None:
         return
     datasets = args.datasets or DEFAULT_DATASETS.get(args.command, ["yelp"])
     runs = EXPERIMENTS[args.command](datasets, args.seeds)
+    if args.rows:
+        unknown = set(args.rows) - {run.name for run in runs}
+        if unknown:
+            names = sorted({run.name for run in runs})
+            ap.error(f"--rows: {sorted(unknown)} not among the rows of {args.command}: {names}")
+        runs = [run for run in runs if run.name in args.rows]
     for run in runs:
         if args.dry_run:
             state = ("done" if (run.folder / "results.json").is_file() else "running" if lock_held(run.folder)

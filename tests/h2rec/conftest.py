@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h2rec
 import numpy as np
 import pytest
 import semid
-from h2rec import build_config
+from h2rec import build_config, training
 from h2rec.synthetic import SyntheticConfig, write
 
 
@@ -53,3 +54,31 @@ def _tiny_config(tiny, **overrides):
               "train.device": "cpu", "eval.batch_size": 256}
     values.update(overrides)
     return build_config(overrides=values)
+
+
+
+@pytest.fixture
+def crash_then_resume(monkeypatch):
+    """``crash_then_resume(config, run_dir, epoch)``: trains until the checkpoint of ``epoch`` is
+    written, is killed before that epoch's metrics line (the worst moment), then resumes; returns
+    the resumed run's results."""
+
+    def run(config, run_dir: Path, epoch: int) -> dict:
+        real_save = training.save_checkpoint
+        calls = {"n": 0}
+
+        def save_then_crash(*args, **kwargs):
+            real_save(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == epoch:
+                raise KeyboardInterrupt("simulated kill")
+
+        monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+        with pytest.raises(KeyboardInterrupt):
+            h2rec.train(config, run_dir, progress=False)
+        monkeypatch.setattr(training, "save_checkpoint", real_save)
+        assert json.loads((run_dir / "checkpoints" / "last.json").read_text())["epoch"] == epoch
+        assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == epoch - 1
+        return h2rec.train(config, run_dir, resume=True, progress=False)
+
+    return run

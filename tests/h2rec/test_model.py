@@ -7,6 +7,8 @@ import torch
 from h2rec.losses import code_guided_alignment
 from h2rec.training import build_model, prepare, training_step
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def built(tiny_config, **overrides):
     config, sids, ds = prepare(tiny_config(**overrides))
@@ -16,13 +18,15 @@ def built(tiny_config, **overrides):
 
 def random_items(model, batch=4, n=12, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(1, model.n_items + 1, (batch, n), generator=g)
+    return torch.randint(1, model.n_items + 1, (batch, n), generator=g).to(model.device)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["h2rec", "hid", "sid"])
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
-def test_no_leakage_changing_a_future_item_moves_no_past_score(tiny_config, kind, backbone):
+def test_no_leakage_changing_a_future_item_moves_no_past_score(tiny_config, kind, backbone, device):
     model, _, _ = built(tiny_config, **{"model.kind": kind, "model.backbone": backbone})
+    model = model.to(device)
     items = random_items(model)
     base, _ = model(items)
     for t in (0, 4, 9):

@@ -6,7 +6,6 @@ import json
 
 import h2rec
 import pytest
-from h2rec import training
 from h2rec.errors import H2RecError
 
 
@@ -29,30 +28,13 @@ def test_a_few_epochs_beat_random_by_a_wide_margin(tiny_config, tmp_path):
     assert results["test"]["full"]["head"]["n"] + results["test"]["full"]["tail"]["n"] == test["n"]
 
 
-def test_same_seed_same_numbers_and_resume_after_a_crash_matches(tiny_config, tmp_path, monkeypatch):
+def test_same_seed_same_numbers_and_resume_after_a_crash_matches(tiny_config, tmp_path, crash_then_resume):
     config = tiny_config(**{"train.epochs": 4, "train.patience": 10})
     straight = h2rec.train(config, tmp_path / "straight", progress=False)
     again = h2rec.train(config, tmp_path / "again", progress=False)
     assert straight["test"] == again["test"]
 
-    # Crash right after the second epoch's checkpoint, then resume.
-    real_save = training.save_checkpoint
-    calls = {"n": 0}
-
-    def save_then_crash(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        h2rec.train(config, tmp_path / "crashed", progress=False)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
-    # killed after the checkpoint of epoch 2, before its metrics line was written
-    assert json.loads((tmp_path / "crashed" / "checkpoints" / "last.json").read_text())["epoch"] == 2
-    assert len(metrics_lines(tmp_path / "crashed")) == 1
-    resumed = h2rec.train(config, tmp_path / "crashed", resume=True, progress=False)
+    resumed = crash_then_resume(config, tmp_path / "crashed", 2)
 
     assert resumed["test"] == straight["test"] and resumed["valid"] == straight["valid"]
     assert [without_timings(r) for r in metrics_lines(tmp_path / "crashed")] == \

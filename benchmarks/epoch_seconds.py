@@ -1,0 +1,51 @@
+"""Seconds per epoch of study runs, training and evaluation apart, read from their metrics.jsonl.
+
+    python benchmarks/epoch_seconds.py RUN_DIR... [--machine TEXT] [--out FILE.json]
+
+Works on finished runs and on runs cut short (gpu.sh stops its study runs after a time box). The
+median skips epoch 1, which pays for warm-up (allocator, kernel choice). --machine defaults to
+this machine; give it when the runs were trained elsewhere, or it is read from a finished run's
+results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from study import machine  # noqa: E402
+
+
+def summarise(run_dir: Path, default_machine: str) -> dict:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steady = lines[1:] or lines
+    results = run_dir / "results.json"
+    return {
+        "epochs": len(lines),
+        "train_seconds_median": round(statistics.median(r["train_seconds"] for r in steady), 2),
+        "eval_seconds_median": round(statistics.median(r["eval_seconds"] for r in steady), 2),
+        "machine": json.loads(results.read_text())["machine"] if results.is_file() else default_machine,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--machine", default=None, help="where the runs were trained (default: here)")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    table = {f"{run.parent.parent.name}/{run.parent.name}/{run.name}": summarise(run, args.machine or machine())
+             for run in args.runs}
+    text = json.dumps(table, indent=2) + "\n"
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, in one go, for a session that is lent one (a few minutes):
+#   1. the test suite, whose CUDA tests CI (no GPU) skips: CPU and CUDA give the same scores, losses,
+#      gradients and loss curves, no leakage on CUDA, and semid's quantizers and text encoder run
+#      there (their tests use device "auto");
+#   2. timings: the three encoders (backbones.py, fp32 and bf16), a training step of each H2Rec part
+#      on Beauty and Yelp (h2rec_speed.py), and the study's H2Rec and SASRec runs on Yelp cut short
+#      (seconds per epoch of training and of full-ranking evaluation).
+#
+#   OUT=folder benchmarks/gpu.sh            (default OUT: benchmarks/work/gpu; everything lands there)
+#
+# Needs the Yelp and Beauty interactions under $H2REC_DATA (default ../shared/data) and their
+# semantic IDs from `study.py prepare` in benchmarks/work/{yelp,beauty}/semid-rqvae-4x128.
+# Packages the machine lacks can come as wheels in .whl/: they go to /tmp/site, nothing else changes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/work/gpu}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=packages/semid/src:packages/srs_backbones/src:packages/h2rec/src${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+step() { echo "== $* ($(date +%T))"; }
+
+step machine
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
+  echo "$(nproc) CPU cores"; } | tee "$OUT/checks.txt"
+
+step tests  # the bundled MiniLM is a wheel of its own, which a GPU machine may lack
+timeout 180 python3 -m pytest -p no:cacheprovider -rs --ignore=tests/semid/test_minilm.py \
+  --deselect tests/h2rec/test_cli.py::test_demo_runs_end_to_end_on_a_small_catalogue tests 2>&1 \
+  | tee -a "$OUT/checks.txt" | tail -25
+
+step encoders
+timeout 60 python3 benchmarks/backbones.py --device cuda --out "$OUT/backbones_cuda.json" | tail -4
+timeout 60 python3 benchmarks/backbones.py --device cuda --amp --out "$OUT/backbones_cuda_bf16.json" | tail -4
+
+for dataset in beauty yelp; do
+  step "training step, $dataset"
+  timeout 90 python3 benchmarks/h2rec_speed.py --dataset "$dataset" --device cuda --out "$OUT/h2rec_speed_cuda_$dataset"
+done
+
+# the study's own configurations (seed 42), stopped after a time box: enough epochs for their cost
+for row_and_seconds in "H2Rec 120" "SASRec (hid) 60"; do
+  row=${row_and_seconds% *}
+  step "study run on Yelp, $row"
+  # timeout's SIGTERM stops study.py, which stops its training child
+  timeout "${row_and_seconds##* }" python3 benchmarks/study.py table2 --datasets yelp --seeds 42 --rows "$row" \
+    --device cuda 2>&1 | tail -3
+done
+python3 benchmarks/epoch_seconds.py benchmarks/work/runs/yelp/rqvae-4x128/*-s42 --out "$OUT/study_epochs_cuda.json"
+step done
