@@ -56,7 +56,6 @@ def _tiny_config(tiny, **overrides):
     return build_config(overrides=values)
 
 
-
 @pytest.fixture
 def crash_then_resume(monkeypatch):
     """``crash_then_resume(config, run_dir, epoch)``: trains until the checkpoint of ``epoch`` is

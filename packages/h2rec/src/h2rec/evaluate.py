@@ -32,6 +32,17 @@ def model_inputs(model: H2Rec, histories: list[np.ndarray], max_len: int) -> tor
     return items.to(model.device)
 
 
+def count_at_or_above(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Per row, how many ``scores`` (B, C) are >= ``threshold`` (B, 1); overwrites ``scores``.
+
+    In place, as 0/1 floats summed in float32, which counts exactly up to 2^24 columns: a bool
+    mask summed as integers costs a cast of the whole (B, C) matrix, about a fifth of a
+    full-ranking evaluation on CPU."""
+    if scores.shape[1] >= 2**24:
+        return (scores >= threshold).sum(1)
+    return scores.ge_(threshold).sum(1).long()
+
+
 @torch.no_grad()
 def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, max_len: int,
                  candidates: np.ndarray | None = None) -> np.ndarray:
@@ -50,17 +61,15 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
         if candidates is not None:
             pool = torch.cat([targets, torch.as_tensor(candidates[rows], device=scores.device)], 1)
             scores = scores.gather(1, pool)
-            target_score = scores[:, :1]
+            target_score = scores[:, :1].clone()  # not a view: the count overwrites scores
         else:
             target_score = scores.gather(1, targets)
             if cfg.exclude_history:
-                rows = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
-                scores[rows, np.concatenate(histories)] = float("-inf")
+                seen_by = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
+                scores[seen_by, np.concatenate(histories)] = float("-inf")
                 scores.scatter_(1, targets, target_score)  # a repeated item (Yelp has them) may be the target
-        # items scoring above the target or tying with it (pessimistic), less the target itself;
-        # one comparison and an int32 count: the counting took a quarter of a full-ranking evaluation
-        at_or_above = (scores >= target_score).sum(1, dtype=torch.int32)
-        ranks[torch.as_tensor(rows)] = (at_or_above - 1).long().cpu()
+        # items scoring above the target or tying with it (pessimistic), less the target itself
+        ranks[torch.as_tensor(rows)] = (count_at_or_above(scores, target_score) - 1).cpu()
     model.train(was_training)
     return ranks.numpy()
 
