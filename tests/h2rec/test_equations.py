@@ -119,6 +119,20 @@ def test_eq7_code_guided_alignment_matches_the_formula_in_both_directions():
     assert math.isclose(float(code_guided_alignment(s, h, positives, tau)), expected, rel_tol=1e-5)
 
 
+def test_eq7_at_a_low_temperature_uses_log_sum_exp_and_stays_finite():
+    g = torch.Generator().manual_seed(0)
+    s, h = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    positives = torch.eye(5, dtype=torch.bool)
+    positives[0, 2] = positives[2, 0] = True
+    # just above the switch the direct form is still exact; just below, the log-sum-exp form takes over
+    above, below = 2 / 87 * 1.01, 2 / 87 * 0.99
+    for tau in (above, below):
+        direct = code_guided_alignment(s.double(), h.double(), positives, tau)  # float64 never underflows here
+        torch.testing.assert_close(code_guided_alignment(s, h, positives, tau), direct.float(), rtol=1e-4, atol=1e-4)
+    # at tau = 0.005, exp(-2 / tau) is 0 in float32: the direct form would take log(0) for far pairs
+    assert torch.isfinite(code_guided_alignment(s, h, positives, 0.005))
+
+
 def test_eq7_positive_set():
     items = torch.tensor([10, 11, 12, 10, 13])
     codes = torch.tensor([[1, 2, 3], [1, 2, 4], [5, 6, 7], [1, 2, 3], [5, 0, 0]])
