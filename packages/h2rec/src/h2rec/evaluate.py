@@ -36,8 +36,8 @@ def count_at_or_above(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Te
     """Per row, how many ``scores`` (B, C) are >= ``threshold`` (B, 1); overwrites ``scores``.
 
     In place, as 0/1 floats summed in float32, which counts exactly up to 2^24 columns: a bool
-    mask summed as integers costs a cast of the whole (B, C) matrix, about a fifth of a
-    full-ranking evaluation on CPU."""
+    mask summed as integers would first cast the whole (B, C) matrix, a second pass over the
+    largest tensor of the evaluation."""
     if scores.shape[1] >= 2**24:
         return (scores >= threshold).sum(1)
     return scores.ge_(threshold).sum(1).long()
