@@ -7,13 +7,14 @@ lock file, so several workers can share one command's list (e.g. two single-thre
 2-core machine: `OMP_NUM_THREADS=1 python benchmarks/study.py table3 &` twice).
 
     python benchmarks/study.py prepare  --datasets beauty yelp      # semantic IDs for each dataset
-    python benchmarks/study.py table2   --datasets yelp beauty --seeds 42 43 44
+    python benchmarks/study.py table2   --datasets yelp beauty scientific --seeds 42 43 44
     python benchmarks/study.py table3   --seeds 42 43 44            # ablations (Yelp)
     python benchmarks/study.py sweeps   --seeds 42                  # beta, gamma, p, o (Yelp)
     python benchmarks/study.py table6   --seeds 42                  # VQ / PQ / RQ-VAE semantic IDs (Yelp)
     python benchmarks/study.py table7   --seeds 42                  # GRU4Rec and BERT4Rec backbones (Yelp)
     python benchmarks/study.py table8   --seeds 42                  # codebook shapes (Yelp)
     python benchmarks/study.py loss     --datasets beauty --seeds 42 43 44   # full cross-entropy instead of BPR
+    python benchmarks/study.py patience --datasets scientific                # early stopping after 30 epochs, not 10
     python benchmarks/study.py report                               # docs/results.md + plots from what has run
 
 Options shared by every run sit in BASE below; each table adds its own overrides. Model selection
@@ -163,9 +164,19 @@ def loss_choice(datasets, seeds) -> list[Run]:
             for d in datasets for s in seeds for name, o in models.items() for loss in ("bpr", "ce")]
 
 
+def patience_check(datasets, seeds) -> list[Run]:
+    """Finding 13 asks whether early stopping decides Tail: the Table 2 models again with a patience
+    of 30 epochs instead of 10 (the patience-10 rows are Table 2's own runs)."""
+    models = {"SASRec (hid)": {"model.kind": "hid"}, "SID only (sid)": {"model.kind": "sid"},
+              "H2Rec": {"model.kind": "h2rec"}}
+    return [Run("patience", d, f"{name}, patience {p}", s, {**o, "train.patience": p})
+            for d in datasets for s in seeds for name, o in models.items() for p in (10, 30)]
+
+
 EXPERIMENTS = {"table2": table2, "table3": table3, "sweeps": sweeps, "table6": table6, "table7": table7,
-               "table8": table8, "loss": loss_choice}
-DEFAULT_DATASETS = {"table2": ["yelp", "beauty"], "loss": ["beauty"]}  # the others: Yelp, the paper's domain
+               "table8": table8, "loss": loss_choice, "patience": patience_check}
+# the others: Yelp, the paper's domain; the patience check on the smallest catalogue, where it is cheap
+DEFAULT_DATASETS = {"table2": ["yelp", "beauty", "scientific"], "loss": ["beauty"], "patience": ["scientific"]}
 
 
 # ----------------------------------------------------------------------------- running

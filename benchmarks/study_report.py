@@ -67,6 +67,7 @@ TITLES = {
     "table7": "Table 7: backbones",
     "table8": "Table 8: codebook shapes",
     "loss": "Beyond the paper: BPR (Eq. 10) against full cross-entropy",
+    "patience": "Beyond the paper: early-stopping patience 10 against 30 epochs",
 }
 PROTOCOL_NAMES = {"full": "full ranking", "sampled_100": "1 + 100 sampled"}
 
@@ -295,7 +296,7 @@ def write_report(results_dir: Path) -> None:
                                                             "hours": [round(r["_hours"], 3) for r in runs],
                                                             "seconds_per_epoch": [r["seconds_per_epoch"] for r in runs]}
                 for name, runs in rows.items()}
-            if table in ("table2", "loss", "table7"):
+            if table in ("table2", "loss", "table7", "patience"):
                 out += significance(rows, table, paper)
             if table == "table3":
                 out += ablation_effects(rows, paper)
@@ -340,6 +341,10 @@ def training_length(named: dict, dataset: str) -> list[str]:
         return []
     runs = list(runs.values())
     epochs = np.array([r["best_epoch"] for r in runs])
+    if len(set(epochs)) == 1:  # a rank correlation is undefined
+        return [f"### Training length and Tail ({dataset})", "",
+                f"All {len(runs)} distinct H2Rec runs (SASRec, BPR) of this page's tables picked the checkpoint of "
+                f"epoch {epochs[0]}: there is no training length to correlate.", ""]
     lines = [f"### Training length and Tail ({dataset})", "",
              f"All {len(runs)} distinct H2Rec runs (SASRec, BPR) of this page's tables, whatever their variant: "
              f"Spearman correlation of the best validation epoch (from {epochs.min()} to {epochs.max()}) "
@@ -410,9 +415,10 @@ def contrasts(table: str, rows: dict) -> list[tuple[str, list[str]]]:
     """(H2Rec row, the baseline rows it is measured against) for each comparison the table makes."""
     if table == "table7":  # each backbone against itself
         pairs = [(f"{b} + H2Rec", [f"{b} (hid)"]) for b in ("gru4rec", "bert4rec")]
-    elif table == "loss":  # each loss against the baselines trained with the same loss
-        pairs = [(f"H2Rec, {loss}", [n for n in rows if n.endswith(f", {loss}") and not n.startswith("H2Rec")])
-                 for loss in ("bpr", "ce")]
+    elif table in ("loss", "patience"):  # rows "<model>, <setting>": each setting against its own baselines
+        settings = sorted({n.split(", ", 1)[1] for n in rows})
+        pairs = [(f"H2Rec, {s}", [n for n in rows if n.endswith(f", {s}") and not n.startswith("H2Rec")])
+                 for s in settings]
     else:
         pairs = [("H2Rec", [n for n in rows if n != "H2Rec"])]
     return [(ours, [b for b in baselines if b in rows]) for ours, baselines in pairs
@@ -447,5 +453,6 @@ def progress_table() -> list[str]:
                      f"{', '.join(sorted({str(r.seed) for r in runs}))} | {len(done)} / {len(runs)} | "
                      f"{sum(done):.1f} | {left} |")
     return lines + ["", "Times are training plus per-epoch validation on this machine; `study.py prepare` "
-                        "(semantic IDs) adds about a minute per dataset and codebook shape; '-' where no "
-                        "run of that kind has finished yet.", ""]
+                        "(semantic IDs) adds about a minute per dataset and codebook shape once the text is "
+                        "embedded (the first embedding of Scientific's long descriptions took 6 minutes beside "
+                        "two workers); '-' where no run of that kind has finished yet.", ""]
