@@ -8,7 +8,7 @@ lock file, so several workers can share one command's list (e.g. two single-thre
 
     python benchmarks/study.py prepare  --datasets beauty yelp      # semantic IDs for each dataset
     python benchmarks/study.py table2   --datasets yelp beauty scientific --seeds 42 43 44
-    python benchmarks/study.py table3   --seeds 42 43 44            # ablations (Yelp)
+    python benchmarks/study.py table3   --seeds 42 43 44            # ablations (Yelp, Scientific)
     python benchmarks/study.py sweeps   --seeds 42                  # beta, gamma, p, o (Yelp)
     python benchmarks/study.py table6   --seeds 42                  # VQ / PQ / RQ-VAE semantic IDs (Yelp)
     python benchmarks/study.py table7   --seeds 42                  # GRU4Rec and BERT4Rec backbones (Yelp)
@@ -176,7 +176,8 @@ def patience_check(datasets, seeds) -> list[Run]:
 EXPERIMENTS = {"table2": table2, "table3": table3, "sweeps": sweeps, "table6": table6, "table7": table7,
                "table8": table8, "loss": loss_choice, "patience": patience_check}
 # the others: Yelp, the paper's domain; the patience check on the smallest catalogue, where it is cheap
-DEFAULT_DATASETS = {"table2": ["yelp", "beauty", "scientific"], "loss": ["beauty"], "patience": ["scientific"]}
+DEFAULT_DATASETS = {"table2": ["yelp", "beauty", "scientific"], "table3": ["yelp", "scientific"], "loss": ["beauty"],
+                    "patience": ["scientific"]}
 
 
 # ----------------------------------------------------------------------------- running
