@@ -1,7 +1,7 @@
 """Tables and plots of the study (`python benchmarks/study.py report`), from whatever runs exist.
 
 Writes the generated part of docs/results.md (between the `<!-- generated -->` markers; the
-findings around it are written by hand), benchmarks/results/study.json (every number the tables
+findings around it are written by hand), benchmarks/results/study/study.json (every number the tables
 show) and PNG plots in docs/img/.
 """
 
@@ -298,8 +298,8 @@ def write_report(results_dir: Path) -> None:
                 for name, runs in rows.items()}
             if table in ("table2", "loss", "table7", "patience"):
                 out += significance(rows, table, paper)
-            if table == "table3":
-                out += ablation_effects(rows, paper)
+            if table in DEFAULT_ROW:
+                out += variant_effects(rows, paper, DEFAULT_ROW[table])
             if table == "table2":
                 disagreements = protocol_disagreements(rows)
                 out += ["Where the two protocols disagree (NDCG@10 on all items, Tail and Head):", ""]
@@ -398,16 +398,22 @@ def significance(rows: dict[str, list[dict]], table: str, paper: dict | None) ->
     return lines
 
 
-def ablation_effects(rows: dict[str, list[dict]], paper: dict | None) -> list[str]:
-    """Each ablation against the full model: a negative change means the removed part helped."""
-    if "H2Rec" not in rows or len(rows) < 2:
+# The row each variant of a table is measured against: the configuration every other table uses.
+DEFAULT_ROW = {"table3": "H2Rec", "table6": "RQVAE + H2Rec", "table8": "4x128"}
+
+
+def variant_effects(rows: dict[str, list[dict]], paper: dict | None, reference: str) -> list[str]:
+    """Each variant against the default row: for an ablation, a negative change means the removed
+    part helped; for a quantizer or codebook shape, how far it moves the metrics from the default."""
+    if reference not in rows or len(rows) < 2:
         return []
-    lines = ["Each ablation against the full H2Rec: relative change of the mean NDCG@10 (negative: the "
-             "removed part helped), paired t-test over seeds where there are two or more.", "",
+    lines = [f"Each variant against {reference}, the default: relative change of the mean NDCG@10 (negative: "
+             "below the default; in an ablation, the removed part helped), paired t-test over seeds where there "
+             "are two or more.", "",
              *gain_header("variant, protocol")]
     for name in rows:
-        if name != "H2Rec":
-            lines += gain_lines(rows, name, "H2Rec", paper, label=f"{name}, ")
+        if name != reference:
+            lines += gain_lines(rows, name, reference, paper, label=f"{name}, ")
     return lines + [""]
 
 
