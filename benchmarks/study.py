@@ -1,8 +1,10 @@
 """The H2Rec study on real data: the paper's tables, rerun with this toolkit (issue 5).
 
-One command per table. Every run lives in its own folder under benchmarks/work/runs/ (gitignored):
-a finished run (results.json present) is skipped, an interrupted one resumes from its last
-checkpoint, so the study can be completed in pieces across sittings. A run being trained holds a
+One command per table. Every run is trained in its own folder under benchmarks/work/runs/
+(gitignored: checkpoints, logs); once it finishes, its results are copied into a small record under
+benchmarks/results/study/records/ (committed), which is what the report reads. A run with a record is
+skipped (delete the record to train it again), an interrupted one resumes from its last checkpoint,
+so the study can be completed in pieces across sittings and checkouts. A run being trained holds a
 lock file, so several workers can share one command's list (e.g. two single-thread workers on a
 2-core machine: `OMP_NUM_THREADS=1 python benchmarks/study.py table3 &` twice).
 
@@ -44,6 +46,7 @@ from datasets import DATASETS, DEFAULT_DATA, WORK, interactions_file, items_file
 
 RUNS = WORK / "runs"
 RESULTS = Path(__file__).parent / "results" / "study"
+RECORDS = RESULTS / "records"
 
 # shared by every run of the study
 BASE = {
@@ -81,7 +84,17 @@ class Run:
     def folder(self) -> Path:
         """Named by what is trained, not by the table: two tables that need the same model (the
         default H2Rec is a row of Tables 2-8) share one run."""
-        return RUNS / self.dataset / self.sids.slug / f"{config_slug(self.overrides)}-s{self.seed}"
+        return RUNS / self.name_path
+
+    @property
+    def name_path(self) -> Path:
+        return Path(self.dataset) / self.sids.slug / f"{config_slug(self.overrides)}-s{self.seed}"
+
+    @property
+    def record(self) -> Path:
+        """The committed copy of the finished run's results (see `archive`)."""
+        path = RECORDS / self.name_path
+        return path.with_name(path.name + ".json")  # not with_suffix: names hold dots, as in 'beta=0.1-s42'
 
 
 def config_slug(overrides: dict) -> str:
@@ -201,19 +214,61 @@ def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
 
 
 def execute(run: Run, data: Path, device: str) -> dict | None:
-    """Trains one run in a child process (its own peak memory, and a crash stops only that run).
-    Returns None when another live worker is training it."""
-    results_path = run.folder / "results.json"
-    if results_path.is_file():
-        return json.loads(results_path.read_text())
+    """Trains one run in a child process (its own peak memory, and a crash stops only that run)
+    and archives it. Returns None when another live worker is training it."""
+    if run.record.is_file():
+        return json.loads(run.record.read_text())
     with run_lock(run.folder) as lock_fd:
         if lock_fd is None:
             print(f"[study] {run.table} / {run.dataset} / {run.name} / seed {run.seed}: another worker has it",
                   flush=True)
             return None
-        if results_path.is_file():  # finished by another worker between the check above and the lock
-            return json.loads(results_path.read_text())
-        return train_in_child(run, data, device, lock_fd)
+        # finished by another worker between the check above and the lock, or before records existed
+        if not (run.folder / "results.json").is_file():
+            train_in_child(run, data, device, lock_fd)
+        return archive(run)
+
+
+def archive(run: Run) -> dict:
+    """Writes the run's record: its results.json with the run's configuration, its training hours,
+    the collision statistics of its semantic IDs and the repeat share of its data added. The run
+    folder holds checkpoints and is not committed; the record is a few kilobytes and is, so a new
+    checkout can rebuild the report and knows what is done."""
+    results = json.loads((run.folder / "results.json").read_text())
+    epochs = epoch_log(run.folder)
+    record = {**results, "run": run.name_path.as_posix(),
+              "config": json.loads((run.folder / "config.json").read_text()),
+              "hours": round(sum(e.get("train_seconds", 0) + e.get("eval_seconds", 0) for e in epochs) / 3600, 4),
+              "valid_NDCG@10_by_epoch": [e.get("valid_NDCG@10") for e in epochs]}  # the training curve
+    semid_stats = semid_folder(run.dataset, run.sids) / "stats.json"
+    if semid_stats.is_file():
+        record["collisions"] = json.loads(semid_stats.read_text())["collisions"]
+    record["data"]["repeat_share"] = repeat_share(record["data"]["interactions_file"])
+    run.record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run.record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(run.record)
+    return record
+
+
+def epoch_log(folder: Path) -> list[dict]:
+    """The run's per-epoch log (metrics.jsonl), one entry per epoch in order: an epoch repeated by a
+    resumed sitting counts once, as its last record."""
+    epochs = {}
+    for line in (folder / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        epochs[record["epoch"]] = record
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def repeat_share(interactions_file: str) -> float:
+    """Share of users whose test item (the last) already occurs earlier in their sequence: repeat
+    consumption, which ID models find easy and which popularity buckets do not show."""
+    from h2rec.config import DataConfig
+    from h2rec.readers import read_interactions
+
+    sequences = read_interactions(DataConfig(interactions=interactions_file)).values()
+    return sum(seq[-1] in seq[:-1] for seq in sequences) / len(sequences)
 
 
 LOCK = "worker.lock"
@@ -255,8 +310,7 @@ def lock_held(folder: Path) -> bool:
         return True
 
 
-def train_in_child(run: Run, data: Path, device: str, lock_fd: int) -> dict:
-    results_path = run.folder / "results.json"
+def train_in_child(run: Run, data: Path, device: str, lock_fd: int) -> None:
     semid_dir = prepare(run.dataset, run.sids, data)
     overrides = {**BASE, **run.overrides, "data.interactions": str(interactions_file(run.dataset, data)),
                  "data.semid": str(semid_dir), "train.seed": run.seed, "train.device": device}
@@ -266,7 +320,6 @@ def train_in_child(run: Run, data: Path, device: str, lock_fd: int) -> dict:
     job = {"overrides": overrides, "folder": str(run.folder), "resume": resume}
     # the child shares the lock, so a parent killed alone does not free a run still being trained
     subprocess.run([sys.executable, __file__, "_train", json.dumps(job)], check=True, pass_fds=(lock_fd,))
-    return json.loads(results_path.read_text())
 
 
 def train_job(job: dict) -> None:
@@ -330,9 +383,10 @@ def main() -> None:
         runs = [run for run in runs if run.name in args.rows]
     for run in runs:
         if args.dry_run:
-            state = ("done" if (run.folder / "results.json").is_file() else "running" if lock_held(run.folder)
+            state = ("done" if run.record.is_file() else "running" if lock_held(run.folder)
+                     else "trained" if (run.folder / "results.json").is_file()  # archived by the next command
                      else "started" if (run.folder / "config.json").is_file() else "todo")
-            print(f"{state:8} {run.folder.relative_to(RUNS)}")
+            print(f"{state:8} {run.name_path.as_posix()}")
             continue
         execute(run, args.data, args.device)
 

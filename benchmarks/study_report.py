@@ -1,13 +1,13 @@
 """Tables and plots of the study (`python benchmarks/study.py report`), from whatever runs exist.
 
-Writes the generated part of docs/results.md (between the `<!-- generated -->` markers; the
-findings around it are written by hand), benchmarks/results/study/study.json (every number the tables
-show) and PNG plots in docs/img/.
+Reads the committed run records (benchmarks/results/study/records/, see study.archive) after archiving
+any finished run that has none yet. Writes the generated part of docs/results.md (between the
+`<!-- generated -->` markers; the findings around it are written by hand),
+benchmarks/results/study/study.json (every number the tables show) and PNG plots in docs/img/.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -91,12 +91,8 @@ def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 
         owners[run.folder].add(run.table)
     shared = {folder for folder, tables in owners.items() if len(tables) > 1}
     for run in runs:
-        path = run.folder / "results.json"
-        if path.is_file():
-            results = json.loads(path.read_text())
-            results["_config"] = json.loads((run.folder / "config.json").read_text())
-            results["_hours"] = run_hours(run.folder)
-            results["_folder"] = run.folder
+        if run.record.is_file():
+            results = json.loads(run.record.read_text())
             results["_borrowed"] = run.folder in shared and run.table != "table2"  # Table 2 owns its rows
             found[(run.table, run.dataset)][run.name].append(results)
             if not results["_borrowed"]:
@@ -108,15 +104,6 @@ def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 
                     for name, results in rows.items()}
             named[key] = {name: results for name, results in rows.items() if results}
     return named
-
-
-def run_hours(folder: Path) -> float:
-    """Training plus validation time over all sittings, from the run's per-epoch log."""
-    epochs = {}
-    for line in (folder / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        epochs[record["epoch"]] = record.get("train_seconds", 0) + record.get("eval_seconds", 0)
-    return sum(epochs.values()) / 3600
 
 
 def values(runs: list[dict], protocol: str, group: str, metric: str, split: str = "test") -> np.ndarray:
@@ -174,11 +161,9 @@ def protocol_disagreements(rows: dict[str, list[dict]]) -> list[str]:
 
 
 def collision_columns(name: str, runs: list[dict]) -> list[str]:
-    semid_dir = Path(runs[0]["_config"]["data"]["semid"])
-    stats_path = semid_dir / "stats.json"
-    if not stats_path.is_file():
+    collisions = runs[0].get("collisions")
+    if collisions is None:
         return ["-", "-"]
-    collisions = json.loads(stats_path.read_text())["collisions"]
     paper = PAPER_COLLISIONS.get(name)
     ours = f"{100 * collisions['collision_rate']:.2f} / {100 * collisions['utilisation']:.3g}"
     return [ours, f"{paper[0]} / {paper[1]}" if paper else "-"]
@@ -193,8 +178,13 @@ def group_plot(rows: dict[str, list[dict]], dataset: str) -> str | None:
     models = [m for m in ("SASRec (hid)", "SID only (sid)", "H2Rec") if m in rows]
     if len(models) < 2:
         return None
-    first = rows[models[0]][0]["test"]["full"]
-    groups = [k for k in first if k.startswith("G")]
+    path = IMG / f"groups_{dataset}.png"
+    groups = [k for k in rows[models[0]][0]["test"]["full"] if k.startswith("G")]
+    if not all(g in r["test"]["full"] for m in models for r in rows[m] for g in groups or ["G1"]):
+        # records rebuilt from study.json (see their "provenance") kept no group metrics: the plot
+        # drawn from their original runs stays, and says so
+        return (f"![{dataset} popularity groups](img/{path.name}) (drawn from the original runs; their records "
+                "keep no group metrics)") if path.is_file() else None
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / len(models)
     for ax, metric in zip(axes, ("NDCG@10", "HR@10")):
@@ -207,7 +197,6 @@ def group_plot(rows: dict[str, list[dict]], dataset: str) -> str | None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     IMG.mkdir(parents=True, exist_ok=True)
-    path = IMG / f"groups_{dataset}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"![{dataset} popularity groups](img/{path.name})"
@@ -245,21 +234,23 @@ def dataset_line(rows: dict[str, list[dict]]) -> str:
     return (f"Data after loading: {data['users']:,} users ({data['users_evaluated']:,} evaluated), "
             f"{data['catalogue_items']:,} items, {data['interactions']:,} interactions, mean length "
             f"{data['mean_length']}; file `{Path(data['interactions_file']).name}`; "
-            f"{repeat_share(data['interactions_file']):.1%} of test targets repeat an item of the user's history.")
+            f"{data['repeat_share']:.1%} of test targets repeat an item of the user's history.")
 
 
-@functools.cache
-def repeat_share(interactions_file: str) -> float:
-    """Share of users whose test item (the last) already occurs earlier in their sequence: repeat
-    consumption, which ID models find easy and which popularity buckets do not show."""
-    from h2rec.config import DataConfig
-    from h2rec.readers import read_interactions
+def archive_finished(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 50)) -> None:
+    """Records for runs that finished without one (trained before records existed, or by a worker
+    interrupted between training and archiving)."""
+    import study
 
-    sequences = read_interactions(DataConfig(interactions=interactions_file)).values()
-    return sum(seq[-1] in seq[:-1] for seq in sequences) / len(sequences)
+    for experiment in study.EXPERIMENTS.values():
+        for run in experiment(list(datasets), list(seeds)):
+            if not run.record.is_file() and (run.folder / "results.json").is_file():
+                study.archive(run)
+                print(f"archived {run.record}")
 
 
 def write_report(results_dir: Path) -> None:
+    archive_finished()
     named = collect()
     out: list[str] = []
     numbers: dict = {}
@@ -276,7 +267,7 @@ def write_report(results_dir: Path) -> None:
                 extra = (["ours Coll.% / Util.%", "paper Coll.% / Util.%"], collision_columns)
             if table == "table6":  # the paper gives no collision figures per quantizer
                 extra = (["Coll.% / Util.%"], lambda name, runs: collision_columns(name, runs)[:1])
-            hours = sum(r["_hours"] for runs in rows.values() for r in runs)
+            hours = sum(r["hours"] for runs in rows.values() for r in runs)
             out += [f"### {title} ({dataset})", "", dataset_line(rows),
                     f"Runs: {sum(len(v) for v in rows.values())}; training and validation took "
                     f"{hours:.2f} h in all (a run shared with another table counts in both).", ""]
@@ -293,7 +284,7 @@ def write_report(results_dir: Path) -> None:
                        for p in ("full", "sampled_100")} | {"seeds": [r["seed"] for r in runs],
                                                             "epochs": [r["epochs_run"] for r in runs],
                                                             "best_epoch": [r["best_epoch"] for r in runs],
-                                                            "hours": [round(r["_hours"], 3) for r in runs],
+                                                            "hours": [round(r["hours"], 3) for r in runs],
                                                             "seconds_per_epoch": [r["seconds_per_epoch"] for r in runs]}
                 for name, runs in rows.items()}
             if table in ("table2", "loss", "table7", "patience"):
@@ -333,10 +324,10 @@ def training_length(named: dict, dataset: str) -> list[str]:
     for (_, d), rows in named.items():
         for group in rows.values():
             for r in group:
-                c = r["_config"]
+                c = r["config"]
                 if d == dataset and c["model"]["kind"] == "h2rec" and c["model"]["backbone"] == "sasrec" \
                         and c["train"]["loss"] == "bpr":
-                    runs[r["_folder"]] = r
+                    runs[r["run"]] = r
     if len(runs) < 5:
         return []
     runs = list(runs.values())
@@ -442,17 +433,21 @@ def progress_table() -> list[str]:
 
     plans = {command: experiment(study.DEFAULT_DATASETS.get(command, ["yelp"]), [42] if command == "sweeps"
                                  else [42, 43, 44]) for command, experiment in study.EXPERIMENTS.items()}
+
+    def hours(run) -> float:
+        return json.loads(run.record.read_text())["hours"]
+
     finished = defaultdict(list)
     for run in {run.folder: run for runs in plans.values() for run in runs}.values():
-        if (run.folder / "results.json").is_file():
-            finished[kind(run)].append(run_hours(run.folder))
+        if run.record.is_file():
+            finished[kind(run)].append(hours(run))
     lines = ["### Progress and time per piece", "",
              "| command | datasets | seeds | runs done / planned | hours so far | hours left (est.) |",
              "|---|---|---|---|---|---|"]
     for command, runs in plans.items():
         runs = list({run.folder: run for run in runs}.values())
-        done = [run_hours(r.folder) for r in runs if (r.folder / "results.json").is_file()]
-        todo = [r for r in runs if not (r.folder / "results.json").is_file()]
+        done = [hours(r) for r in runs if r.record.is_file()]
+        todo = [r for r in runs if not r.record.is_file()]
         guesses = [np.mean(finished[kind(r)]) if finished[kind(r)] else np.nan for r in todo]
         left = "-" if np.isnan(sum(guesses)) else f"{sum(guesses):.1f}"
         lines.append(f"| `study.py {command}` | {', '.join(sorted({r.dataset for r in runs}))} | "

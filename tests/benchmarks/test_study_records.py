@@ -1,0 +1,77 @@
+"""The study's bookkeeping (benchmarks/study.py): which runs are done, and the committed records
+that let a new checkout rebuild docs/results.md without the gitignored run folders."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module("study")
+    monkeypatch.setattr(module, "RUNS", tmp_path / "work" / "runs")
+    monkeypatch.setattr(module, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(module, "WORK", tmp_path / "work")
+    yield module
+    # benchmarks/datasets.py would shadow Hugging Face's `datasets` for the rest of the session
+    for name in ("study", "datasets"):
+        if str(BENCHMARKS) in str(getattr(sys.modules.get(name), "__file__", "")):
+            del sys.modules[name]
+
+
+def all_runs(study) -> list:
+    return [run for experiment in study.EXPERIMENTS.values()
+            for run in experiment(["yelp", "beauty", "scientific", "games"], [42, 43])]
+
+
+def test_distinct_runs_have_distinct_records(study):
+    # names such as 'beta=0.1-s42' hold dots: a record path must not treat them as suffixes
+    runs = all_runs(study)
+    by_folder = {run.folder: run.record for run in runs}
+    assert len(set(by_folder.values())) == len(by_folder)
+    assert all(record.name.endswith("-s42.json") or record.name.endswith("-s43.json") for record in by_folder.values())
+
+
+def fake_finished_run(run, interactions: Path) -> None:
+    """What h2rec.train leaves in a run folder, reduced to the parts the record reads."""
+    run.folder.mkdir(parents=True)
+    metric = {"overall": {"NDCG@10": 0.5, "HR@10": 0.7}}
+    (run.folder / "results.json").write_text(json.dumps({
+        "seed": run.seed, "best_epoch": 2, "epochs_run": 3, "seconds_per_epoch": 10.0,
+        "data": {"interactions_file": str(interactions)},
+        "test": {"full": metric, "sampled_100": metric}}))
+    (run.folder / "config.json").write_text(json.dumps({"model": {"kind": "h2rec"}}))
+    epochs = [{"epoch": 1, "train_seconds": 1800, "eval_seconds": 0, "valid_NDCG@10": 0.1},
+              {"epoch": 2, "train_seconds": 1800, "eval_seconds": 0, "valid_NDCG@10": 0.3},
+              {"epoch": 2, "train_seconds": 1800, "eval_seconds": 0, "valid_NDCG@10": 0.2},  # a resumed sitting
+              {"epoch": 3, "train_seconds": 0, "eval_seconds": 1800, "valid_NDCG@10": 0.25}]
+    (run.folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+
+
+def test_archive_writes_the_record_and_execute_skips_it(study, tmp_path, monkeypatch):
+    interactions = tmp_path / "sequential_data.txt"
+    interactions.write_text("1 a b a\n2 a b c\n")  # user 1's last item repeats its history, user 2's does not
+    run = study.Run("table2", "beauty", "H2Rec", 42, {"model.kind": "h2rec"})
+    fake_finished_run(run, interactions)
+
+    record = study.archive(run)
+
+    assert json.loads(run.record.read_text()) == record
+    assert record["hours"] == 1.5  # epoch 2 counted once, as its last sitting
+    assert record["valid_NDCG@10_by_epoch"] == [0.1, 0.2, 0.25]
+    assert record["data"]["repeat_share"] == 0.5
+    assert record["run"] == run.name_path.as_posix()
+    assert not list(run.record.parent.glob("*.tmp"))
+
+    # with a record and no run folder (a new checkout), the run is done: nothing is trained
+    (run.folder / "results.json").unlink()
+    monkeypatch.setattr(study, "train_in_child", lambda *a: pytest.fail("a recorded run was trained again"))
+    assert study.execute(run, tmp_path, "cpu") == record
