@@ -47,6 +47,7 @@ from datasets import DATASETS, DEFAULT_DATA, WORK, interactions_file, items_file
 RUNS = WORK / "runs"
 RESULTS = Path(__file__).parent / "results" / "study"
 RECORDS = RESULTS / "records"
+PREPARE_THREADS = 2  # the thread count the study's semantic IDs were made with (see prepare)
 
 # shared by every run of the study
 BASE = {
@@ -203,12 +204,20 @@ def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
         return out
     spec = DATASETS[dataset]
     start = time.perf_counter()
-    semid.encode_catalogue(
-        items_file(dataset, data), out,
-        read=semid.ReadConfig(template=spec.template),
-        quantizer=semid.QuantizerConfig(kind=sids.quantizer, levels=sids.levels, codebook_size=sids.codebook),
-        cache_dir=WORK / "cache",  # shared with semid_bench.py
-    )
+    # the text encoder's float sums depend on torch's thread count and the codes inherit it (Beauty
+    # 4x128: 1.45% of items collide at 2 threads, 1.32% at 1, docs/semid.md), so the study's codes do
+    # not depend on whether a single-thread worker or a 2-thread command made them
+    workers_threads = torch.get_num_threads()
+    torch.set_num_threads(PREPARE_THREADS)
+    try:
+        semid.encode_catalogue(
+            items_file(dataset, data), out,
+            read=semid.ReadConfig(template=spec.template),
+            quantizer=semid.QuantizerConfig(kind=sids.quantizer, levels=sids.levels, codebook_size=sids.codebook),
+            cache_dir=WORK / "cache",  # shared with semid_bench.py
+        )
+    finally:
+        torch.set_num_threads(workers_threads)
     print(f"[study] {dataset} {sids.slug}: semantic IDs in {time.perf_counter() - start:.0f} s -> {out}")
     return out
 

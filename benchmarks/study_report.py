@@ -249,6 +249,21 @@ def archive_finished(datasets=("yelp", "beauty", "scientific", "games"), seeds=r
                 print(f"archived {run.record}")
 
 
+def code_set_warnings(named: dict) -> list[str]:
+    """Every run of one dataset and codebook shape must use the same semantic IDs. Records carry the
+    collision rate of theirs (at the precision the tables print), so a set remade differently, say
+    by another thread count (docs/semid.md), shows here."""
+    rates = defaultdict(set)
+    for rows in named.values():
+        for runs in rows.values():
+            for r in runs:
+                if "collisions" in r:
+                    rates[r["run"].rsplit("/", 1)[0]].add(round(100 * r["collisions"]["collision_rate"], 2))
+    return [f"**Warning**: the runs of `{codes}` used different semantic IDs (collision rates "
+            f"{', '.join(f'{v}%' for v in sorted(found))}); compare them with care.\n"
+            for codes, found in sorted(rates.items()) if len(found) > 1]
+
+
 def write_report(results_dir: Path) -> None:
     archive_finished()
     named = collect()
@@ -256,6 +271,7 @@ def write_report(results_dir: Path) -> None:
     numbers: dict = {}
     machines = sorted({r.get("machine", "?") for rows in named.values() for runs in rows.values() for r in runs})
     out += [f"Machine(s): {'; '.join(machines)}.", ""]
+    out += code_set_warnings(named)
     out += progress_table()
     for table, title in TITLES.items():
         for (t, dataset), rows in sorted(named.items()):
