@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import platform
 import signal
@@ -187,6 +188,11 @@ def patience_check(datasets, seeds) -> list[Run]:
             for d in datasets for s in seeds for name, o in models.items() for p in (10, 30)]
 
 
+def every_run(datasets, seeds) -> list[Run]:
+    """The runs of every experiment; a run shared by two tables appears once per table."""
+    return [run for experiment in EXPERIMENTS.values() for run in experiment(list(datasets), list(seeds))]
+
+
 EXPERIMENTS = {"table2": table2, "table3": table3, "sweeps": sweeps, "table6": table6, "table7": table7,
                "table8": table8, "loss": loss_choice, "patience": patience_check}
 # the others: Yelp, the paper's domain; the patience check on the smallest catalogue, where it is cheap
@@ -270,6 +276,7 @@ def epoch_log(folder: Path) -> list[dict]:
     return [epochs[e] for e in sorted(epochs)]
 
 
+@functools.cache  # one file read per dataset when many runs are archived at once
 def repeat_share(interactions_file: str) -> float:
     """Share of users whose test item (the last) already occurs earlier in their sequence: repeat
     consumption, which ID models find easy and which popularity buckets do not show."""

@@ -86,7 +86,7 @@ def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 
     found: dict = defaultdict(lambda: defaultdict(list))
     owners: dict = defaultdict(set)  # run folder -> tables that use it
     own_seeds: dict = defaultdict(set)  # (table, dataset) -> seeds of its finished runs of its own
-    runs = [run for experiment in study.EXPERIMENTS.values() for run in experiment(list(datasets), list(seeds))]
+    runs = study.every_run(datasets, seeds)
     for run in runs:
         owners[run.folder].add(run.table)
     shared = {folder for folder, tables in owners.items() if len(tables) > 1}
@@ -179,12 +179,12 @@ def group_plot(rows: dict[str, list[dict]], dataset: str) -> str | None:
     if len(models) < 2:
         return None
     path = IMG / f"groups_{dataset}.png"
-    groups = [k for k in rows[models[0]][0]["test"]["full"] if k.startswith("G")]
-    if not all(g in r["test"]["full"] for m in models for r in rows[m] for g in groups or ["G1"]):
+    if not all(any(k.startswith("G") for k in r["test"]["full"]) for m in models for r in rows[m]):
         # records rebuilt from study.json (see their "provenance") kept no group metrics: the plot
         # drawn from their original runs stays, and says so
         return (f"![{dataset} popularity groups](img/{path.name}) (drawn from the original runs; their records "
                 "keep no group metrics)") if path.is_file() else None
+    groups = [k for k in rows[models[0]][0]["test"]["full"] if k.startswith("G")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / len(models)
     for ax, metric in zip(axes, ("NDCG@10", "HR@10")):
@@ -242,11 +242,10 @@ def archive_finished(datasets=("yelp", "beauty", "scientific", "games"), seeds=r
     interrupted between training and archiving)."""
     import study
 
-    for experiment in study.EXPERIMENTS.values():
-        for run in experiment(list(datasets), list(seeds)):
-            if not run.record.is_file() and (run.folder / "results.json").is_file():
-                study.archive(run)
-                print(f"archived {run.record}")
+    for run in study.every_run(datasets, seeds):
+        if not run.record.is_file() and (run.folder / "results.json").is_file():
+            study.archive(run)
+            print(f"archived {run.record}")
 
 
 def code_set_warnings(named: dict) -> list[str]:

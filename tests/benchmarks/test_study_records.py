@@ -27,14 +27,9 @@ def study(tmp_path, monkeypatch):
             del sys.modules[name]
 
 
-def all_runs(study) -> list:
-    return [run for experiment in study.EXPERIMENTS.values()
-            for run in experiment(["yelp", "beauty", "scientific", "games"], [42, 43])]
-
-
 def test_distinct_runs_have_distinct_records(study):
     # names such as 'beta=0.1-s42' hold dots: a record path must not treat them as suffixes
-    runs = all_runs(study)
+    runs = study.every_run(["yelp", "beauty", "scientific", "games"], [42, 43])
     by_folder = {run.folder: run.record for run in runs}
     assert len(set(by_folder.values())) == len(by_folder)
     assert all(record.name.endswith("-s42.json") or record.name.endswith("-s43.json") for record in by_folder.values())
