@@ -211,8 +211,8 @@ def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
     spec = DATASETS[dataset]
     start = time.perf_counter()
     # the text encoder's float sums depend on torch's thread count and the codes inherit it (Beauty
-    # 4x128: 1.45% of items collide at 2 threads, 1.32% at 1, docs/semid.md), so the study's codes do
-    # not depend on whether a single-thread worker or a 2-thread command made them
+    # 4x128: 1.45% of items collide at 2 threads, 1.32% at 1; benchmarks/semid_threads.py), so the
+    # study's codes do not depend on whether a single-thread worker or a 2-thread command made them
     workers_threads = torch.get_num_threads()
     torch.set_num_threads(PREPARE_THREADS)
     try:
