@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from h2rec.config import PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from datasets import DATASETS, DEFAULT_DATA, WORK, interactions_file, items_file  # noqa: E402
@@ -50,8 +51,10 @@ RESULTS = Path(__file__).parent / "results" / "study"
 RECORDS = RESULTS / "records"
 PREPARE_THREADS = 2  # the thread count the study's semantic IDs were made with (see prepare)
 
-# shared by every run of the study
+# shared by every run of the study: the paper preset (BPR, last window, patience in epochs only),
+# which is what h2rec's defaults were when the study ran, so its run names and records stay valid
 BASE = {
+    **PRESETS["paper"],
     "model.dim": 64,
     "model.num_layers": 2,
     "train.epochs": 200,

@@ -49,7 +49,8 @@ def main() -> None:
         if not (folder / "results.json").is_file():
             config = h2rec.build_config(overrides={
                 "data.interactions": str(interactions_file("beauty", args.data)), "data.semid": str(semid_dir),
-                "train.epochs": 30, "train.patience": 5, "train.seed": 42, **overrides})
+                "train.epochs": 30, "train.patience": 5, "train.seed": 42, **overrides},
+                preset="paper")  # the sweep ran under the paper's BPR objective, then the default
             h2rec.train(config, folder, resume=(folder / "config.json").is_file())
         res = json.loads((folder / "results.json").read_text())
         rows[name] = {"valid_NDCG@10": res["valid"]["full"]["overall"]["NDCG@10"], "best_epoch": res["best_epoch"]}

@@ -35,7 +35,7 @@ def two_models(tiny, tmp_path_factory):
 def test_train_prints_a_table_and_writes_the_run(two_models):
     run = two_models[("h2rec", 1)]
     results = json.loads((run / "results.json").read_text())
-    assert set(results["test"]) == {"full", "sampled_20"}
+    assert set(results["test"]) == {"full", "full_unseen", "sampled_20"}
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["seed"] == 1 and config["model"]["kind"] == "h2rec"
 

@@ -9,7 +9,7 @@ import json
 import h2rec
 import pytest
 import torch
-from h2rec.data import training_matrix
+from h2rec.data import training_windows
 from h2rec.training import build_model, prepare, training_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -35,7 +35,7 @@ def test_cuda_scores_losses_and_gradients_match_cpu(tiny_config, kind, backbone)
     torch.manual_seed(0)
     cpu = build_model(config, sids)
     gpu = copy.deepcopy(cpu).to("cuda")
-    rows = training_matrix(ds, config.data.max_len, cpu.causal)[:48]
+    rows = training_windows(ds.train, config.data.max_len, cpu.causal, "sliding", None).rows[:48]
 
     with torch.no_grad():
         items = rows[:, :12].clamp(min=1)

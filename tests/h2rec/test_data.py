@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from h2rec.config import DataConfig
-from h2rec.data import build_dataset, k_core, pad_right, popularity_groups, sample_candidates, training_matrix
+from h2rec.data import build_dataset, k_core, pad_right, popularity_groups, sample_candidates, training_windows
 from h2rec.errors import H2RecError
 from h2rec.readers import read_interactions
 
@@ -147,11 +147,11 @@ def test_padding_and_training_rows():
     assert padded.tolist() == [[2, 3], [4, 0]]
 
 
-def test_training_matrix_skips_users_too_short(tmp_path):
+def test_training_windows_skip_users_too_short(tmp_path):
     ds = dataset(tmp_path)
-    causal = training_matrix(ds, max_len=3, causal=True)
+    causal = training_windows(ds.train, max_len=3, causal=True, scheme="sliding", stride=None).rows
     assert causal.tolist() == [[1, 2, 0, 0], [1, 5, 0, 0]]  # u2's single training item gives no pair
-    cloze = training_matrix(ds, max_len=3, causal=False)
+    cloze = training_windows(ds.train, max_len=3, causal=False, scheme="sliding", stride=None).rows
     assert cloze.shape == (3, 3)
 
 

@@ -102,9 +102,9 @@ def test_masked_view_replaces_exactly_one_level(tiny_config):
 
 def test_eq11_total_is_rec_plus_weighted_auxiliary_losses(tiny_config):
     model, config, ds = built(tiny_config, **{"train.beta": 0.7, "train.gamma": 0.2})
-    from h2rec.data import training_matrix
+    from h2rec.data import training_windows
 
-    rows = training_matrix(ds, config.data.max_len, True)[:32]
+    rows = training_windows(ds.train, config.data.max_len, True, "sliding", None).rows[:32]
     torch.manual_seed(0)
     parts = training_step(model, rows, config.train, torch.Generator().manual_seed(0))
     torch.testing.assert_close(parts["total"], parts["rec"] + 0.7 * parts["ca"] + 0.2 * parts["msg"])

@@ -6,6 +6,7 @@ import json
 
 import h2rec
 import pytest
+from h2rec.checkpoint import FORMAT_VERSION
 from h2rec.errors import H2RecError
 
 
@@ -50,7 +51,8 @@ def test_run_folder_files_and_checkpoint_cleanup(tiny_config, tmp_path):
     on_disk = sorted(p.name for p in (run / "checkpoints").glob("*.safetensors"))
     assert on_disk == sorted({state["files"]["weights"], state["files"]["state"], state["files"]["best"]})
     config = json.loads((run / "config.json").read_text())
-    assert config["format_version"] == 1 and config["model"]["pca_init"] is True  # the resolved value is saved
+    assert config["format_version"] == FORMAT_VERSION
+    assert config["model"]["pca_init"] is True  # the resolved value is saved
 
 
 def test_existing_run_folder_is_not_overwritten(tiny_config, tmp_path):
@@ -75,7 +77,7 @@ def test_run_folder_from_another_version_is_refused(tiny_config, tmp_path):
 def test_sampled_protocol_and_api(tiny_config, tmp_path):
     run = tmp_path / "run"
     results = h2rec.train(tiny_config(**{"train.epochs": 2, "eval.negatives": 50}), run, progress=False)
-    assert set(results["test"]) == {"full", "sampled_50"}
+    assert set(results["test"]) == {"full", "full_unseen", "sampled_50"}
     assert results["selection"] == "valid NDCG@10 (full)"
     rec = h2rec.load(run, device="cpu")
     again = rec.evaluate(negatives=50)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from . import __version__
 from .errors import H2RecError
 
-FORMAT_VERSION = 1  # bump when the run-folder layout or the state-dict names change
+FORMAT_VERSION = 2  # bump when the run-folder layout, the state-dict names or a config default change
 
 
 def atomic_write(path: Path, write) -> None:

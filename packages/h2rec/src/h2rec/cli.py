@@ -1,4 +1,4 @@
-"""``h2rec``: train, evaluate, recommend, compare, demo. A thin shell over the Python API."""
+"""``h2rec``: train, evaluate, recommend, compare, tune, demo. A thin shell over the Python API."""
 
 from __future__ import annotations
 
@@ -41,9 +41,14 @@ TRAIN_OPTIONS = {
     "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
     "loss": "train.loss", "negatives": "train.num_negatives", "beta": "train.beta", "gamma": "train.gamma",
     "tau": "train.tau", "rec_reduction": "train.rec_reduction", "p": "train.code_match", "o": "train.window",
-    "epochs": "train.epochs",
-    "patience": "train.patience", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
-    "device": "train.device",
+    "emb_dropout": "model.emb_dropout", "attn_dropout": "model.attn_dropout",
+    "label_smoothing": "train.label_smoothing", "sampled_negatives": "train.sampled_negatives",
+    "sampler": "train.sampler", "logq": "train.logq", "gbce_t": "train.gbce_t",
+    "windows": "train.windows", "window_stride": "train.window_stride",
+    "epochs": "train.epochs", "patience": "train.patience", "patience_steps": "train.patience_steps",
+    "eval_every": "train.eval_every", "batch_size": "train.batch_size", "lr": "train.lr",
+    "weight_decay": "train.weight_decay", "lr_schedule": "train.lr_schedule", "warmup_steps": "train.warmup_steps",
+    "grad_clip": "train.grad_clip", "seed": "train.seed", "device": "train.device",
     "eval_negatives": "eval.negatives", "select_on": "eval.select_on", "exclude_history": "eval.exclude_history",
 }
 
@@ -73,7 +78,9 @@ def main():
 @click.option("--dim", type=int, help="Embedding and hidden size d (default 64).")
 @click.option("--layers", type=int, help="Encoder layers (default 2).")
 @click.option("--heads", type=int, help="Attention heads (default 1).")
-@click.option("--dropout", type=float, help="Dropout (default 0.2).")
+@click.option("--dropout", type=float, help="Hidden dropout: feed-forward and residual branches (default 0.2).")
+@click.option("--emb-dropout", type=float, help="Dropout on the input embeddings (default: --dropout).")
+@click.option("--attn-dropout", type=float, help="Dropout on the attention weights (default: --dropout).")
 @click.option("--no-fusion", "fusion", flag_value=False, default=None,
               help="Fixed equal level weights instead of the fusion network (Eq. 2-3).")
 @click.option("--no-mca", "mca", flag_value=False, default=None,
@@ -82,9 +89,16 @@ def main():
               help="Initialise hash-ID embeddings from the PCA of the text embeddings (default: on for h2rec).")
 @click.option("--candidate-weights", type=click.Choice(["intent", "uniform"]),
               help="Level weights of a candidate's SID embedding in Eq. 9.")
-@click.option("--loss", type=click.Choice(["bpr", "bce", "sampled_softmax", "ce"]),
-              help="Ranking loss (default bpr, Eq. 10).")
-@click.option("--negatives", type=int, help="Sampled negatives per position (bpr/bce/sampled_softmax).")
+@click.option("--loss", type=click.Choice(["ce", "sampled_softmax", "gbce", "bce", "bpr"]),
+              help="Ranking loss (default ce: full softmax; the paper's Eq. 10 is bpr).")
+@click.option("--label-smoothing", type=float, help="ce: label smoothing (default 0).")
+@click.option("--sampled-negatives", type=int, help="sampled_softmax: negatives shared by a batch (default 1024).")
+@click.option("--sampler", type=click.Choice(["uniform", "popularity", "in_batch"]),
+              help="sampled_softmax: where the shared negatives come from (default uniform).")
+@click.option("--logq/--no-logq", default=None,
+              help="sampled_softmax: logQ correction of the sampling bias (default on).")
+@click.option("--negatives", type=int, help="bpr/bce/gbce: negatives sampled per position (default 1).")
+@click.option("--gbce-t", type=float, help="gbce: calibration t in [0, 1] (default 0.75).")
 @click.option("--beta", type=float, help="Weight of the code-guided alignment loss (Eq. 11, default 0.5; 0 = off).")
 @click.option("--gamma", type=float, help="Weight of the masked granularity loss (Eq. 11, default 0.3; 0 = off).")
 @click.option("--tau", type=float, help="Temperature of Eq. 6-8 (default 1.0).")
@@ -92,10 +106,22 @@ def main():
               help="Eq. 10 over a batch: per-user sum averaged over users (default), or mean over positions.")
 @click.option("--p", type=int, help="Code-matching threshold p of Eq. 7 (default 3; 0 = removed).")
 @click.option("--o", type=int, help="Context window o of Eq. 7 (default 3; 0 = removed).")
+@click.option("--windows", type=click.Choice(["sliding", "random", "last"]),
+              help="Training rows: every target once per epoch in sliding (default) or randomly phased windows, "
+                   "or each history's last window only.")
+@click.option("--window-stride", type=int, help="Items between window ends (default: --max-len).")
 @click.option("--epochs", type=int, help="Maximum epochs (default 200).")
 @click.option("--patience", type=int, help="Epochs without a better validation NDCG@10 before stopping (default 10).")
-@click.option("--batch-size", type=int, help="Users per batch (default 256).")
-@click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
+@click.option("--patience-steps", type=int,
+              help="... and at least this many optimizer steps without one (default 1000; 0 = epochs only).")
+@click.option("--eval-every", type=int, help="Evaluate on validation every k epochs (default 1).")
+@click.option("--batch-size", type=int, help="Training windows per batch (default 256).")
+@click.option("--lr", type=float, help="AdamW learning rate (default 1e-3).")
+@click.option("--weight-decay", type=float, help="AdamW weight decay on matrices, not biases or norms (default 0).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "linear"]),
+              help="Learning-rate decay to 0 at --epochs (default constant).")
+@click.option("--warmup-steps", type=int, help="Linear learning-rate warm-up steps (default 0).")
+@click.option("--grad-clip", type=float, help="Clip the gradient norm to this (default 0: off).")
 @click.option("--seed", type=int, help="Random seed (default 42).")
 @click.option("--device", help="auto, cpu or cuda (default auto).")
 @click.option("--eval-negatives", type=int,
@@ -107,12 +133,15 @@ def main():
               help="Drop the user's past items from the full ranking.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML file with sections data/model/train/eval; flags override it.")
+@click.option("--preset", type=click.Choice(["paper"]),
+              help="Start from a named setting (paper: BPR with one negative, last window, as the paper's "
+                   "objective); --config and flags override it. Default: the best setting measured.")
 @click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder (checkpoints, metrics.jsonl, results.json).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @reports_errors
-def train(config_file, run_dir, resume, quiet, **options):
+def train(config_file, preset, run_dir, resume, quiet, **options):
     """Train a model; select it on validation NDCG@10; report validation and test metrics."""
     from .config import build_config, load_config_file
     from .evaluate import format_results
@@ -120,9 +149,9 @@ def train(config_file, run_dir, resume, quiet, **options):
 
     overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     if config_file:
-        config = load_config_file(config_file, overrides)
+        config = load_config_file(config_file, overrides, preset=preset)
     else:
-        config = build_config(overrides=overrides, source="command line")
+        config = build_config(overrides=overrides, source="command line", preset=preset)
     results = run_training(config, run_dir, resume=resume, progress=not quiet)
     click.echo(format_results(results))
     click.echo(f"results: {Path(run_dir) / 'results.json'}")
@@ -175,6 +204,79 @@ def compare(run_dirs, split, protocol, baseline, target, as_json):
 
     summary = summarise(load_runs(list(run_dirs)), split, protocol, baseline=baseline, target=target)
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+# `h2rec tune` option -> dotted config key: the data flags of `train`, and the device.
+TUNE_OPTIONS = {
+    "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
+    "user_field": "data.user_field", "item_field": "data.item_field", "time_field": "data.time_field",
+    "k_core": "data.k_core", "max_len": "data.max_len", "device": "train.device",
+}
+
+
+@main.command()
+@click.option("--space", "space_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="YAML search space: dotted config key -> {float: [lo, hi]} (log: true, step: s), "
+                   "{int: [lo, hi]} or {categorical: [a, b]}.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Base configuration (YAML, as for train); the flags below override it, searched keys override both.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Search folder: study.db, trials/, best.yaml, trials.csv, trials.png, best_test.json.")
+@click.option("--trials", type=click.IntRange(min=1),
+              help="Stop when the study holds this many finished trials (earlier runs included).")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Start no trial after this many minutes of this run.")
+@click.option("--interactions", type=click.Path(dir_okay=False), help="Interactions file (as for train).")
+@click.option("--semid", "semid_dir", type=click.Path(file_okay=False), help="Folder written by `semid encode`.")
+@click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "inter", "sequences", "json"]),
+              help="Interaction layout (default: from the suffix).")
+@click.option("--user-field", help="User column of CSV/TSV/JSONL interactions (default user_id).")
+@click.option("--item-field", help="Item column (default item_id).")
+@click.option("--time-field", help="Timestamp column, used when present (default timestamp).")
+@click.option("--k-core", type=int, help="Drop users and items with fewer than k interactions (default 0: off).")
+@click.option("--max-len", type=int, help="Most recent items a history keeps (default 50).")
+@click.option("--device", help="auto, cpu or cuda (default auto).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@reports_errors
+def tune(space_file, config_file, out_dir, trials, minutes, quiet, **options):
+    """Search hyper-parameters with Optuna on validation NDCG@10; test the best configuration once.
+
+    Run the same command again to continue a search, also after a crash."""
+    import logging
+
+    from .config import build_config, load_config_file
+    from .evaluate import format_results
+    from .tune import tune as run_tune
+
+    if trials is None and minutes is None:
+        raise InputError("no budget: give --trials N (finished trials in the study) and/or --minutes M (this run)")
+    overrides = {TUNE_OPTIONS[k]: v for k, v in options.items() if v is not None}
+    if config_file:
+        config = load_config_file(config_file, overrides)
+    else:
+        config = build_config(overrides=overrides, source="command line")
+    logger = logging.getLogger("h2rec.tune")
+    handler = logging.StreamHandler(sys.stderr)  # read now: under CliRunner, its captured stream
+    handler.setFormatter(logging.Formatter("[h2rec tune] %(message)s"))
+    level = logger.level
+    if not quiet:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        summary = run_tune(space_file, out_dir, config, trials=trials, minutes=minutes, progress=not quiet)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if summary["best_trial"] is None:
+        click.echo(f"no trial has completed yet ({summary['finished_trials']} pruned); run the same command again")
+    else:
+        click.echo(f"best trial {summary['best_trial']}: {summary['metric']} = {summary['best_value']:.5f}")
+        for key, value in summary["best_params"].items():
+            click.echo(f"  {key}: {value}")
+        click.echo(format_results(summary["test"]))
+        click.echo(f"best config: {summary['files']['best_config']}  (h2rec train --config it -o RUN_DIR)")
+        click.echo(f"test metrics: {summary['files']['best_test']}")
+    click.echo(f"trials: {summary['files']['trials_csv']}")
 
 
 @main.command()

@@ -18,7 +18,8 @@ from .errors import H2RecError
 
 ModelKind = Literal["h2rec", "hid", "sid"]
 Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
-RankingLoss = Literal["bpr", "bce", "sampled_softmax", "ce"]
+RankingLoss = Literal["ce", "sampled_softmax", "gbce", "bce", "bpr"]
+WindowScheme = Literal["sliding", "random", "last"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class ModelConfig:
     dim: int = 64
     num_layers: int = 2
     num_heads: int = 1  # SASRec's best setting; BERT4Rec runs use 2
-    dropout: float = 0.2
+    dropout: float = 0.2  # hidden dropout: feed-forward and residual branches (GRU4Rec: between layers)
+    emb_dropout: float | None = None  # on the input item embeddings (+ positions); None = dropout
+    attn_dropout: float | None = None  # on the attention weights (SASRec, BERT4Rec); None = dropout
     backbone_options: dict = field(default_factory=dict)  # more srs_backbones.build_encoder keys: {"norm": "post"}
     share_encoders: bool = False  # paper: two independent encoders f_θ1, f_θ2; the authors' code shares one
     fusion: bool = True  # Eq. 2-3 multi-granularity fusion; False = fixed equal weights (Table 3 "w/o FN")
@@ -57,11 +60,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    loss: RankingLoss = "bpr"  # Eq. 10 uses BPR with one sampled negative per position
-    num_negatives: int = 1  # sampled negatives per position (bpr, bce, sampled_softmax)
+    # --- what each training position learns from
+    loss: RankingLoss = "ce"  # full softmax cross-entropy; the paper's Eq. 10 is "bpr" (--preset paper)
+    label_smoothing: float = 0.0  # ce only: share of the target's mass spread over the catalogue
+    ce_chunk_items: int = 65536  # ce: catalogue items scored at once; bounds memory at 10^6 items
+    sampled_negatives: int = 1024  # sampled_softmax: negatives shared by all positions of a batch
+    sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"  # sampled_softmax's proposal
+    popularity_alpha: float = 0.75  # sampler="popularity": q(i) ∝ training count ** alpha
+    logq: bool = True  # sampled_softmax: subtract log q(i) from each candidate's logit (sampling-bias correction)
+    num_negatives: int = 1  # bpr, bce, gbce: negatives sampled per position, outside the user's window
+    gbce_t: float = 0.75  # gbce calibration t (gSASRec's default); 0 = plain bce
     # Eq. 10 is Σ_u Σ_j: summed over each user's positions, averaged over the batch's users ("user_sum"),
     # or averaged over positions ("mean"). user_sum won on Beauty validation (docs/model.md).
     rec_reduction: Literal["mean", "user_sum"] = "user_sum"
+    # --- H2Rec's alignment losses (Eq. 6-8, 11)
     beta: float = 0.5  # β, weight of L_CA in Eq. 11; paper searches 0.1-0.9
     gamma: float = 0.3  # γ, weight of L_MSG in Eq. 11; paper searches 0.1-0.9
     tau: float = 1.0  # temperature of Eq. 6-8 (the paper gives none); 1.0 won on Beauty validation over 0.2, 0.5
@@ -69,15 +81,24 @@ class TrainConfig:
     window: int = 3  # o: items within o positions in the same sequence are positives (Eq. 7); 0 = removed
     ca_max_items: int = 256  # B of Eq. 6-7: item positions per batch that enter L_CA (cost is quadratic in B)
     mask_prob: float = 0.2  # BERT4Rec cloze masking ratio
+    # --- which rows an epoch trains on: every training target once per epoch unless "last"
+    windows: WindowScheme = "sliding"  # "random": a new window phase each epoch; "last": last window only
+    window_stride: int | None = None  # sliding/random: items between window ends; None = max_len
+    # --- optimisation
     epochs: int = 200
-    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     batch_size: int = 256
     bucket_batches: int = 16  # batch rows of similar length within chunks of this many batches; 1 = plain shuffling
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW's decoupled decay, on matrices only (not biases or norms)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # decays to 0 at `epochs` epochs
+    warmup_steps: int = 0  # linear warm-up from 0 over this many optimizer steps
+    grad_clip: float = 0.0  # clip the gradient's global norm to this; 0 = off
+    # --- early stopping on validation NDCG@10: stop when neither clock has time left
+    patience: int = 10  # epochs without a better validation NDCG@10 ...
+    patience_steps: int = 1000  # ... and at least this many optimizer steps (small data: an epoch is a few steps)
+    eval_every: int = 1
     seed: int = 42
     device: str = "auto"
-    eval_every: int = 1
 
 
 @dataclass(frozen=True)
@@ -85,7 +106,9 @@ class EvalConfig:
     negatives: int = 0  # > 0 adds the paper's protocol (1 positive + this many sampled negatives) to the report
     select_on: Literal["full", "sampled"] = "full"  # protocol of the validation NDCG@10 that picks the checkpoint
     negatives_seed: int = 2024  # candidates are drawn once with this seed, so every model sees the same ones
-    exclude_history: bool = False  # drop the user's past items from the ranking
+    # full ranking is reported with the user's seen items in ("full") and left out ("full_unseen");
+    # True selects the checkpoint on full_unseen, the protocol of the strong public SASRec figures
+    exclude_history: bool = False
     batch_size: int = 512
     ks: tuple[int, ...] = (5, 10, 20)
 
@@ -103,6 +126,17 @@ class Config:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
+# Named starting points: a preset's values come first, then a config file's, then flags.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The H2Rec paper's objective (Eq. 10-11: BPR with one sampled negative per position, β = 0.5,
+    # γ = 0.3, p = o = 3) with the training loop of this toolkit's first study (docs/results.md):
+    # the last window of each history only, early stopping after 10 epochs without a better
+    # validation NDCG@10, constant learning rate 1e-3, dropout 0.2.
+    "paper": {"train.loss": "bpr", "train.num_negatives": 1, "train.beta": 0.5, "train.gamma": 0.3,
+              "train.code_match": 3, "train.window": 3, "train.windows": "last", "train.patience": 10,
+              "train.patience_steps": 0, "train.lr": 1e-3, "train.lr_schedule": "constant", "model.dropout": 0.2},
+}
+
 
 def _coerce(value: Any) -> Any:
     # YAML and JSON have lists, the dataclasses hold tuples (hashable, frozen); paths are stored as text.
@@ -112,9 +146,16 @@ def _coerce(value: Any) -> Any:
 
 
 def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dict[str, Any] | None = None,
-                 source: str = "config") -> Config:
-    """A :class:`Config` from nested ``{"model": {"dim": 64}}`` values and dotted ``{"model.dim": 64}`` overrides."""
+                 source: str = "config", preset: str | None = None) -> Config:
+    """A :class:`Config` from a named ``preset`` (see PRESETS), then nested ``{"model": {"dim": 64}}``
+    values, then dotted ``{"model.dim": 64}`` overrides."""
     merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise H2RecError(f"{source}: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        for dotted, value in PRESETS[preset].items():
+            name, _, key = dotted.partition(".")
+            merged[name][key] = value
     for name, section_values in (values or {}).items():
         if name not in SECTIONS:
             raise H2RecError(f"{source}: unknown section {name!r}; valid sections: {sorted(SECTIONS)}")
@@ -139,7 +180,10 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
 
 
 _POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
-             "ca_max_items", "num_negatives"}
+             "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items"}
+_NON_NEGATIVE = {"patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core"}
+_UNIT_INTERVAL = {"label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0), "dropout": (0.0, 1.0),
+                  "emb_dropout": (0.0, 1.0), "attn_dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0)}
 
 
 def _check_choices(section: Any, name: str, source: str) -> None:
@@ -150,11 +194,17 @@ def _check_choices(section: Any, name: str, source: str) -> None:
         choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else ()
         if choices and value not in choices:
             raise H2RecError(f"{source}: {name}.{f.name} is {value!r}; choose one of {list(choices)}")
-        if f.name in _POSITIVE and not (isinstance(value, int) and value > 0):
+        if f.name in _POSITIVE and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             raise H2RecError(f"{source}: {name}.{f.name} must be a positive integer, got {value!r}")
+        if f.name in _NON_NEGATIVE and not (isinstance(value, (int, float)) and value >= 0):
+            raise H2RecError(f"{source}: {name}.{f.name} must be a number >= 0, got {value!r}")
+        if f.name in _UNIT_INTERVAL and value is not None:
+            low, high = _UNIT_INTERVAL[f.name]
+            if not (isinstance(value, (int, float)) and low <= value <= high):
+                raise H2RecError(f"{source}: {name}.{f.name} must lie in [{low}, {high}], got {value!r}")
 
 
-def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Config:
     """Reads a YAML (or JSON) file with sections data/model/train/eval, then applies dotted overrides."""
     import yaml
 
@@ -167,7 +217,7 @@ def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None) 
         raise H2RecError(f"{path}: a config file holds a mapping of sections (data, model, train, eval)")
     values.pop("h2rec_version", None)  # present in a run folder's config.json
     values.pop("format_version", None)
-    return build_config(values, overrides, source=str(path))
+    return build_config(values, overrides, source=str(path), preset=preset)
 
 
 def config_to_json(config: Config, **extra: Any) -> str:

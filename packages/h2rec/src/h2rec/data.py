@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -171,12 +172,85 @@ def pad_right(seqs: list[np.ndarray], width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def training_matrix(ds: Dataset, max_len: int, causal: bool) -> torch.Tensor:
-    """Each training sequence's last ``max_len + 1`` items (causal: inputs and shifted targets) or
-    last ``max_len`` items (cloze), right-padded. Sequences too short to train on are skipped."""
-    min_len = 2 if causal else 1
-    seqs = [s for s in ds.train if len(s) >= min_len]
-    return pad_right(seqs, max_len + 1 if causal else max_len)
+WindowScheme = Literal["sliding", "random", "last"]
+
+
+@dataclass
+class TrainingWindows:
+    """One epoch's training rows: windows cut from the users' training sequences.
+
+    ``rows`` (R, W) holds right-padded item windows, oldest first. Causal rows predict item t + 1
+    from items 0..t; input positions before ``first_target[r]`` only give context (their targets are
+    trained by another window), so every training target is trained exactly once per epoch. Cloze
+    rows (BERT4Rec) do not overlap, and ``first_target`` is 0.
+    """
+
+    rows: torch.Tensor  # (R, W) int64
+    first_target: torch.Tensor  # (R,) int64
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return (self.rows != 0).sum(1)
+
+
+def window_ends(n: int, width: int, stride: int, first_stride: int, min_end: int) -> list[int]:
+    """Exclusive ends of the windows over a sequence of ``n`` items, latest first: ``n``, then
+    ``n - first_stride``, then every ``stride`` items back, down to ``min_end`` (the shortest
+    prefix that holds a target). A sequence that fits in one window gets one."""
+    if n <= width:
+        return [n]
+    return [n, *range(n - first_stride, min_end - 1, -stride)]
+
+
+def cut_windows(seqs: list[np.ndarray], width: int, stride: int, causal: bool,
+                first_strides: np.ndarray | None = None) -> TrainingWindows:
+    """Every window of every sequence (see :func:`window_ends`), with the position of its first
+    trained target. Window [a, e) trains targets j in [max(a + 1, next end), e) (causal: item j is
+    predicted from items < j) or items [max(a, next end), e) (cloze)."""
+    rows, first = [], []
+    for i, seq in enumerate(seqs):
+        first_stride = stride if first_strides is None else int(first_strides[i])
+        ends = window_ends(len(seq), width, stride, first_stride, min_end=2 if causal else 1)
+        for k, end in enumerate(ends):
+            start = max(0, end - width)
+            next_end = ends[k + 1] if k + 1 < len(ends) else 0
+            rows.append(seq[start:end])
+            first.append(max(next_end - start - 1, 0) if causal else max(next_end - start, 0))
+    return TrainingWindows(pad_right(rows, width), torch.tensor(first, dtype=torch.int64))
+
+
+def training_windows(train: list[np.ndarray], max_len: int, causal: bool, scheme: WindowScheme,
+                     stride: int | None, gen: torch.Generator | None = None) -> TrainingWindows:
+    """The training rows of one epoch under ``scheme``:
+
+    - ``"sliding"``: windows of ``max_len + 1`` items ending at the last item, then every ``stride``
+      items back (default ``max_len``). Each training target is trained once per epoch; a smaller
+      stride gives every target at least ``max_len - stride`` items of context, at the price of
+      encoding ``max_len / stride`` times as many positions.
+    - ``"random"``: the same tiling with a random phase per sequence and epoch (drawn from ``gen``),
+      so window borders, and the context a target sees, change from epoch to epoch.
+    - ``"last"``: the last window only, as SASRec's reference code does: older targets are never
+      trained (kept to measure what that costs).
+
+    Cloze rows (``causal=False``) are ``max_len`` wide and never overlap. Sequences too short to
+    train on (one item, causal) are skipped.
+    """
+    width = max_len + 1 if causal else max_len
+    seqs = [s for s in train if len(s) >= (2 if causal else 1)]
+    step = max_len if (stride is None or not causal) else stride
+    if not 1 <= step <= max_len:
+        raise H2RecError(f"train.window_stride must lie in 1..max_len ({max_len}), got {stride}")
+    if scheme == "last":
+        return cut_windows(seqs, width, step, causal, np.full(len(seqs), 10**12))
+    if scheme == "sliding":
+        return cut_windows(seqs, width, step, causal)
+    if gen is None:
+        raise ValueError("the random scheme needs a generator")
+    phases = torch.randint(1, step + 1, (len(seqs),), generator=gen).numpy()
+    return cut_windows(seqs, width, step, causal, phases)
 
 
 def sample_candidates(ds: Dataset, split: EvalSplit, k: int, seed: int) -> np.ndarray:

@@ -42,7 +42,8 @@ def run_demo(out_dir: str | Path, epochs: int = 40, device: str = "auto", text_m
         log(f"[demo] {3 if kind == 'hid' else 4}/4 training {kind} (SASRec backbone) -> {run_dir}")
         config = build_config(overrides={
             "data.interactions": str(interactions), "data.semid": str(sid_dir), "model.kind": kind,
-            "train.epochs": epochs, "train.patience": 5, "train.device": device, "eval.negatives": 100})
+            "train.epochs": epochs, "train.patience": 5, "train.patience_steps": 0, "train.device": device,
+            "eval.negatives": 100})
         if finished:
             import json
 

@@ -1,9 +1,16 @@
 """Leave-one-out evaluation: ranks, HR/NDCG@k and MRR@10 for Overall, Head, Tail and five popularity groups.
 
-Two protocols: **full ranking** (the target against every catalogue item; the default) and the
-paper's **sampled** one (the target against ``negatives`` items the user never touched, drawn once
-per split with a fixed seed). Ties count against the target (pessimistic), so a model that gives
-every item the same score ranks the target last, not first.
+Three protocols, named as in ``results.json``:
+
+- ``full``: the target against every catalogue item, the user's seen items included;
+- ``full_unseen``: the same with the items in the user's history left out of the ranking (the
+  target stays, even when the user had it before); strong public SASRec figures on Amazon data
+  use this one, so it is the one to compare with them;
+- ``sampled_N``: the paper's protocol, the target against ``N`` items the user never touched,
+  drawn once per split with a fixed seed.
+
+Ties count against the target (pessimistic), so a model that gives every item the same score
+ranks the target last, not first.
 """
 
 from __future__ import annotations
@@ -17,8 +24,15 @@ from .data import Dataset, EvalSplit, pad_right, sample_candidates
 from .model import H2Rec
 
 
-def protocol_name(negatives: int) -> str:
-    return "full" if negatives == 0 else f"sampled_{negatives}"
+def protocol_name(negatives: int, exclude_history: bool = False) -> str:
+    if negatives:
+        return f"sampled_{negatives}"
+    return "full_unseen" if exclude_history else "full"
+
+
+PROTOCOLS = {"full": "full ranking over the catalogue, the user's seen items included",
+             "full_unseen": "full ranking over the catalogue, the user's seen items left out",
+             "sampled": "the target against N sampled items the user never touched (the paper's protocol)"}
 
 
 def model_inputs(model: H2Rec, histories: list[np.ndarray], max_len: int) -> torch.Tensor:
@@ -100,8 +114,8 @@ def grouped_metrics(ds: Dataset, split: EvalSplit, ranks: np.ndarray, ks: tuple[
 
 def evaluate_split(model: H2Rec, ds: Dataset, split_name: str, cfg: EvalConfig, max_len: int,
                    negatives: int) -> dict[str, dict]:
-    """Grouped metrics on ``"valid"`` or ``"test"`` under full ranking (``negatives=0``) or the
-    sampled protocol with that many negatives."""
+    """Grouped metrics on ``"valid"`` or ``"test"`` under full ranking (``negatives=0``; seen items
+    left out when ``cfg.exclude_history``) or the sampled protocol with that many negatives."""
     split = ds.valid if split_name == "valid" else ds.test
     candidates = None
     if negatives:

@@ -2,20 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 
 # Ranking losses return one value per position, (P,); `reduce_positions` turns them into the batch loss.
-def bpr(pos: Tensor, neg: Tensor) -> Tensor:
-    """Eq. 10: -log σ(s+ - s-), averaged over the K negatives of a position. (P,), (P, K) -> (P,)."""
-    return -F.logsigmoid(pos[:, None] - neg).mean(1)
+def bpr(pos: Tensor, neg: Tensor, hits: Tensor | None = None) -> Tensor:
+    """Eq. 10: -log σ(s+ - s-), averaged over the K negatives of a position. (P,), (P, K) -> (P,).
+
+    ``hits`` (P, K) bool marks accidental hits (negative == the positive item): they are left out
+    of the average, and a position whose negatives are all hits contributes 0.
+    """
+    per_negative = -F.logsigmoid(pos[:, None] - neg)
+    if hits is None:
+        return per_negative.mean(1)
+    kept = (~hits).sum(1).clamp(min=1)  # clamp: an all-hit row is 0 / 1, not 0 / 0
+    return per_negative.masked_fill(hits, 0.0).sum(1) / kept
 
 
-def bce(pos: Tensor, neg: Tensor) -> Tensor:
-    """SASRec's binary cross-entropy: -log σ(s+) - Σ_k log(1 - σ(s-_k)). -> (P,)."""
-    return -(F.logsigmoid(pos) + F.logsigmoid(-neg).sum(1))
+def bce(pos: Tensor, neg: Tensor, hits: Tensor | None = None) -> Tensor:
+    """SASRec's binary cross-entropy: -log σ(s+) - Σ_k log(1 - σ(s-_k)), accidental hits
+    (``hits`` (P, K) bool) left out of the sum. -> (P,)."""
+    negative_terms = F.logsigmoid(-neg)  # log(1 - σ(x)) = log σ(-x), finite for large x
+    if hits is not None:
+        negative_terms = negative_terms.masked_fill(hits, 0.0)
+    return -(F.logsigmoid(pos) + negative_terms.sum(1))
+
+
+def gbce(pos: Tensor, neg: Tensor, sampling_rate: float, t: float = 0.75, hits: Tensor | None = None) -> Tensor:
+    """gBCE of gSASRec (Petrov & Macdonald, RecSys 2023, "gSASRec: Reducing Overconfidence in
+    Sequential Recommendation Trained with Negative Sampling"):
+
+        β = α (t (1 - 1/α) + 1/α),   loss = -β log σ(s+) - Σ_k log(1 - σ(s-_k)),
+
+    with α = ``sampling_rate`` = K / (n_items - 1), the share of the negatives that is sampled, and
+    calibration ``t`` ∈ [0, 1]: t = 0 gives β = 1 (plain ``bce``), t = 1 gives β = α. Accidental
+    hits (``hits`` (P, K) bool) are left out of the sum. (P,), (P, K) -> (P,).
+    """
+    if not 0.0 < sampling_rate <= 1.0:
+        raise ValueError(f"sampling_rate must lie in (0, 1], got {sampling_rate}")
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"t must lie in [0, 1], got {t}")
+    beta = sampling_rate * (t * (1.0 - 1.0 / sampling_rate) + 1.0 / sampling_rate)
+    negative_terms = F.logsigmoid(-neg)
+    if hits is not None:
+        negative_terms = negative_terms.masked_fill(hits, 0.0)
+    # -log(σ(s+)^β) = -β log σ(s+): the log-sigmoid form stays finite where σ(s+)^β would underflow
+    return -(beta * F.logsigmoid(pos) + negative_terms.sum(1))
 
 
 def sampled_softmax(pos: Tensor, neg: Tensor, accidental_hits: Tensor | None = None) -> Tensor:
@@ -30,6 +67,106 @@ def sampled_softmax(pos: Tensor, neg: Tensor, accidental_hits: Tensor | None = N
 def full_cross_entropy(scores: Tensor, targets: Tensor) -> Tensor:
     """Softmax cross-entropy over the whole catalogue: (P, n + 1) scores, (P,) item targets -> (P,)."""
     return F.cross_entropy(scores, targets, reduction="none")
+
+
+def sampled_softmax_shared(pos: Tensor, neg: Tensor, log_q_pos: Tensor | None = None,
+                           log_q_neg: Tensor | None = None, hits: Tensor | None = None) -> Tensor:
+    """Softmax cross-entropy of each position's positive against K negatives shared by all P
+    positions of the batch, with the logQ correction (Bengio & Senécal 2008; Jean et al. 2015;
+    Yi et al., RecSys 2019, "Sampling-bias-corrected neural modeling for large corpus item
+    recommendations"):
+
+        a_0 = s+ - log q(i+),   a_k = s-_k - log q(i_k),   loss = -log( exp(a_0) / Σ_{k=0..K} exp(a_k) ),
+
+    where q is the probability of drawing an item from the proposal. ``pos`` (P,) positive scores,
+    ``neg`` (P, K) the scores of the K shared negative items, ``log_q_pos`` (P,) and ``log_q_neg``
+    (K,) their log q (None: no correction), ``hits`` (P, K) bool the accidental hits (negative ==
+    that position's positive), removed from the denominator. -> (P,).
+
+    The same function serves in-batch negatives: the negatives are the batch's distinct target
+    items, q ∝ item popularity, and each position's own target among them is marked in ``hits``.
+    log q(i+) must be finite (a positive the proposal can never draw makes the loss NaN).
+    """
+    if log_q_pos is not None:
+        pos = pos - log_q_pos
+    if log_q_neg is not None:
+        neg = neg - log_q_neg[None, :]
+    if hits is not None:
+        neg = neg.masked_fill(hits, float("-inf"))
+    logits = torch.cat([pos[:, None], neg], 1)
+    return torch.logsumexp(logits, 1) - pos
+
+
+def proposal_log_probs(popularity: Tensor, alpha: float) -> Tensor:
+    """log q(i) of the shared-negative proposal q(i) ∝ popularity[i] ** alpha over items 1..n.
+
+    ``popularity`` (n + 1,) per-item counts (index 0 = padding) -> (n + 1,): index 0 is -inf (never
+    drawn); alpha = 0 is uniform over 1..n; with alpha > 0 an item of zero popularity has q = 0,
+    log q = -inf, and is never drawn (nor may it be a positive under the logQ correction).
+    A float ``popularity`` keeps its dtype, an integer one gives the default float dtype.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    dtype = popularity.dtype if popularity.is_floating_point() else torch.get_default_dtype()
+    counts = popularity[1:].to(torch.float64)  # float64: alpha * log(count) and the normaliser lose nothing
+    if (counts < 0).any():
+        raise ValueError("popularity must be >= 0")
+    if alpha == 0:
+        weights = torch.zeros_like(counts)  # not 0 * log(0) = nan for unseen items
+    else:
+        if not (counts > 0).any():
+            raise ValueError("popularity must be positive for some item when alpha > 0")
+        weights = alpha * counts.log()
+    log_q = weights - torch.logsumexp(weights, 0)
+    padding = torch.full((1,), float("-inf"), dtype=torch.float64, device=popularity.device)
+    return torch.cat([padding, log_q]).to(dtype)
+
+
+def sample_shared(log_q: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """``k`` item indices drawn with replacement from the proposal ``log_q`` (n + 1,) (as from
+    ``proposal_log_probs``; -inf entries, padding included, are never drawn), with the CPU
+    ``generator`` for reproducibility. -> (k,) long, on ``log_q``'s device."""
+    probs = log_q.detach().to("cpu", torch.float64).exp()  # drawn on the CPU, where the generator lives
+    return torch.multinomial(probs, k, replacement=True, generator=generator).to(log_q.device)
+
+
+def _chunk_lse_and_sum(score_chunk: Callable[[int, int], Tensor], start: int, end: int) -> tuple[Tensor, Tensor]:
+    scores = score_chunk(start, end)
+    return torch.logsumexp(scores, 1), scores.sum(1)
+
+
+def chunked_cross_entropy(score_chunk: Callable[[int, int], Tensor], n_items: int, target_scores: Tensor,
+                          chunk_size: int = 65536, label_smoothing: float = 0.0) -> Tensor:
+    """Full softmax cross-entropy over items 1..n (item 0 is padding, never a class), chunk by chunk:
+
+        loss = (1 - ε) (lse - s_target) + ε (lse - 1/n Σ_{j=1..n} s_j),   lse = log Σ_{j=1..n} exp(s_j),
+
+    ε = ``label_smoothing`` spread uniformly over the n real items (Szegedy et al., CVPR 2016,
+    "Rethinking the Inception Architecture"). ``score_chunk(start, end)`` returns the (P, end - start)
+    scores of items start..end-1; ``target_scores`` (P,) the scores of each position's target
+    (differentiable, from the caller). -> (P,).
+
+    Each chunk is checkpointed, so backward recomputes its (P, chunk) score block instead of keeping
+    it: memory stays O(P x chunk_size) for the whole catalogue (score_chunk is called twice per chunk).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    if chunk_size >= n_items or not torch.is_grad_enabled():
+        # nothing to save by recomputing: one block, or no backward at all
+        lse_sum_pairs = [_chunk_lse_and_sum(score_chunk, start, min(start + chunk_size, n_items + 1))
+                         for start in range(1, n_items + 1, chunk_size)]
+    else:
+        lse_sum_pairs = [checkpoint(_chunk_lse_and_sum, score_chunk, start, min(start + chunk_size, n_items + 1),
+                                    use_reentrant=False)
+                         for start in range(1, n_items + 1, chunk_size)]
+    lse = torch.logsumexp(torch.stack([chunk_lse for chunk_lse, _ in lse_sum_pairs]), 0)
+    loss = lse - target_scores
+    if label_smoothing > 0:
+        mean_score = torch.stack([chunk_sum for _, chunk_sum in lse_sum_pairs]).sum(0) / n_items
+        loss = (1 - label_smoothing) * loss + label_smoothing * (lse - mean_score)
+    return loss
 
 
 def reduce_positions(losses: Tensor, user_of: Tensor, how: str) -> Tensor:

@@ -163,9 +163,10 @@ class H2Rec(nn.Module):
                            if cfg.fusion else None)
 
         self.mca = MultiGranularityCrossAttention(d) if cfg.kind == "h2rec" and cfg.mca else None
-        options = {"dim": d, "dropout": cfg.dropout, "max_len": max_len, "num_layers": cfg.num_layers}
+        options = {"dim": d, "dropout": cfg.dropout, "emb_dropout": cfg.emb_dropout, "max_len": max_len,
+                   "num_layers": cfg.num_layers}
         if cfg.backbone != "gru4rec":  # a GRU has no attention heads
-            options["num_heads"] = cfg.num_heads
+            options.update(num_heads=cfg.num_heads, attn_dropout=cfg.attn_dropout)
         options.update(cfg.backbone_options)
         self.f_sid = build_encoder(cfg.backbone, **options) if self.has_sid else None  # f_θ1
         self.f_hid = None  # f_θ2
@@ -236,35 +237,55 @@ class H2Rec(nn.Module):
             total = total + torch.einsum("pd,pkld,pl->pk", state.u_sid, self.code_levels(items), w)
         return total
 
-    def catalogue_incidence(self) -> Tensor:
-        """(n + 1, ΣK_l) sparse CSR matrix: row i has a one at item i's code on each level (level l's
-        codes counted from the end of level l-1's table); row 0, the padding item, is empty."""
-        catalogue = torch.arange(1, self.n_items + 1, device=self.device)
-        cols = (self.codes.item_codes(catalogue) + self.codes.offsets).reshape(-1)
-        crow = F.pad(torch.arange(0, cols.numel() + 1, self.n_levels, device=cols.device), (1, 0))
-        size = (self.n_items + 1, sum(table.num_embeddings for table in self.codes.levels))
+    def score_shared(self, state: UserState, items: Tensor) -> Tensor:
+        """Eq. 9 for candidates shared by all positions (sampled negatives): ``items`` (K,) -> (P, K).
+        One matrix product per branch and level, no (P, K, d) gather."""
+        total = 0.0
+        if self.has_hid:
+            total = total + state.u_hid @ self.hid(items).T
+        if self.has_sid:
+            w = self.candidate_weights(state)  # (P, L)
+            levels = self.code_levels(items)  # (K, L, d)
+            for level in range(self.n_levels):
+                total = total + w[:, level, None] * (state.u_sid @ levels[:, level].T)
+        return total
+
+    def code_incidence(self, start: int, end: int) -> Tensor:
+        """(end - start, ΣK_l) sparse CSR matrix for items start..end-1: row r has a one at item
+        start + r's code on each level (level l's codes counted from the end of level l-1's table);
+        item 0, the padding item, has an empty row."""
+        items = torch.arange(max(start, 1), end, device=self.device)
+        cols = (self.codes.item_codes(items) + self.codes.offsets).reshape(-1)
+        crow = torch.arange(0, cols.numel() + 1, self.n_levels, device=cols.device)
+        if start == 0:
+            crow = F.pad(crow, (1, 0))
+        size = (end - start, sum(table.num_embeddings for table in self.codes.levels))
         with warnings.catch_warnings():  # torch flags sparse CSR as beta; CSR @ dense is long stable
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, cols, torch.ones(cols.numel(), device=cols.device), size)
 
-    def score_all(self, state: UserState) -> Tensor:
-        """Eq. 9 against the whole catalogue: (P, n + 1), column i for item i, column 0 = -inf.
+    def score_range(self, state: UserState, start: int, end: int) -> Tensor:
+        """Eq. 9 against items start..end-1 of the catalogue (0 is padding): (P, end - start).
 
         The SID part is factorised per level: u^sid against every code of every level (P, ΣK_l),
         weighted by the level weights, then summed into items through the sparse item x code matrix
         (L ones per item). That is n·L·P work with no (P, n, d) tensor of candidate embeddings and
-        no L gathers of a (P, n) matrix. CSR @ dense gives (n + 1, P); its one transposing copy
-        is the output, and the HID part is added into it in place.
+        no L gathers of a (P, n) matrix. CSR @ dense gives (n, P); its one transposing copy is the
+        output, and the HID part is added into it in place.
         """
-        hid = self.hid.weight[: self.n_items + 1] if self.has_hid else None  # not the mask token's row
-        if self.has_sid:
-            w = self.candidate_weights(state)  # (P, L)
-            per_code = torch.cat([w[:, level, None] * (state.u_sid @ table.weight.T)  # (P, ΣK_l)
-                                  for level, table in enumerate(self.codes.levels)], dim=1)
-            scores = (self.catalogue_incidence() @ per_code.T.contiguous()).T.contiguous()
-            if self.has_hid:
-                scores.addmm_(state.u_hid, hid.T)
-        else:
-            scores = state.u_hid @ hid.T
+        hid = self.hid.weight[start:end] if self.has_hid else None
+        if not self.has_sid:
+            return state.u_hid @ hid.T
+        w = self.candidate_weights(state)  # (P, L)
+        per_code = torch.cat([w[:, level, None] * (state.u_sid @ table.weight.T)  # (P, ΣK_l)
+                              for level, table in enumerate(self.codes.levels)], dim=1)
+        scores = (self.code_incidence(start, end) @ per_code.T.contiguous()).T.contiguous()
+        if self.has_hid:
+            scores.addmm_(state.u_hid, hid.T)
+        return scores
+
+    def score_all(self, state: UserState) -> Tensor:
+        """Eq. 9 against the whole catalogue: (P, n + 1), column i for item i, column 0 = -inf."""
+        scores = self.score_range(state, 0, self.n_items + 1)  # not the mask token's row
         scores[:, 0] = float("-inf")  # padding, never ranked; in place, so no second (P, n + 1) copy
         return scores

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +36,21 @@ from .checkpoint import (
     write_text,
 )
 from .config import Config, TrainConfig
-from .data import Dataset, build_dataset, training_matrix
+from .data import Dataset, build_dataset, training_windows
 from .errors import H2RecError
-from .evaluate import evaluate_split, protocol_name
+from .evaluate import PROTOCOLS, evaluate_split, protocol_name
 from .losses import (
     alignment_positives,
     bce,
     bpr,
+    chunked_cross_entropy,
     code_guided_alignment,
-    full_cross_entropy,
+    gbce,
     masked_granularity,
+    proposal_log_probs,
     reduce_positions,
-    sampled_softmax,
+    sample_shared,
+    sampled_softmax_shared,
 )
 from .model import H2Rec, at_last
 
@@ -123,29 +128,70 @@ def sample_negatives(gen: torch.Generator, n_items: int, exclude: torch.Tensor, 
     return neg
 
 
+def sampler_log_q(cfg: TrainConfig, popularity: np.ndarray) -> torch.Tensor | None:
+    """(n + 1,) log-probabilities of the sampled-softmax proposal (None for other losses): uniform,
+    training popularity ** alpha, or, for in-batch negatives, popularity itself (an item is a
+    batch's target in proportion to its training count)."""
+    if cfg.loss != "sampled_softmax":
+        return None
+    alpha = {"uniform": 0.0, "popularity": cfg.popularity_alpha, "in_batch": 1.0}[cfg.sampler]
+    return proposal_log_probs(torch.as_tensor(popularity, dtype=torch.float64), alpha).float()
+
+
 def ranking_loss(model: H2Rec, state, targets: torch.Tensor, exclude: torch.Tensor, cfg: TrainConfig,
-                 gen: torch.Generator) -> torch.Tensor:
-    """Per-position ranking losses (P,) of the positive ``targets`` (P,) against sampled negatives
-    (not in ``exclude`` (P, W), the user's items) or the whole catalogue (``ce``)."""
+                 gen: torch.Generator, log_q: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-position ranking losses (P,) of the positive ``targets`` (P,): against the whole
+    catalogue (``ce``), negatives shared by the batch (``sampled_softmax``; ``log_q`` is the
+    proposal of :func:`sampler_log_q`), or negatives sampled per position outside ``exclude``
+    (P, W), the user's items (``bpr``, ``bce``, ``gbce``). Accidental hits never count as negatives."""
     device = model.device
+    targets_d = targets.to(device)
     if cfg.loss == "ce":
-        return full_cross_entropy(model.score_all(state), targets.to(device))
+        target_scores = model.score(state, targets_d[:, None])[:, 0]
+        return chunked_cross_entropy(lambda start, end: model.score_range(state, start, end), model.n_items,
+                                     target_scores, cfg.ce_chunk_items, cfg.label_smoothing)
+    if cfg.loss == "sampled_softmax":
+        if log_q is None:
+            raise ValueError("sampled_softmax needs the proposal's log-probabilities (sampler_log_q)")
+        shared = targets.unique() if cfg.sampler == "in_batch" else sample_shared(log_q, cfg.sampled_negatives, gen)
+        shared_d = shared.to(device)
+        pos = model.score(state, targets_d[:, None])[:, 0]
+        neg = model.score_shared(state, shared_d)  # (P, K)
+        log_q = log_q.to(device)
+        return sampled_softmax_shared(pos, neg, log_q[targets_d] if cfg.logq else None,
+                                      log_q[shared_d] if cfg.logq else None, targets_d[:, None] == shared_d[None, :])
     negatives = sample_negatives(gen, model.n_items, exclude, cfg.num_negatives)
     scores = model.score(state, torch.cat([targets[:, None], negatives], 1).to(device))  # (P, 1 + K)
     pos, neg = scores[:, 0], scores[:, 1:]
+    hits = (negatives == targets[:, None]).to(device)
     if cfg.loss == "bpr":
-        return bpr(pos, neg)
+        return bpr(pos, neg, hits)
     if cfg.loss == "bce":
-        return bce(pos, neg)
-    return sampled_softmax(pos, neg, (negatives == targets[:, None]).to(device))
+        return bce(pos, neg, hits)
+    return gbce(pos, neg, sampling_rate=cfg.num_negatives / max(model.n_items - 1, 1), t=cfg.gbce_t, hits=hits)
 
 
-def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Eq. 11 on one batch of right-padded training rows (CPU); returns the loss parts."""
-    if model.causal:  # next-item targets at every position
-        items = rows[:, :-1] * (rows[:, 1:] != 0)
-        targets = rows[:, 1:]
-    else:  # BERT4Rec's cloze task, in both branches
+def next_item_targets(rows: torch.Tensor, first_target: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-item targets (B, W - 1) of right-padded causal rows (B, W); target 0 = none.
+    Positions before ``first_target`` (B,) keep their input but lose their target, which another
+    window trains (see :class:`~h2rec.data.TrainingWindows`)."""
+    items = rows[:, :-1] * (rows[:, 1:] != 0)
+    targets = rows[:, 1:]
+    if first_target is not None:
+        targets = targets * (torch.arange(targets.shape[1])[None, :] >= first_target[:, None])
+    return items, targets
+
+
+def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+                  first_target: torch.Tensor | None = None, log_q: torch.Tensor | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Eq. 11 on one batch of right-padded training rows (CPU); returns the loss parts.
+    ``first_target`` (B,): causal input positions before it only give context (see
+    :class:`~h2rec.data.TrainingWindows`); ``log_q``: the sampled-softmax proposal."""
+    if model.causal:
+        items, targets = next_item_targets(rows, first_target)
+    else:  # BERT4Rec's cloze task, in both branches (cloze windows do not overlap)
         items, targets = cloze_mask(rows, mask_token=model.mask_token, mask_prob=cfg.mask_prob, generator=gen)
     use_ca = model.cfg.kind == "h2rec" and cfg.beta > 0
     use_msg = model.cfg.kind == "h2rec" and cfg.gamma > 0
@@ -155,7 +201,7 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
     encoded, masked = model(items.to(device), None if msg_level is None else msg_level.to(device))
     where = targets > 0
     row_of = torch.arange(len(rows))[:, None].expand_as(targets)[where]
-    losses = ranking_loss(model, encoded.select(where.to(device)), targets[where], rows[row_of], cfg, gen)
+    losses = ranking_loss(model, encoded.select(where.to(device)), targets[where], rows[row_of], cfg, gen, log_q)
     parts = {"rec": reduce_positions(losses, row_of.to(device), cfg.rec_reduction)}  # Eq. 10
     total = parts["rec"]
 
@@ -178,6 +224,28 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
 
 
 # ----------------------------------------------------------------------------- the run
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter, ICLR 2019). As in nanoGPT, weight decay applies to matrices
+    (embedding tables, projections) and not to biases, layer norms or other vectors."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tc.lr)
+
+
+def learning_rate(tc: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then constant, or a cosine or linear decay that reaches 0 at ``total_steps``."""
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
+    if tc.lr_schedule == "cosine":
+        return tc.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return tc.lr * (1.0 - progress)
+
+
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
     out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if device.type == "cuda":
@@ -192,6 +260,11 @@ def selection_protocol(config: Config) -> int:
     if not config.eval.negatives:
         raise H2RecError("eval.select_on='sampled' needs eval.negatives > 0")
     return config.eval.negatives
+
+
+def selection_name(config: Config) -> str:
+    """The results.json protocol whose validation NDCG@10 selects the checkpoint, e.g. ``full_unseen``."""
+    return protocol_name(selection_protocol(config), config.eval.exclude_history)
 
 
 def prepare(config: Config) -> tuple[Config, semid.SemanticIDs, Dataset]:
@@ -212,8 +285,15 @@ def _start_run_folder(run_dir: Path, config: Config, resume: bool) -> Config:
     return config
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Trains ``config`` into ``run_dir``; returns the results (also written to ``results.json``)."""
+def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None, test: bool = True) -> dict:
+    """Trains ``config`` into ``run_dir``; returns the results (also written to ``results.json``).
+
+    ``on_epoch(record)`` is called after each epoch's checkpoint with that epoch's metrics line
+    (``valid_NDCG@10`` and the rest when the epoch was evaluated); an exception it raises (e.g.
+    Optuna's ``TrialPruned``) stops the run and propagates. ``test=False`` leaves the test split
+    unread: results hold validation metrics only (a hyper-parameter search selects on those).
+    """
     run_dir = Path(run_dir)
     config = _start_run_folder(run_dir, config, resume)
     config, sids, ds = prepare(config)
@@ -221,13 +301,18 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     tc = config.train
     gen = seed_everything(tc.seed)
     model = build_model(config, sids).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    matrix = training_matrix(ds, config.data.max_len, model.causal)
-    if not len(matrix):
+    optimizer = make_optimizer(model, tc)
+    # the deterministic tiling (a random phase changes the count by a little): it sizes the schedule
+    tiling = training_windows(ds.train, config.data.max_len, model.causal,
+                              "last" if tc.windows == "last" else "sliding", tc.window_stride)
+    if not len(tiling):
         raise H2RecError(f"{config.data.interactions}: no user has enough items to train on")
-    lengths = (matrix != 0).sum(1)
+    log_q = sampler_log_q(tc, ds.popularity)
+    # the decay horizon of the learning-rate schedule: train.epochs epochs of the deterministic tiling
+    total_steps = tc.epochs * math.ceil(len(tiling) / tc.batch_size)
 
-    state = {"epoch": 0, "best_ndcg10": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "stopped": False}
+    state = {"epoch": 0, "step": 0, "best_ndcg10": -1.0, "best_epoch": 0, "best_step": 0, "bad_epochs": 0,
+             "history": [], "stopped": False}
     if resume and (run_dir / "checkpoints" / "last.json").is_file():
         state = load_checkpoint(run_dir, model, optimizer, gen)
         state.pop("files", None)
@@ -237,30 +322,41 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         write_json(run_dir / "data_stats.json", ds.stats)
 
     selection_negatives = selection_protocol(config)
-    protocol = protocol_name(selection_negatives)
+    protocol = selection_name(config)
     log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
-    log(f"[h2rec] {config.model.kind}/{config.model.backbone} on {device}: {len(matrix)} training rows, "
-        f"{ds.n_items} items, {len(ds.valid)} evaluated users; selecting on valid NDCG@10 ({protocol})")
+    log(f"[h2rec] {config.model.kind}/{config.model.backbone} on {device}: {len(tiling)} training windows "
+        f"({tc.windows}), {ds.n_items} items, {len(ds.valid)} evaluated users; "
+        f"selecting on valid NDCG@10 ({protocol})")
     while state["epoch"] < tc.epochs and not state["stopped"]:
         epoch = state["epoch"] + 1
         model.train()
         start = time.perf_counter()
         sums: dict[str, float] = {}
+        # a new random phase each epoch, drawn from the run's generator (so resume redraws it exactly)
+        windows = tiling if tc.windows != "random" else training_windows(
+            ds.train, config.data.max_len, model.causal, "random", tc.window_stride, gen)
+        lengths = windows.lengths
         batches = epoch_batches(lengths, tc.batch_size, tc.bucket_batches, gen)
         n_batches = len(batches)
         # disable=None: a bar on a terminal only; logs get the one line per epoch below
         bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True, file=sys.stderr)
         for index in bar:
-            rows = matrix[index, : int(lengths[index].max())]  # right padding: drop all-padding columns
-            parts = training_step(model, rows, tc, gen)
+            rows = windows.rows[index, : int(lengths[index].max())]  # right padding: drop all-padding columns
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(tc, state["step"], total_steps)
+            parts = training_step(model, rows, tc, gen, windows.first_target[index], log_q)
             optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
+            state["step"] += 1
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{float(parts['total'].detach()):.4f}")
         train_seconds = time.perf_counter() - start
-        record = {"epoch": epoch, "train_seconds": round(train_seconds, 2),
+        record = {"epoch": epoch, "step": state["step"], "lr": round(optimizer.param_groups[0]["lr"], 8),
+                  "train_seconds": round(train_seconds, 2),
                   **{f"loss_{k}": round(v / n_batches, 5) for k, v in sums.items()}}
 
         improved = False
@@ -270,39 +366,49 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
             record.update({"eval_seconds": round(time.perf_counter() - start, 2),
                            **{f"valid_{k}": round(v, 5) for k, v in valid.items() if k != "n"}})
             if valid["NDCG@10"] > state["best_ndcg10"]:
-                state.update(best_ndcg10=valid["NDCG@10"], best_epoch=epoch, bad_epochs=0)
+                state.update(best_ndcg10=valid["NDCG@10"], best_epoch=epoch, best_step=state["step"], bad_epochs=0)
                 improved = True
             else:
                 state["bad_epochs"] += tc.eval_every
-                state["stopped"] = state["bad_epochs"] >= tc.patience
+                # both clocks must run out: epochs for large data, optimizer steps for small data,
+                # where an epoch is a handful of steps and 10 epochs end a run long before convergence
+                state["stopped"] = (state["bad_epochs"] >= tc.patience
+                                    and state["step"] - state["best_step"] >= tc.patience_steps)
         state["epoch"] = epoch
         state["history"].append(record)
         save_checkpoint(run_dir, model, optimizer, gen, state, best_model=model if improved else None)
         write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
         log(f"[h2rec] epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "epoch"))
+        if on_epoch is not None:
+            on_epoch(record)
 
     load_weights(model, best_weights_path(run_dir))
-    results = final_results(model, ds, config, state, device)
+    results = final_results(model, ds, config, state, device, splits=("valid", "test") if test else ("valid",))
     write_json(run_dir / "results.json", results)
     return results
 
 
-def final_results(model: H2Rec, ds: Dataset, config: Config, state: dict, device: torch.device) -> dict:
+def final_results(model: H2Rec, ds: Dataset, config: Config, state: dict, device: torch.device,
+                  splits: tuple[str, ...] = ("valid", "test")) -> dict:
     """Validation and test metrics of the best checkpoint, under full ranking and, when
     configured, the sampled protocol too; with the run's cost."""
-    protocols = [0] + ([config.eval.negatives] if config.eval.negatives else [])
-    splits = {}
-    for split in ("valid", "test"):
-        splits[split] = {protocol_name(k): evaluate_split(model, ds, split, config.eval, config.data.max_len, k)
-                         for k in protocols}
+    # full ranking both ways (seen items in and out), whichever selects; the sampled protocol when asked
+    protocols = [(0, False), (0, True)] + ([(config.eval.negatives, False)] if config.eval.negatives else [])
+    metrics = {split: {protocol_name(k, exclude): evaluate_split(
+                           model, ds, split, dataclasses.replace(config.eval, exclude_history=exclude),
+                           config.data.max_len, k)
+                       for k, exclude in protocols}
+               for split in splits}
     epochs = state["history"]
     train_seconds = [r["train_seconds"] for r in epochs]
     return {
         "model": config.model.kind, "backbone": config.model.backbone, "seed": config.train.seed,
-        "selection": f"valid NDCG@10 ({protocol_name(selection_protocol(config))})",
+        "selection": f"valid NDCG@10 ({selection_name(config)})",
+        "protocols": {protocol_name(k, exclude): PROTOCOLS["sampled" if k else protocol_name(0, exclude)]
+                      for k, exclude in protocols},
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
         "seconds_per_epoch": round(float(np.mean(train_seconds)), 2) if train_seconds else None,
         "device": str(device), **peak_memory_mb(device),
-        "exclude_history": config.eval.exclude_history,
-        "data": ds.stats, **splits,
+        "exclude_history": config.eval.exclude_history,  # True: full_unseen selected the checkpoint
+        "data": ds.stats, **metrics,
     }

@@ -21,7 +21,9 @@ class BERT4RecConfig:
     num_layers: int = 2
     num_heads: int = 2
     inner_dim: int | None = None  # None = 4 * dim, as in BERT
-    dropout: float = 0.2
+    dropout: float = 0.2  # hidden dropout (FFN inner activation, residual branches)
+    emb_dropout: float | None = None  # on the input (items + positions) before the first block; None = dropout
+    attn_dropout: float | None = None  # on the attention weights (SDPA dropout_p); None = dropout
     max_len: int = 50
     activation: Activation = "gelu"
     norm: NormPlacement = "post"  # BERT's post-LN with a normed input

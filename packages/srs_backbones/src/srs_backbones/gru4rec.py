@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .layers import check_inputs
+from .layers import check_dropout, check_inputs
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class GRU4RecConfig:
     dim: int = 64
     hidden_dim: int | None = None  # GRU state size; None = dim
     num_layers: int = 1
-    dropout: float = 0.2  # on the input embeddings (and between GRU layers when num_layers > 1)
+    dropout: float = 0.2  # between GRU layers (num_layers > 1 only); also the input dropout when emb_dropout is None
+    emb_dropout: float | None = None  # on the input embeddings; None = dropout
     max_len: int = 50
 
 
@@ -33,7 +34,12 @@ class GRU4Rec(nn.Module):
         self.config = config
         self.dim, self.max_len = config.dim, config.max_len
         hidden = config.hidden_dim or config.dim
-        self.emb_dropout = nn.Dropout(config.dropout)
+        # None = dropout, so the one-knob default (input and inter-layer dropout alike) stays as it was.
+        emb_dropout = config.dropout if config.emb_dropout is None else config.emb_dropout
+        check_dropout("dropout", config.dropout)
+        check_dropout("emb_dropout", emb_dropout)
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        # a single-layer GRU has no inter-layer dropout (torch warns when given one)
         self.gru = nn.GRU(config.dim, hidden, num_layers=config.num_layers, batch_first=True,
                           dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.proj = nn.Linear(hidden, config.dim)

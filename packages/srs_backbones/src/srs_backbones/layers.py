@@ -24,6 +24,12 @@ def check_choice(name: str, value: str, choices) -> None:
         raise ValueError(f"{name}={value!r} is not one of {sorted(choices)}")
 
 
+def check_dropout(name: str, value: float) -> None:
+    # [0, 1): p = 1 would zero every activation (torch itself accepts it), never a useful setting.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}={value!r} must be a number in [0, 1)")
+
+
 def attention_mask(padding_mask: Tensor, causal: bool) -> Tensor | None:
     """The boolean ``attn_mask`` for SDPA (True = may attend), or None when ``is_causal`` suffices.
 
@@ -40,7 +46,10 @@ def attention_mask(padding_mask: Tensor, causal: bool) -> Tensor | None:
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention through ``F.scaled_dot_product_attention`` (fused kernels on CUDA)."""
+    """Multi-head attention through ``F.scaled_dot_product_attention`` (fused kernels on CUDA).
+
+    ``dropout`` acts on the attention weights only (SDPA's ``dropout_p``), not on the output.
+    """
 
     def __init__(self, dim: int, num_heads: int, dropout: float):
         super().__init__()
@@ -92,14 +101,19 @@ class TransformerBlock(nn.Module):
       pmixer/SASRec.pytorch do the same). A final layer norm closes the stack.
     - ``"pre"``: standard pre-LN (norm, sublayer, residual), final layer norm.
     - ``"post"``: BERT / RecBole post-LN (sublayer, residual, norm).
+
+    ``dropout`` is the hidden dropout (feed-forward inner activation and residual branches);
+    ``attn_dropout`` acts on the attention weights, and None means ``dropout``.
     """
 
     def __init__(self, dim: int, num_heads: int, inner_dim: int, dropout: float, activation: Activation,
-                 norm: NormPlacement, eps: float):
+                 norm: NormPlacement, eps: float, *, attn_dropout: float | None = None):
         super().__init__()
         check_choice("norm", norm, ("sasrec", "pre", "post"))
         self.norm = norm
-        self.attn = MultiHeadAttention(dim, num_heads, dropout)
+        # separate from the hidden dropout because tuned SASRec setups set the two apart
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=attn_dropout)
         self.ffn = FeedForward(dim, inner_dim, dropout, activation)
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
@@ -122,12 +136,22 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """Learned positions + ``num_layers`` blocks; the body of SASRec and BERT4Rec."""
+    """Learned positions + ``num_layers`` blocks; the body of SASRec and BERT4Rec.
+
+    Three dropouts: ``emb_dropout`` on the input (items + positions) before the first block,
+    ``attn_dropout`` on the attention weights, ``dropout`` on the hidden states (feed-forward inner
+    activation and residual branches). None for either of the first two means ``dropout``.
+    """
 
     def __init__(self, *, dim: int, num_layers: int, num_heads: int, inner_dim: int, dropout: float,
                  max_len: int, activation: Activation, norm: NormPlacement, eps: float, causal: bool,
-                 scale_input: bool):
+                 scale_input: bool, emb_dropout: float | None = None, attn_dropout: float | None = None):
         super().__init__()
+        # None = the hidden dropout: one number still configures everything, as before these knobs.
+        emb_dropout = dropout if emb_dropout is None else emb_dropout
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        for name, value in (("dropout", dropout), ("emb_dropout", emb_dropout), ("attn_dropout", attn_dropout)):
+            check_dropout(name, value)
         self.dim, self.max_len, self.causal, self.norm = dim, max_len, causal, norm
         self.scale = math.sqrt(dim) if scale_input else 1.0
         self.positions = nn.Embedding(max_len, dim)
@@ -136,9 +160,10 @@ class TransformerStack(nn.Module):
         # post-LN (BERT, RecBole) normalises the input; pre-LN and "sasrec" normalise the output.
         self.in_norm = nn.LayerNorm(dim, eps=eps) if norm == "post" else nn.Identity()
         self.out_norm = nn.Identity() if norm == "post" else nn.LayerNorm(dim, eps=eps)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(emb_dropout)  # input dropout: tuned apart from the hidden one in strong setups
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, num_heads, inner_dim, dropout, activation, norm, eps) for _ in range(num_layers)
+            TransformerBlock(dim, num_heads, inner_dim, dropout, activation, norm, eps, attn_dropout=attn_dropout)
+            for _ in range(num_layers)
         )
 
     @classmethod
@@ -146,7 +171,9 @@ class TransformerStack(nn.Module):
         """From a SASRecConfig or BERT4RecConfig (they share these fields)."""
         return cls(dim=c.dim, num_layers=c.num_layers, num_heads=c.num_heads, inner_dim=c.inner_dim or default_inner,
                    dropout=c.dropout, max_len=c.max_len, activation=c.activation, norm=c.norm, eps=c.layer_norm_eps,
-                   causal=causal, scale_input=c.scale_input)
+                   causal=causal, scale_input=c.scale_input,
+                   # passed as given (None included): the stack resolves None to ``dropout`` in one place
+                   emb_dropout=c.emb_dropout, attn_dropout=c.attn_dropout)
 
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
         check_inputs(x, padding_mask, self.dim, self.max_len)

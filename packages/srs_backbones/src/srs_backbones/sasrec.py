@@ -15,7 +15,11 @@ class SASRecConfig:
     num_layers: int = 2
     num_heads: int = 1  # the paper's best setting uses a single head
     inner_dim: int | None = None  # feed-forward width; None = dim, as in the original
-    dropout: float = 0.2  # 0.2 on the sparse Amazon data in the original; 0.5 is also common
+    # hidden dropout (FFN inner activation, residual branches; with norm="sasrec" the FFN branch only, as the
+    # original); 0.2 on the sparse Amazon data in the original, 0.5 is also common
+    dropout: float = 0.2
+    emb_dropout: float | None = None  # on the input (items + positions) before the first block; None = dropout
+    attn_dropout: float | None = None  # on the attention weights (SDPA dropout_p); None = dropout
     max_len: int = 50
     activation: Activation = "relu"
     norm: NormPlacement = "sasrec"  # "post" gives the RecBole variant (with gelu, inner_dim=4*dim)

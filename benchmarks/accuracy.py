@@ -1,0 +1,251 @@
+"""Accuracy against the strongest public setups (issue 17): resumable, one committed record per run.
+
+    python benchmarks/accuracy.py long                 # generated long-history set: last window vs every target
+    python benchmarks/accuracy.py beauty-select        # Beauty, seed 42: candidate settings, validation only
+    python benchmarks/accuracy.py beauty-seeds         # Beauty: the chosen settings, seeds 42-44, validation only
+    python benchmarks/accuracy.py test                 # reads the test split once per chosen configuration
+    python benchmarks/accuracy.py report               # benchmarks/results/accuracy.md from the records
+
+Every run trains with ``test=False``: the test split is never read while settings are chosen. Test
+metrics are added to a record only by ``test``, for the rows named in CHOSEN, from the best
+checkpoint that validation picked. Run folders (checkpoints) go to benchmarks/work/accuracy/
+(gitignored); each finished run writes benchmarks/results/accuracy/records/<dataset>/<row>-s<seed>.json
+(committed), and a run with a record is not trained again. Two single-thread workers can share a
+command (each run holds a lock while it trains):
+
+    OMP_NUM_THREADS=1 nohup python benchmarks/accuracy.py beauty-select > w1.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup python benchmarks/accuracy.py beauty-select > w2.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from datasets import DEFAULT_DATA, WORK, interactions_file  # noqa: E402
+from study import SemanticIDs, machine, prepare, run_lock  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+RECORDS = RESULTS / "accuracy" / "records"
+RUNS = WORK / "accuracy"
+
+# The protocol of the public Beauty anchors: full ranking with the user's seen items left out,
+# d = 64, 2 blocks, 1 head, max length 50 (MTandHJ/CE-SCE-LLMRec logs: test NDCG@10 0.0585-0.0594).
+BEAUTY = {"model.dim": 64, "model.num_layers": 2, "model.num_heads": 1, "data.max_len": 50,
+          "eval.exclude_history": True, "train.epochs": 200}
+SASREC = {"model.kind": "hid", "model.backbone": "sasrec"}
+H2REC = {"model.kind": "h2rec", "model.backbone": "sasrec"}
+
+# row -> overrides on top of BEAUTY (h2rec's defaults otherwise)
+BEAUTY_ROWS = {
+    "SASRec, paper preset (BPR, last window)": {**SASREC, "preset": "paper"},
+    "SASRec, CE, dropout 0.2": {**SASREC, "model.dropout": 0.2},
+    "SASRec, CE, dropout 0.5": {**SASREC, "model.dropout": 0.5},
+    "SASRec, CE, dropout 0.6, lr 5e-4, batch 512": {**SASREC, "model.dropout": 0.6, "train.lr": 5e-4,
+                                                   "train.batch_size": 512},
+    "SASRec, sampled softmax 1024 + logQ, dropout 0.5": {**SASREC, "model.dropout": 0.5,
+                                                        "train.loss": "sampled_softmax"},
+    "SASRec, CE, dropout 0.5, label smoothing 0.1": {**SASREC, "model.dropout": 0.5, "train.label_smoothing": 0.1},
+    "H2Rec, CE, dropout 0.5": {**H2REC, "model.dropout": 0.5},
+}
+CHOSEN: dict[str, list[str]] = {"beauty": []}  # rows whose test split `test` reads; filled after selection
+
+# A generated set with long histories (100-300 items a user, max length 50): the case where training
+# on the last window alone leaves most targets unused.
+LONG = {"n_items": 2000, "n_users": 1000, "mean_length": 150, "max_length": 300, "seed": 1}
+LONG_ROWS = {
+    "SASRec, CE, last window only": {**SASREC, "train.windows": "last"},
+    "SASRec, CE, sliding windows (every target once)": {**SASREC, "train.windows": "sliding"},
+    "SASRec, CE, random-phase windows (every target once)": {**SASREC, "train.windows": "random"},
+    "SASRec, CE, sliding windows, stride 25": {**SASREC, "train.windows": "sliding", "train.window_stride": 25},
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    row: str
+    seed: int
+    overrides: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() or c in "-." else "_" for c in self.row).strip("_") + f"-s{self.seed}"
+
+    @property
+    def folder(self) -> Path:
+        return RUNS / self.dataset / self.slug
+
+    @property
+    def record(self) -> Path:
+        return RECORDS / self.dataset / f"{self.slug}.json"
+
+
+def beauty_runs(rows: list[str], seeds: list[int]) -> list[Run]:
+    return [Run("beauty", row, seed, {**BEAUTY, **BEAUTY_ROWS[row]}) for seed in seeds for row in rows]
+
+
+def long_runs(seeds: list[int]) -> list[Run]:
+    return [Run("long", row, seed, {"data.max_len": 50, "train.epochs": 400, **o})
+            for seed in seeds for row, o in LONG_ROWS.items()]
+
+
+# ----------------------------------------------------------------------------- data
+def long_history_data() -> tuple[Path, Path]:
+    """The generated long-history set and its semantic IDs (made once, in benchmarks/work/long/)."""
+    import semid
+    from h2rec.synthetic import SyntheticConfig, write
+
+    root = WORK / "long"
+    items, inter = root / "data" / "items.jsonl", root / "data" / "interactions.csv"
+    if not inter.is_file():
+        write(root / "data", SyntheticConfig(**LONG))
+    sids = root / "semid"
+    if not (sids / "stats.json").is_file():
+        semid.encode_catalogue(items, sids, quantizer=semid.QuantizerConfig(kind="rqvae", levels=4, codebook_size=64),
+                               cache_dir=WORK / "cache")
+    return inter, sids
+
+
+def data_paths(dataset: str, data: Path) -> tuple[Path, Path]:
+    if dataset == "long":
+        return long_history_data()
+    return interactions_file(dataset, data), prepare(dataset, SemanticIDs(), data)
+
+
+# ----------------------------------------------------------------------------- running
+def execute(run: Run, data: Path, device: str) -> None:
+    """Trains the run (validation only) and writes its record, unless another worker has it."""
+    if run.record.is_file():
+        return
+    with run_lock(run.folder) as lock:
+        if lock is None:
+            print(f"[accuracy] {run.dataset} / {run.row} / seed {run.seed}: another worker has it", flush=True)
+            return
+        import h2rec
+
+        inter, sids = data_paths(run.dataset, data)
+        overrides = {k: v for k, v in run.overrides.items() if k != "preset"}
+        overrides.update({"data.interactions": str(inter), "data.semid": str(sids), "train.seed": run.seed,
+                          "train.device": device})
+        config = h2rec.build_config(overrides=overrides, preset=run.overrides.get("preset"))
+        resume = (run.folder / "config.json").is_file()
+        print(f"[accuracy] {run.dataset} / {run.row} / seed {run.seed}" + (" (resuming)" if resume else ""),
+              flush=True)
+        start = time.perf_counter()
+        results = h2rec.train(config, run.folder, resume=resume, progress=False, test=False)
+        epochs = [json.loads(line) for line in (run.folder / "metrics.jsonl").read_text().splitlines()]
+        record = {**results, "row": run.row, "config": config.to_dict(), "machine": machine(),
+                  "wall_seconds_last_sitting": round(time.perf_counter() - start, 1),
+                  "hours": round(sum(e["train_seconds"] + e.get("eval_seconds", 0) for e in epochs) / 3600, 4),
+                  "valid_by_epoch": [e.get("valid_NDCG@10") for e in epochs]}
+        write_record(run.record, record)
+
+
+def write_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read_test_once(run: Run, device: str) -> None:
+    """Adds the test split's metrics to a finished run's record, from its best validation checkpoint."""
+    import h2rec
+
+    record = json.loads(run.record.read_text())
+    if "test" in record:
+        return
+    results = h2rec.load(run.folder, device).evaluate()
+    record["test"] = results["test"]
+    record["test_read"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    write_record(run.record, record)
+    print(f"[accuracy] test read: {run.dataset} / {run.row} / seed {run.seed}", flush=True)
+
+
+# ----------------------------------------------------------------------------- report
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def metric(records: list[dict], split: str, protocol: str, group: str, name: str = "NDCG@10") -> list[float]:
+    """One metric of each record that has it (test metrics exist only once the test split was read)."""
+    return [r[split][protocol][group][name] for r in records if split in r and protocol in r[split]]
+
+
+def report() -> str:
+    """One table per dataset: mean ± std over the recorded seeds of each row."""
+    lines = ["# Accuracy against the strongest public setups (issue 17)", "",
+             "Written by `python benchmarks/accuracy.py report` from the records in "
+             "`benchmarks/results/accuracy/records/`. Validation selects; test columns are filled only for "
+             "the configurations chosen on validation (`accuracy.py test`), read once each. "
+             "`full`: seen items ranked; `unseen`: the user's seen items left out (the anchors' protocol).", ""]
+    for dataset in sorted(p.name for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []:
+        records = [json.loads(p.read_text()) for p in sorted((RECORDS / dataset).glob("*.json"))]
+        rows: dict[str, list[dict]] = {}
+        for r in records:
+            rows.setdefault(r["row"], []).append(r)
+        lines += [f"## {dataset}", "", f"Machine: {records[0]['machine']}.", "",
+                  "| row | seeds | valid NDCG@10 full | valid NDCG@10 unseen | test NDCG@10 full | "
+                  "test NDCG@10 unseen | test HR@10 unseen | test Head / Tail NDCG@10 unseen | best epoch | "
+                  "s per epoch | hours |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for row, rs in rows.items():
+            head, tail = metric(rs, "test", "full_unseen", "head"), metric(rs, "test", "full_unseen", "tail")
+            groups = f"{mean_std(head)} / {mean_std(tail)}" if head else "-"
+            lines.append(
+                f"| {row} | {','.join(str(r['seed']) for r in rs)} "
+                f"| {mean_std(metric(rs, 'valid', 'full', 'overall'))} "
+                f"| {mean_std(metric(rs, 'valid', 'full_unseen', 'overall'))} "
+                f"| {mean_std(metric(rs, 'test', 'full', 'overall'))} "
+                f"| {mean_std(metric(rs, 'test', 'full_unseen', 'overall'))} "
+                f"| {mean_std(metric(rs, 'test', 'full_unseen', 'overall', 'HR@10'))} | {groups} "
+                f"| {'/'.join(str(r['best_epoch']) for r in rs)} "
+                f"| {np.mean([r['seconds_per_epoch'] for r in rs]):.1f} "
+                f"| {np.mean([r['hours'] for r in rs]):.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["long", "beauty-select", "beauty-seeds", "test", "report"])
+    ap.add_argument("--seeds", nargs="+", type=int)
+    ap.add_argument("--rows", nargs="+", help="only these rows")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    if args.command == "report":
+        text = report()
+        (RESULTS / "accuracy.md").write_text(text + "\n")
+        print(text)
+        return
+    if args.command == "long":
+        runs = long_runs(args.seeds or [42, 43, 44])
+    elif args.command == "beauty-select":
+        runs = beauty_runs(args.rows or list(BEAUTY_ROWS), args.seeds or [42])
+    else:
+        runs = beauty_runs(args.rows or CHOSEN["beauty"], args.seeds or [42, 43, 44])
+    if args.rows:
+        runs = [r for r in runs if r.row in args.rows]
+    for run in runs:
+        if args.command == "test":
+            if run.record.is_file():
+                read_test_once(run, args.device)
+        else:
+            execute(run, args.data, args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Ranking losses against hand-written references: explicit loops over small random tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from h2rec.losses import (
+    bce,
+    bpr,
+    chunked_cross_entropy,
+    gbce,
+    proposal_log_probs,
+    sample_shared,
+    sampled_softmax,
+    sampled_softmax_shared,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def random_scores(p=5, k=6, seed=0, dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.randn(p, generator=g, dtype=dtype) * 3
+    neg = torch.randn(p, k, generator=g, dtype=dtype) * 3
+    hits = torch.rand(p, k, generator=g) < 0.3
+    hits[0] = True  # one row of hits only
+    hits[1] = False  # one row without any
+    return pos.to(device), neg.to(device), hits.to(device)
+
+
+# ---------------------------------------------------------------- chunked full softmax
+
+
+def catalogue(p=4, n=13, d=5, seed=0, dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(p, d, generator=g, dtype=dtype).to(device).requires_grad_()
+    e = torch.randn(n + 1, d, generator=g, dtype=dtype).to(device).requires_grad_()  # row 0 = padding
+    targets = torch.randint(1, n + 1, (p,), generator=g).to(device)
+    return u, e, targets
+
+
+def chunked(u, e, targets, chunk_size, label_smoothing=0.0):
+    return chunked_cross_entropy(lambda a, b: u @ e[a:b].T, len(e) - 1, (u * e[targets]).sum(1),
+                                 chunk_size=chunk_size, label_smoothing=label_smoothing)
+
+
+def unchunked(u, e, targets):
+    scores = u @ e.T
+    scores = torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores[:, 1:]], 1)  # padding: no class
+    return F.cross_entropy(scores, targets, reduction="none")
+
+
+def smoothed_reference(u, e, targets, eps):
+    """(1 - ε)(lse - s_t) + ε(lse - mean_j s_j), one position and one item at a time."""
+    losses = []
+    for i in range(len(u)):
+        s = [float(u[i] @ e[j]) for j in range(1, len(e))]
+        top = max(s)
+        lse = top + math.log(sum(math.exp(x - top) for x in s))
+        s_t = s[int(targets[i]) - 1]
+        losses.append((1 - eps) * (lse - s_t) + eps * (lse - sum(s) / len(s)))
+    return torch.tensor(losses, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("chunk_size", [1, 4, 13, 5, 100])  # 13 = n: one chunk; 4 and 5 do not divide 13
+def test_chunked_cross_entropy_equals_full_cross_entropy(chunk_size, device):
+    u, e, targets = catalogue(device=device)
+    torch.testing.assert_close(chunked(u, e, targets, chunk_size), unchunked(u, e, targets))
+    u32, e32 = u.detach().float(), e.detach().float()
+    torch.testing.assert_close(chunked(u32, e32, targets, chunk_size), unchunked(u32, e32, targets))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 13])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+def test_chunked_cross_entropy_label_smoothing_spreads_over_real_items(chunk_size, eps):
+    u, e, targets = catalogue(seed=1)
+    expected = smoothed_reference(u.detach(), e.detach(), targets, eps)
+    torch.testing.assert_close(chunked(u, e, targets, chunk_size, eps), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("chunk_size", [3, 4, 13])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_chunked_cross_entropy_gradients_match_unchunked(chunk_size, eps, device):
+    u, e, targets = catalogue(seed=2, device=device)
+    weights = torch.linspace(0.5, 2.0, len(u), dtype=torch.float64, device=device)  # not just a plain sum
+    (chunked(u, e, targets, chunk_size, eps) * weights).sum().backward()
+    grad_u, grad_e = u.grad.clone(), e.grad.clone()
+    u.grad = e.grad = None
+    (chunked(u, e, targets, chunk_size=10**6, label_smoothing=eps) * weights).sum().backward()  # one block
+    torch.testing.assert_close(grad_u, u.grad)
+    torch.testing.assert_close(grad_e, e.grad)
+    assert torch.all(grad_e[0] == 0)  # the padding row is never scored
+    if eps == 0:
+        u.grad = e.grad = None
+        (unchunked(u, e, targets) * weights).sum().backward()
+        torch.testing.assert_close(grad_u, u.grad)
+        torch.testing.assert_close(grad_e, e.grad)
+
+
+def test_chunked_cross_entropy_scores_bounded_blocks_and_recomputes_them_in_backward():
+    u, e, targets = catalogue(p=3, n=13, d=2)  # every dimension <= 4 except the catalogue's
+    calls = []
+
+    def score_chunk(a, b):
+        calls.append((a, b))
+        return u @ e[a:b].T
+
+    def saved_shapes(chunk_size):
+        shapes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+            loss = chunked_cross_entropy(score_chunk, 13, (u * e[targets]).sum(1), chunk_size, label_smoothing=0.1)
+        return loss, shapes
+
+    loss, shapes = saved_shapes(4)
+    assert calls == [(1, 5), (5, 9), (9, 13), (13, 14)]  # items 1..13, padding never, blocks <= 4 wide
+    assert all(max(shape, default=0) <= 4 for shape in shapes)  # no score block kept for backward
+    assert any(13 in shape for shape in saved_shapes(13)[1])  # one unchunked block is kept (the check can fail)
+    calls.clear()
+    loss.sum().backward()
+    assert sorted(calls) == [(1, 5), (5, 9), (9, 13), (13, 14)]  # backward recomputes each block once
+    with torch.no_grad():  # no backward: no recomputation either
+        calls.clear()
+        chunked_cross_entropy(score_chunk, 13, (u * e[targets]).sum(1), chunk_size=4)
+    assert calls == [(1, 5), (5, 9), (9, 13), (13, 14)]
+
+
+def test_chunked_cross_entropy_rejects_bad_arguments():
+    u, e, targets = catalogue()
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked(u, e, targets, chunk_size=0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        chunked(u, e, targets, chunk_size=4, label_smoothing=1.5)
+
+
+# ---------------------------------------------------------------- sampled softmax, shared negatives
+
+
+def shared_reference(pos, neg, log_q_pos, log_q_neg, hits):
+    losses = []
+    for i in range(len(pos)):
+        a0 = float(pos[i]) - (float(log_q_pos[i]) if log_q_pos is not None else 0.0)
+        others = [float(neg[i, k]) - (float(log_q_neg[k]) if log_q_neg is not None else 0.0)
+                  for k in range(neg.shape[1]) if hits is None or not hits[i, k]]
+        losses.append(-math.log(math.exp(a0) / (math.exp(a0) + sum(math.exp(a) for a in others))))
+    return torch.tensor(losses, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("correct", [False, True])
+@pytest.mark.parametrize("with_hits", [False, True])
+def test_sampled_softmax_shared_matches_loop(correct, with_hits, device):
+    pos, neg, hits = random_scores(device=device)
+    g = torch.Generator().manual_seed(3)
+    log_q_pos = torch.rand(len(pos), generator=g, dtype=torch.float64).log().to(device) if correct else None
+    log_q_neg = torch.rand(neg.shape[1], generator=g, dtype=torch.float64).log().to(device) if correct else None
+    hits = hits if with_hits else None
+    expected = shared_reference(pos.cpu(), neg.cpu(), log_q_pos, log_q_neg, hits)
+    got = sampled_softmax_shared(pos, neg, log_q_pos, log_q_neg, hits)
+    torch.testing.assert_close(got.cpu(), expected)
+    got32 = sampled_softmax_shared(pos.float(), neg.float(), None if log_q_pos is None else log_q_pos.float(),
+                                   None if log_q_neg is None else log_q_neg.float(), hits)
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32.cpu(), expected.float())
+
+
+def test_sampled_softmax_shared_gradients_and_agreement_with_sampled_softmax():
+    pos, neg, hits = random_scores(seed=4)
+    pos.requires_grad_()
+    neg.requires_grad_()
+    log_q_neg = torch.linspace(-3, -1, neg.shape[1], dtype=torch.float64)
+    loss = sampled_softmax_shared(pos, neg, torch.full_like(pos, -2.0), log_q_neg, hits)
+    loss.sum().backward()
+    # d loss_i / d s+_i = p_0 - 1, d loss_i / d s-_ik = p_k (0 for hits), p = softmax of the corrected logits
+    pos_value, neg_value = pos.detach(), neg.detach()
+    for i in range(len(pos)):
+        logits = [float(pos_value[i]) + 2.0] + [float(neg_value[i, k] - log_q_neg[k]) for k in range(neg.shape[1])]
+        weights = [math.exp(a) for a in logits]
+        weights[1:] = [0.0 if hits[i, k] else w for k, w in enumerate(weights[1:])]
+        total = sum(weights)
+        assert math.isclose(float(pos.grad[i]), weights[0] / total - 1, abs_tol=1e-12)
+        for k in range(neg.shape[1]):
+            assert math.isclose(float(neg.grad[i, k]), weights[k + 1] / total, abs_tol=1e-12)
+    # without correction it is the per-position sampled softmax with the shared scores
+    torch.testing.assert_close(sampled_softmax_shared(pos, neg, hits=hits), sampled_softmax(pos, neg, hits))
+
+
+# ---------------------------------------------------------------- proposal and shared sampling
+
+
+def test_proposal_log_probs_uniform_and_popularity():
+    popularity = torch.tensor([7, 0, 1, 3, 6])  # index 0 is padding; item 1 never seen
+    uniform = proposal_log_probs(popularity, 0.0)
+    assert uniform[0] == float("-inf")
+    torch.testing.assert_close(uniform[1:], torch.full((4,), math.log(1 / 4)))
+    q = proposal_log_probs(popularity, 1.0).exp()
+    torch.testing.assert_close(q, torch.tensor([0.0, 0.0, 1 / 10, 3 / 10, 6 / 10]))
+    q_half = proposal_log_probs(popularity.double(), 0.5).exp()
+    assert q_half.dtype == torch.float64
+    roots = [0.0, 1.0, math.sqrt(3), math.sqrt(6)]
+    torch.testing.assert_close(q_half, torch.tensor([0.0] + [r / sum(roots) for r in roots], dtype=torch.float64))
+    with pytest.raises(ValueError, match="alpha"):
+        proposal_log_probs(popularity, -1.0)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_sample_shared_frequencies_follow_the_proposal(alpha):
+    popularity = torch.tensor([1000.0, 1, 2, 3, 4, 0, 10])  # padding hugely "popular": must still never be drawn
+    log_q = proposal_log_probs(popularity, alpha)
+    draws = sample_shared(log_q, 20000, torch.Generator().manual_seed(0))
+    assert draws.shape == (20000,) and draws.dtype == torch.long
+    assert draws.min() >= 1 and draws.max() <= 6
+    freq = torch.bincount(draws, minlength=7).double() / len(draws)
+    expected = log_q.exp().double()
+    assert freq[0] == 0
+    assert (freq - expected).abs().max() < 0.015  # ~4 standard deviations at 20000 draws
+    if alpha > 0:
+        assert freq[5] == 0  # zero popularity: q = 0
+    again = sample_shared(log_q, 20000, torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)  # the generator alone fixes the draw
+
+
+# ---------------------------------------------------------------- gBCE, BCE and BPR with accidental hits
+
+
+def gbce_reference(pos, neg, alpha, t, hits):
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    return torch.tensor([-beta * log_sigmoid(float(pos[i]))
+                         - sum(log_sigmoid(-float(neg[i, k])) for k in range(neg.shape[1])
+                               if hits is None or not hits[i, k])
+                         for i in range(len(pos))], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("t", [0.0, 0.75, 1.0])
+@pytest.mark.parametrize("with_hits", [False, True])
+def test_gbce_matches_reference(t, with_hits, device):
+    pos, neg, hits = random_scores(device=device)
+    hits = hits if with_hits else None
+    alpha = neg.shape[1] / (50 - 1)
+    expected = gbce_reference(pos.cpu(), neg.cpu(), alpha, t, None if hits is None else hits.cpu())
+    torch.testing.assert_close(gbce(pos, neg, alpha, t, hits).cpu(), expected)
+    torch.testing.assert_close(gbce(pos.float(), neg.float(), alpha, t, hits).cpu(), expected.float())
+    pos = pos.clone().requires_grad_()
+    gbce(pos, neg, alpha, t, hits).sum().backward()
+    beta = 1 + t * (alpha - 1)
+    torch.testing.assert_close(pos.grad, -beta * torch.sigmoid(-pos.detach()))  # d(-β log σ(x))/dx = -β σ(-x)
+
+
+def test_gbce_limits_and_validation():
+    pos, neg, hits = random_scores()
+    torch.testing.assert_close(gbce(pos, neg, 0.1, t=0.0), bce(pos, neg))
+    torch.testing.assert_close(gbce(pos, neg, 0.1, t=0.0, hits=hits), bce(pos, neg, hits))
+    torch.testing.assert_close(gbce(pos, neg, 0.1, t=1.0), -(0.1 * F.logsigmoid(pos) + F.logsigmoid(-neg).sum(1)))
+    torch.testing.assert_close(gbce(pos, neg, 1.0, t=0.6), bce(pos, neg))  # α = 1: β = 1 for any t
+    assert torch.isfinite(gbce(torch.tensor([-200.0]), torch.tensor([[200.0]]), 0.01)).all()  # float32 extremes
+    for bad in [0.0, -0.5, 1.5]:
+        with pytest.raises(ValueError, match="sampling_rate"):
+            gbce(pos, neg, bad)
+    for bad in [-0.1, 1.1]:
+        with pytest.raises(ValueError, match="t must"):
+            gbce(pos, neg, 0.5, t=bad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bce_and_bpr_leave_hits_out(device):
+    pos, neg, hits = random_scores(seed=5, device=device)
+    p, k = neg.shape
+    bce_expected, bpr_expected = [], []
+    for i in range(p):
+        kept = [kk for kk in range(k) if not hits[i, kk]]
+        bce_expected.append(-log_sigmoid(float(pos[i])) - sum(log_sigmoid(-float(neg[i, kk])) for kk in kept))
+        bpr_terms = [-log_sigmoid(float(pos[i] - neg[i, kk])) for kk in kept]
+        bpr_expected.append(sum(bpr_terms) / len(bpr_terms) if bpr_terms else 0.0)
+    torch.testing.assert_close(bce(pos, neg, hits).cpu(), torch.tensor(bce_expected, dtype=torch.float64))
+    torch.testing.assert_close(bpr(pos, neg, hits).cpu(), torch.tensor(bpr_expected, dtype=torch.float64))
+    assert bpr(pos, neg, hits)[0] == 0  # the all-hit row
+    # hit negatives get no gradient, and an all-hit row none at all
+    neg = neg.clone().requires_grad_()
+    (bpr(pos, neg, hits).sum() + bce(pos, neg, hits).sum()).backward()
+    assert torch.all(neg.grad[hits] == 0) and torch.all(neg.grad[~hits] != 0)
+    # without hits (or with none set) nothing changes
+    torch.testing.assert_close(bce(pos, neg, torch.zeros_like(hits)), bce(pos, neg))
+    torch.testing.assert_close(bpr(pos, neg, torch.zeros_like(hits)), bpr(pos, neg))
+    torch.testing.assert_close(bpr(pos, neg), -F.logsigmoid(pos[:, None] - neg).mean(1))
+    torch.testing.assert_close(bce(pos, neg), -(F.logsigmoid(pos) + F.logsigmoid(-neg).sum(1)))
