@@ -29,8 +29,13 @@ def test_a_few_epochs_beat_random_by_a_wide_margin(tiny_config, tmp_path):
     assert results["test"]["full"]["head"]["n"] + results["test"]["full"]["tail"]["n"] == test["n"]
 
 
-def test_same_seed_same_numbers_and_resume_after_a_crash_matches(tiny_config, tmp_path, crash_then_resume):
-    config = tiny_config(**{"train.epochs": 4, "train.patience": 10})
+@pytest.mark.parametrize("options", [
+    {},  # the defaults
+    # every piece of state a resume must restore: the window phase, the schedule's step, shared negatives
+    {"train.windows": "random", "data.max_len": 5, "train.lr_schedule": "cosine", "train.warmup_steps": 5,
+     "train.loss": "sampled_softmax", "train.sampler": "popularity", "train.sampled_negatives": 16}])
+def test_same_seed_same_numbers_and_resume_after_a_crash_matches(tiny_config, tmp_path, crash_then_resume, options):
+    config = tiny_config(**{"train.epochs": 4, "train.patience": 10, **options})
     straight = h2rec.train(config, tmp_path / "straight", progress=False)
     again = h2rec.train(config, tmp_path / "again", progress=False)
     assert straight["test"] == again["test"]
@@ -91,10 +96,16 @@ def test_sampled_protocol_and_api(tiny_config, tmp_path):
         rec.recommend("nobody")
 
 
-@pytest.mark.parametrize("backbone, loss", [("bert4rec", "bpr"), ("gru4rec", "ce"), ("sasrec", "sampled_softmax"),
-                                            ("sasrec", "bce")])
+@pytest.mark.parametrize("backbone, loss", [
+    ("bert4rec", {"train.loss": "bpr"}), ("gru4rec", {"train.loss": "ce", "train.ce_chunk_items": 50}),
+    ("sasrec", {"train.loss": "sampled_softmax", "train.sampled_negatives": 16}),
+    ("sasrec", {"train.loss": "sampled_softmax", "train.sampler": "in_batch"}),
+    ("sasrec", {"train.loss": "sampled_softmax", "train.sampler": "popularity", "train.sampled_negatives": 16}),
+    ("sasrec", {"train.loss": "bce"}), ("sasrec", {"train.loss": "gbce"}),
+    ("sasrec", {"train.label_smoothing": 0.1, "train.windows": "random", "train.lr_schedule": "cosine",
+                "train.warmup_steps": 3, "train.grad_clip": 1.0, "train.weight_decay": 0.01})])
 def test_other_backbones_and_losses_train(tiny_config, tmp_path, backbone, loss):
-    config = tiny_config(**{"model.backbone": backbone, "train.loss": loss, "train.num_negatives": 8,
-                            "model.num_heads": 2 if backbone == "bert4rec" else 1, "train.epochs": 1})
+    config = tiny_config(**{"model.backbone": backbone, "train.num_negatives": 8,
+                            "model.num_heads": 2 if backbone == "bert4rec" else 1, "train.epochs": 1, **loss})
     results = h2rec.train(config, tmp_path / "run", progress=False)
     assert results["epochs_run"] == 1 and results["test"]["full"]["overall"]["n"] > 0

@@ -53,6 +53,27 @@ TRAIN_OPTIONS = {
 }
 
 
+def data_options(fn):
+    """The dataset flags that train and tune share."""
+    options = [
+        click.option("--interactions", type=click.Path(dir_okay=False),
+                     help="Interactions: .csv/.tsv/.jsonl, RecBole .inter, P5 .txt sequences or LC-Rec .json."),
+        click.option("--semid", "semid_dir", type=click.Path(file_okay=False),
+                     help="Folder written by `semid encode` for the same items."),
+        click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "inter", "sequences", "json"]),
+                     help="Interaction layout (default: from the suffix)."),
+        click.option("--user-field", help="User column of CSV/TSV/JSONL interactions (default user_id)."),
+        click.option("--item-field", help="Item column (default item_id)."),
+        click.option("--time-field", help="Timestamp column, used when present (default timestamp)."),
+        click.option("--k-core", type=int,
+                     help="Drop users and items with fewer than k interactions (default 0: off)."),
+        click.option("--max-len", type=int, help="Most recent items a history keeps (default 50)."),
+    ]
+    for option in reversed(options):  # decorators apply bottom-up; keep the listed order in --help
+        fn = option(fn)
+    return fn
+
+
 @click.group()
 @click.version_option(package_name="h2rec")
 def main():
@@ -60,17 +81,7 @@ def main():
 
 
 @main.command()
-@click.option("--interactions", type=click.Path(dir_okay=False),
-              help="Interactions: .csv/.tsv/.jsonl, RecBole .inter, P5 .txt sequences or LC-Rec .json.")
-@click.option("--semid", "semid_dir", type=click.Path(file_okay=False),
-              help="Folder written by `semid encode` for the same items.")
-@click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "inter", "sequences", "json"]),
-              help="Interaction layout (default: from the suffix).")
-@click.option("--user-field", help="User column of CSV/TSV/JSONL interactions (default user_id).")
-@click.option("--item-field", help="Item column (default item_id).")
-@click.option("--time-field", help="Timestamp column, used when present (default timestamp).")
-@click.option("--k-core", type=int, help="Drop users and items with fewer than k interactions (default 0: off).")
-@click.option("--max-len", type=int, help="Most recent items a history keeps (default 50).")
+@data_options
 @click.option("--model", type=click.Choice(["h2rec", "hid", "sid"]),
               help="h2rec (both branches), hid (hash IDs only) or sid (semantic IDs only).")
 @click.option("--backbone", type=click.Choice(["sasrec", "gru4rec", "bert4rec"]),
@@ -226,15 +237,7 @@ TUNE_OPTIONS = {
               help="Stop when the study holds this many finished trials (earlier runs included).")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
               help="Start no trial after this many minutes of this run.")
-@click.option("--interactions", type=click.Path(dir_okay=False), help="Interactions file (as for train).")
-@click.option("--semid", "semid_dir", type=click.Path(file_okay=False), help="Folder written by `semid encode`.")
-@click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "inter", "sequences", "json"]),
-              help="Interaction layout (default: from the suffix).")
-@click.option("--user-field", help="User column of CSV/TSV/JSONL interactions (default user_id).")
-@click.option("--item-field", help="Item column (default item_id).")
-@click.option("--time-field", help="Timestamp column, used when present (default timestamp).")
-@click.option("--k-core", type=int, help="Drop users and items with fewer than k interactions (default 0: off).")
-@click.option("--max-len", type=int, help="Most recent items a history keeps (default 50).")
+@data_options
 @click.option("--device", help="auto, cpu or cuda (default auto).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @reports_errors
