@@ -4,6 +4,7 @@
     python benchmarks/accuracy.py beauty-select        # Beauty, seed 42: candidate settings, validation only
     python benchmarks/accuracy.py beauty-seeds         # Beauty: the chosen settings, seeds 42-44, validation only
     python benchmarks/accuracy.py test                 # reads the test split once per chosen configuration
+                                                       # (and of each long-history scheme: none is picked)
     python benchmarks/accuracy.py report               # benchmarks/results/accuracy.md from the records
 
 Every run trains with ``test=False``: the test split is never read while settings are chosen. Test
@@ -55,7 +56,9 @@ BEAUTY_ROWS = {
     "SASRec, CE, dropout 0.5, label smoothing 0.1": {**SASREC, "model.dropout": 0.5, "train.label_smoothing": 0.1},
     "H2Rec, CE, dropout 0.5": {**H2REC, "model.dropout": 0.5},
 }
-CHOSEN: dict[str, list[str]] = {"beauty": []}  # rows whose test split `test` reads; filled after selection
+# rows whose test split `test` reads, chosen on seed 42's validation NDCG@10 (full_unseen) among the
+# rows above: SASRec 0.0720 with dropout 0.5 against 0.0713 with 0.2 and 0.0421 for the paper preset
+CHOSEN: dict[str, list[str]] = {"beauty": ["SASRec, CE, dropout 0.5", "H2Rec, CE, dropout 0.5"]}
 
 # A generated set with long histories (100-300 items a user, max length 50): the case where training
 # on the last window alone leaves most targets unused.
@@ -92,9 +95,9 @@ def beauty_runs(rows: list[str], seeds: list[int]) -> list[Run]:
     return [Run("beauty", row, seed, {**BEAUTY, **BEAUTY_ROWS[row]}) for seed in seeds for row in rows]
 
 
-def long_runs(seeds: list[int]) -> list[Run]:
-    return [Run("long", row, seed, {"data.max_len": 50, "train.epochs": 400, **o})
-            for seed in seeds for row, o in LONG_ROWS.items()]
+def long_runs(rows: list[str], seeds: list[int]) -> list[Run]:
+    return [Run("long", row, seed, {"data.max_len": 50, "train.epochs": 400, **LONG_ROWS[row]})
+            for seed in seeds for row in rows]
 
 
 # ----------------------------------------------------------------------------- data
@@ -231,14 +234,15 @@ def main() -> None:
         (RESULTS / "accuracy.md").write_text(text + "\n")
         print(text)
         return
+    seeds = args.seeds or [42, 43, 44]
     if args.command == "long":
-        runs = long_runs(args.seeds or [42, 43, 44])
+        runs = long_runs(args.rows or list(LONG_ROWS), seeds)
     elif args.command == "beauty-select":
         runs = beauty_runs(args.rows or list(BEAUTY_ROWS), args.seeds or [42])
-    else:
-        runs = beauty_runs(args.rows or CHOSEN["beauty"], args.seeds or [42, 43, 44])
-    if args.rows:
-        runs = [r for r in runs if r.row in args.rows]
+    elif args.command == "beauty-seeds":
+        runs = beauty_runs(args.rows or CHOSEN["beauty"], seeds)
+    else:  # test: every chosen Beauty row, and every long-history row (each a scheme of its own, not a pick)
+        runs = beauty_runs(args.rows or CHOSEN["beauty"], seeds) + long_runs(list(LONG_ROWS), seeds)
     for run in runs:
         if args.command == "test":
             if run.record.is_file():

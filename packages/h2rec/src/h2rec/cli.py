@@ -89,7 +89,7 @@ def main():
 @click.option("--dim", type=int, help="Embedding and hidden size d (default 64).")
 @click.option("--layers", type=int, help="Encoder layers (default 2).")
 @click.option("--heads", type=int, help="Attention heads (default 1).")
-@click.option("--dropout", type=float, help="Hidden dropout: feed-forward and residual branches (default 0.2).")
+@click.option("--dropout", type=float, help="Hidden dropout: feed-forward and residual branches (default 0.5).")
 @click.option("--emb-dropout", type=float, help="Dropout on the input embeddings (default: --dropout).")
 @click.option("--attn-dropout", type=float, help="Dropout on the attention weights (default: --dropout).")
 @click.option("--no-fusion", "fusion", flag_value=False, default=None,
