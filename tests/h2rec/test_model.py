@@ -85,6 +85,10 @@ def test_eq9_factorised_scores_equal_the_dense_ones(tiny_config, kind, weights):
     assert torch.all(factorised[:, 0] == float("-inf"))
     torch.testing.assert_close(factorised[:, 1:], dense, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model.score(state, catalogue.expand(4, -1)), dense, rtol=1e-5, atol=1e-5)
+    # the catalogue in chunks (chunked cross-entropy) and candidates shared by a batch (sampled softmax)
+    torch.testing.assert_close(model.score_range(state, 7, 30), dense[:, 6:29], rtol=1e-5, atol=1e-5)
+    shared = torch.tensor([5, 1, 5, model.n_items])
+    torch.testing.assert_close(model.score_shared(state, shared), dense[:, shared - 1], rtol=1e-5, atol=1e-5)
 
 
 def test_masked_view_replaces_exactly_one_level(tiny_config):
