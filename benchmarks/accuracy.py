@@ -218,7 +218,7 @@ def report() -> str:
                 f"| {mean_std(metric(rs, 'test', 'full_unseen', 'overall'))} "
                 f"| {mean_std(metric(rs, 'test', chosen, 'overall', 'HR@10'))} | {groups} "
                 f"| {'/'.join(str(r['best_epoch']) for r in rs)} "
-                f"| {'/'.join(str(round(r['minutes_to_best'])) for r in rs)} "
+                f"| {'/'.join(str(round(r['minutes_to_best'])) if 'minutes_to_best' in r else '-' for r in rs)} "
                 f"| {np.mean([r['seconds_per_epoch'] for r in rs]):.1f} |")
         lines.append("")
     return "\n".join(lines)
