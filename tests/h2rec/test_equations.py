@@ -15,7 +15,7 @@ from h2rec.losses import (
     contrastive,
     masked_granularity,
     reduce_positions,
-    sampled_softmax,
+    sampled_softmax_shared,
 )
 from h2rec.model import GranularityFusion, MultiGranularityCrossAttention
 
@@ -170,7 +170,7 @@ def test_eq10_bpr_and_the_alternative_ranking_losses():
     logits = torch.cat([pos[:, None], neg], 1)
     logits[0, 2] = float("-inf")
     expected = F.cross_entropy(logits, torch.zeros(7, dtype=torch.long))
-    torch.testing.assert_close(sampled_softmax(pos, neg, hits).mean(), expected)
+    torch.testing.assert_close(sampled_softmax_shared(pos, neg, hits=hits).mean(), expected)
 
 
 def test_eq10_reductions():

@@ -14,7 +14,6 @@ from h2rec.losses import (
     gbce,
     proposal_log_probs,
     sample_shared,
-    sampled_softmax,
     sampled_softmax_shared,
 )
 
@@ -189,8 +188,10 @@ def test_sampled_softmax_shared_gradients_and_agreement_with_sampled_softmax():
         assert math.isclose(float(pos.grad[i]), weights[0] / total - 1, abs_tol=1e-12)
         for k in range(neg.shape[1]):
             assert math.isclose(float(neg.grad[i, k]), weights[k + 1] / total, abs_tol=1e-12)
-    # without correction it is the per-position sampled softmax with the shared scores
-    torch.testing.assert_close(sampled_softmax_shared(pos, neg, hits=hits), sampled_softmax(pos, neg, hits))
+    # without correction it is plain cross-entropy over [positive, non-hit negatives]
+    logits = torch.cat([pos[:, None], neg.masked_fill(hits, float("-inf"))], 1).detach()
+    expected = F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long), reduction="none")
+    torch.testing.assert_close(sampled_softmax_shared(pos, neg, hits=hits).detach(), expected)
 
 
 # ---------------------------------------------------------------- proposal and shared sampling

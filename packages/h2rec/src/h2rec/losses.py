@@ -55,20 +55,6 @@ def gbce(pos: Tensor, neg: Tensor, sampling_rate: float, t: float = 0.75, hits: 
     return -(beta * F.logsigmoid(pos) + negative_terms.sum(1))
 
 
-def sampled_softmax(pos: Tensor, neg: Tensor, accidental_hits: Tensor | None = None) -> Tensor:
-    """Softmax cross-entropy over the positive and K sampled negatives (negatives that equal the
-    positive, ``accidental_hits`` (P, K), are left out). -> (P,)."""
-    if accidental_hits is not None:
-        neg = neg.masked_fill(accidental_hits, float("-inf"))
-    logits = torch.cat([pos[:, None], neg], 1)
-    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device), reduction="none")
-
-
-def full_cross_entropy(scores: Tensor, targets: Tensor) -> Tensor:
-    """Softmax cross-entropy over the whole catalogue: (P, n + 1) scores, (P,) item targets -> (P,)."""
-    return F.cross_entropy(scores, targets, reduction="none")
-
-
 def sampled_softmax_shared(pos: Tensor, neg: Tensor, log_q_pos: Tensor | None = None,
                            log_q_neg: Tensor | None = None, hits: Tensor | None = None) -> Tensor:
     """Softmax cross-entropy of each position's positive against K negatives shared by all P
