@@ -54,6 +54,10 @@ BEAUTY_ROWS = {
     "SASRec, sampled softmax 1024 + logQ, dropout 0.5": {**SASREC, "model.dropout": 0.5,
                                                         "train.loss": "sampled_softmax"},
     "SASRec, CE, dropout 0.5, label smoothing 0.1": {**SASREC, "model.dropout": 0.5, "train.label_smoothing": 0.1},
+    "SASRec, CE, dropout 0.5, AdamW weight decay 0.1": {**SASREC, "model.dropout": 0.5, "train.weight_decay": 0.1},
+    "SASRec, CE, dropout 0.5, lr 2e-3, warm-up 500 steps + cosine over 60 epochs": {
+        **SASREC, "model.dropout": 0.5, "train.lr": 2e-3, "train.warmup_steps": 500, "train.lr_schedule": "cosine",
+        "train.epochs": 60},
     "H2Rec, CE, dropout 0.5": {**H2REC, "model.dropout": 0.5},
 }
 # rows whose test split `test` reads, chosen on seed 42's validation NDCG@10 (full_unseen) among the

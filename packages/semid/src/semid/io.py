@@ -8,15 +8,17 @@ together at `commit()`, so a run that fails half-way leaves nothing new behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
@@ -36,6 +38,40 @@ OUTPUT_FILES = (SEMANTIC_IDS, CODES, QUANTIZER_WEIGHTS, QUANTIZER_CONFIG, STATS,
 
 CODES_FORMAT = "semid-codes/1"
 EMBEDDINGS_FORMAT = "semid-embeddings/1"
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def one_writer(folder: str | PathLike, what: str) -> Iterator[bool]:
+    """Holds an OS lock on ``folder/.lock`` for the block: one writer per folder, on Linux, macOS and
+    Windows (``filelock``). A second writer gets a SemidError at once rather than waiting. Yields
+    whether this call created ``folder``; a folder it created and left holding only the lock file is
+    removed on the way out, so a start that fails leaves nothing behind."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise fail(folder, None, None, "exists and is not a folder")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise fail(folder, None, None, f"cannot be created ({error.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise fail(folder, None, None, "is not writable")
+    lock = FileLock(folder / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise fail(folder, None, None, f"another {what} is writing to this folder; wait for it to finish, "
+                                       "or choose another folder") from None
+    try:
+        yield created
+    finally:
+        lock.release()
+        if created and [p.name for p in folder.iterdir()] in ([], [LOCK_FILE]):
+            (folder / LOCK_FILE).unlink(missing_ok=True)
+            folder.rmdir()
 
 
 def _umask() -> int:
