@@ -76,7 +76,8 @@ def test_encode_and_embed_from_text_with_a_local_model(runner, tmp_path, item_re
     embedded = runner.invoke(main, ["embed", items, "-o", str(tmp_path / "emb"), "--text-fields", "title,brand",
                                     *common])
     assert embedded.exit_code == 0, embedded.output
-    assert {p.name for p in (tmp_path / "emb").iterdir()} == {"embeddings.safetensors", "texts.jsonl"}
+    # beside the outputs only the lock file, which stays (see semid.io): no staging or marker files
+    assert {p.name for p in (tmp_path / "emb").iterdir()} == {".lock", "embeddings.safetensors", "texts.jsonl"}
     first = json.loads((tmp_path / "emb/texts.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert first["text"].startswith("title: ") and "\nbrand: " in first["text"]
     encoded = runner.invoke(main, ["encode", items, "-o", str(tmp_path / "out"), "--quantizer", "vq",
@@ -90,10 +91,29 @@ def test_encode_and_embed_from_text_with_a_local_model(runner, tmp_path, item_re
 
 
 @pytest.mark.parametrize("case", ["malformed_json", "duplicate_id", "missing_template_field", "nan_embeddings",
-                                  "ids_mismatch", "codebook_too_large", "missing_file", "stats_of_empty_dir"])
+                                  "ids_mismatch", "codebook_too_large", "missing_file", "stats_of_empty_dir",
+                                  "csv_unclosed_quote", "seed_too_large", "npy_of_strings", "cache_dir_under_a_file"])
 def test_bad_input_exits_with_code_2_and_a_located_message(runner, tmp_path, case, write_jsonl, clustered):
     out = tmp_path / "out"
-    if case == "malformed_json":
+    if case == "csv_unclosed_quote":  # once read as one item, then blamed on the codebook size
+        path = tmp_path / "items.csv"
+        path.write_text('id,title\na,"unclosed\n', encoding="utf-8")
+        args, expected = ["encode", str(path), "-o", str(out)], f"{path}:2: malformed CSV"
+    elif case in ("seed_too_large", "npy_of_strings"):
+        values = np.array([["a", "b"]] * 3) if case == "npy_of_strings" else clustered.numpy()
+        np.save(tmp_path / "emb.npy", values)
+        (tmp_path / "ids.txt").write_text("".join(f"r{i}\n" for i in range(len(values))), encoding="utf-8")
+        args = ["encode", "-o", str(out), "--embeddings", str(tmp_path / "emb.npy"), "--ids", str(tmp_path / "ids.txt"),
+                "--seed", str(2**70 if case == "seed_too_large" else 1)]
+        expected = "field 'seed' must be an integer" if case == "seed_too_large" else \
+            f"{tmp_path / 'emb.npy'}: field 'embeddings' must hold floats, got numpy dtype <U1"
+    elif case == "cache_dir_under_a_file":
+        path = write_jsonl([{"id": "a", "title": "x"}, {"id": "b", "title": "y"}])
+        (tmp_path / "afile").write_text("x", encoding="utf-8")
+        args = ["encode", str(path), "-o", str(out), "--cache-dir", str(tmp_path / "afile/cache"), "--levels", "1",
+                "--codebook-size", "2"]
+        expected = f"{tmp_path / 'afile/cache'}: field 'cache_dir' cannot be created"
+    elif case == "malformed_json":
         path = tmp_path / "items.jsonl"
         path.write_text('{"id": "a"}\n{"id": \n', encoding="utf-8")
         args, expected = ["encode", str(path), "-o", str(out)], f"{path}:2: malformed JSON"

@@ -126,6 +126,11 @@ BAD_FILES = [
     ("items.csv", b"id,title\na,x\nb,y,z\n", "{path}:3: has 3 values but the header has 2 fields"),
     ("x.item", b"item_id:token\ttitle\n1\tx\n", "{path}:1: field 'title' in header column 2 is not `name:type`..."),
     ("items.csv", b"id,title,title\na,x,y\n", "{path}:1: field 'title' appears twice in the header"),
+    # an unclosed quote used to swallow the rest of the file into one cell without a word
+    ("items.csv", b'id,title\na,"unclosed\n',
+     "{path}:2: malformed CSV (unexpected end of data; a quote opened here is never closed)"),
+    ("items.csv", b'id,title\na,"x\ny"\nb,"c\nd\n', "{path}:4: malformed CSV (unexpected end of data..."),
+    ("items.tsv", b'id\ttitle\na\t"x"y\n', "{path}:2: malformed TSV (..."),
 ]
 
 

@@ -29,7 +29,7 @@ def test_outputs_and_load_from_precomputed_embeddings(tmp_path, embedded, cluste
     out = tmp_path / "out"
     result = encode_catalogue(None, out, quantizer=FAST, embeddings=emb, ids=ids, dedup=True, export=["recbole"])
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["embeddings.safetensors", "quantizer.json", "quantizer.safetensors", "semantic_ids.jsonl",
+    assert names == [".lock", "embeddings.safetensors", "quantizer.json", "quantizer.safetensors", "semantic_ids.jsonl",
                      "semid.item", "semid.safetensors", "stats.json"]  # no texts.jsonl: none were embedded
     s = load(out)
     assert s.ids == [f"r{i}" for i in range(300)] and s.ids == result.ids

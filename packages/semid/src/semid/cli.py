@@ -10,8 +10,8 @@ import click
 from semid.collisions import format_stats
 from semid.config import DEVICES, FORMATS, POOLINGS, QUANTIZERS, EmbedConfig, QuantizerConfig, ReadConfig
 from semid.errors import SemidError
-from semid.io import STATS, read_json
-from semid.pipeline import DEFAULT_CACHE_DIR, EXPORTS, embed_catalogue, encode_catalogue, write_embeddings
+from semid.io import STATS, check_complete, read_json
+from semid.pipeline import DEFAULT_CACHE_DIR, EXPORTS, embed_to_folder, encode_catalogue
 
 
 class BadInput(click.ClickException):
@@ -193,15 +193,13 @@ def embed(items, out_dir, fmt, id_field, text_fields, template, model, pooling, 
     _set_threads(threads)
 
     def job():
-        catalogue = embed_catalogue(
-            items,
+        return embed_to_folder(
+            items, out_dir,
             read=_read_config(fmt, id_field, text_fields, template),
             embed=_embed_config(model, pooling, normalize, max_length, batch_size, device),
             cache_dir=None if no_cache else cache_dir,
             progress=not quiet,
         )
-        write_embeddings(out_dir, catalogue)
-        return catalogue
 
     catalogue = _run(job)
     _warn(catalogue.warnings)
@@ -215,12 +213,14 @@ def embed(items, out_dir, fmt, id_field, text_fields, template, model, pooling, 
 def stats(out_dir, as_json):
     """Print the statistics of an OUT_DIR written by `semid encode`."""
     path = out_dir / STATS
+    _run(lambda: check_complete(out_dir))
     data = _run(lambda: read_json(path))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    if not isinstance(data, dict) or "collisions" not in data:
-        raise BadInput(f"{path}: field 'collisions' is missing: not a stats.json of `semid encode`")
+    for key in ("collisions", "quantizer", "items", "embedding_dim"):  # what _print_stats reads
+        if not isinstance(data, dict) or key not in data:
+            raise BadInput(f"{path}: field '{key}' is missing: not a stats.json of `semid encode`")
     _print_stats(data)
 
 

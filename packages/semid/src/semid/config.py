@@ -90,6 +90,9 @@ class QuantizerConfig:
         for size in sizes:
             if not isinstance(size, int) or size < 2:
                 raise fail(None, None, "codebook_size", f"must be integers >= 2, got {size!r}")
+        # torch seeds are 64-bit; vq seeds level l with seed + l. A larger number used to end in a traceback.
+        if not isinstance(self.seed, int) or not -(2**62) < self.seed < 2**62:
+            raise fail(None, None, "seed", f"must be an integer between -2**62 and 2**62, got {self.seed!r}")
         for name in ("kmeans_iters", "latent_dim", "epochs", "batch_size"):
             _positive(name, getattr(self, name))
         if self.refine_iters < 0:

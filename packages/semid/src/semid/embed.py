@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from os import PathLike
@@ -66,6 +67,22 @@ def model_fingerprint(model: str | None) -> str:
     return "|".join(parts)
 
 
+# Weight files that torch.load would unpickle (transformers' WEIGHTS_NAME and its shards, bare torch saves).
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_safetensors_weights(folder: Path) -> None:
+    """A local model folder must hold safetensors weights: one with only pickle weights is refused by
+    name here, rather than by transformers' longer message about a missing model.safetensors."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise fail(folder, None, None, f"holds only pickle weights ({', '.join(pickles)}); semid loads "
+                   "safetensors weights only, since unpickling a file can run code in it. Convert the model "
+                   "once where you trust the file (from_pretrained, then save_pretrained writes model.safetensors)")
+
+
 class Embedder:
     """A loaded encoder. `embed(texts)` returns float32 [n, d] on the CPU, rows in input order."""
 
@@ -76,9 +93,12 @@ class Embedder:
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         name, local = resolve_model(config.model)
+        if local:
+            check_safetensors_weights(Path(name))
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
-            self.model = AutoModel.from_pretrained(name, local_files_only=local)
+            # Never unpickle: torch.load of a .bin checkpoint can run code hidden in the file.
+            self.model = AutoModel.from_pretrained(name, local_files_only=local, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise fail(None, None, "model", f"cannot load {name!r} ({error})") from None
         if self.tokenizer.pad_token is None:
@@ -189,8 +209,22 @@ def embed_texts(
         cached = tensors.get("embeddings")
         if cached is not None and cached.shape[0] == len(texts):
             return cached.float()
+    if cache_dir is not None:
+        _check_cache_dir(Path(cache_dir))  # before the encoder runs, not when its result is to be saved
     embeddings = Embedder(config).embed(texts, progress=progress)
     if path is not None:
         metadata = {"format": CACHE_FORMAT, "model": config.model or DEFAULT_MODEL_NAME}
         atomic_write_bytes(path, tensors_to_bytes({"embeddings": embeddings}, metadata))
     return embeddings
+
+
+def _check_cache_dir(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise fail(folder, None, "cache_dir", "is a file, not a folder; pass another --cache-dir or --no-cache")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise fail(folder, None, "cache_dir", f"cannot be created ({error.strerror}); pass another "
+                   "--cache-dir or --no-cache") from None
+    if not os.access(folder, os.W_OK):
+        raise fail(folder, None, "cache_dir", "is not writable; pass another --cache-dir or --no-cache")

@@ -1,15 +1,40 @@
 """Atomic file output and the on-disk formats of an OUT_DIR.
 
-Every file is written to a temp file in its destination folder and moved into place with
-`os.replace` (atomic on POSIX and Windows): a crash leaves the old file or the new one, never half
-of one. `StagedOutput` goes further for a whole OUT_DIR: all files are staged first and renamed
-together at `commit()`, so a run that fails half-way leaves nothing new behind.
+Every file is written to a temp file in its destination folder (fsynced, mode as a plain open()
+would give) and moved into place with `os.replace` (atomic on POSIX and Windows): a crash leaves
+the old file or the new one, never half of one.
+
+A whole OUT_DIR is more than one file, and no portable call renames several files at once, so
+`StagedOutput.commit()` brackets its renames with a marker file, OUT_DIR/.commit-in-progress:
+
+1. every file is staged as a temp file `.<name>.<random>.tmp` in OUT_DIR (nothing visible yet);
+2. the marker is created and fsynced, and the folder fsynced, before the first rename;
+3. the staged files are renamed into place one by one, stale semid files of an earlier run removed,
+   and the folder fsynced;
+4. the marker is removed (the commit point).
+
+A kill before the marker exists leaves the old files untouched (plus temp files); a kill after it
+exists and before step 4 leaves it, and `check_complete` (called by `semid.load`, `load_quantizer`
+and `semid stats`) refuses such a folder with a SemidError naming it, instead of reading a mix of
+two runs. The next successful write into the folder replaces every file and removes the marker.
+`load` checks before and after reading, so a commit overlapping either end of a read is caught too
+(readers take no lock; a whole commit inside one read would go unnoticed).
+
+Why a marker: it costs one stat() to check, where a manifest of hashes written last would cost
+reading every file at each load. Staging a hidden sibling folder and swapping it in is no better: a
+folder swap is two renames (not atomic either), and it would move OUT_DIR/.lock from under its holder.
+
+Writers hold `one_writer` (an OS lock on OUT_DIR/.lock) for their whole run, so a second writer
+fails at once, and only a lock holder may delete temp files: any `.<output name>.*.tmp` it finds
+is then a leftover of a killed run (`remove_stale_temps`). The `.lock` file itself stays (deleting a
+lock file while others may open it lets two writers lock two different files); readers ignore it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +48,8 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from semid.errors import SemidError, fail
+
+log = logging.getLogger(__name__)
 
 # Files a semid run may leave in OUT_DIR. A new run removes the ones it did not write, so that a
 # stale texts.jsonl (say) never describes codes made from other inputs.
@@ -41,6 +68,7 @@ EMBEDDINGS_FORMAT = "semid-embeddings/1"
 
 
 LOCK_FILE = ".lock"
+COMMIT_MARKER = ".commit-in-progress"  # present from before the first rename of a commit until after the last
 
 
 @contextlib.contextmanager
@@ -95,6 +123,40 @@ def _write_temp(folder: Path, name: str, data: bytes) -> Path:
     return Path(temp)
 
 
+def _fsync_folder(folder: Path) -> None:
+    """Make renames and unlinks in `folder` durable. POSIX only: Windows cannot open a folder, and
+    NTFS journals metadata changes itself."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_complete(folder: str | PathLike) -> None:
+    """Refuse an OUT_DIR whose last commit was interrupted (its files may come from two runs)."""
+    folder = Path(folder)
+    if (folder / COMMIT_MARKER).exists():
+        raise fail(folder, None, None, f"holds {COMMIT_MARKER}: a semid run was stopped while replacing its files, "
+                                       "so they may mix two runs; run `semid encode` (or `semid embed`) into it again")
+
+
+def remove_stale_temps(folder: str | PathLike, names: Sequence[str] = OUTPUT_FILES) -> None:
+    """Delete `.<name>.*.tmp` staging files of `names` left in `folder` by a killed run.
+
+    Call it only while holding `one_writer(folder)`: the lock proves that no other semid run is
+    staging into this folder right now, so every such file is a leftover.
+    """
+    folder = Path(folder)
+    stale = [temp for name in names for temp in folder.glob(f".{name}.*.tmp") if temp.is_file()]
+    for temp in stale:
+        temp.unlink(missing_ok=True)
+    if stale:
+        log.info("%s: removed %d staging file(s) left by an interrupted run", folder, len(stale))
+
+
 def atomic_write_bytes(path: str | PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and os.replace."""
     path = Path(path)
@@ -108,9 +170,26 @@ def atomic_write_bytes(path: str | PathLike, data: bytes) -> None:
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """safetensors serialisation (contiguous CPU copies; safetensors refuses views and shared storage)."""
+    """safetensors serialisation (contiguous CPU copies; safetensors refuses views and shared storage),
+    with a canonical header, so equal tensors and metadata give equal bytes in every process."""
     plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-    return safetensors_bytes(plain, metadata=metadata)
+    return _canonical_header(safetensors_bytes(plain, metadata=metadata))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Rewrite a safetensors header as JSON with sorted keys.
+
+    safetensors keeps the metadata in a Rust HashMap, whose iteration order is seeded per process,
+    so the same metadata comes out in another order in each run. The header is the 8-byte
+    little-endian length, then JSON, padded with spaces to a multiple of 8 (as safetensors itself
+    pads: tensor data stays aligned); the data offsets count from the end of the header, so a new
+    header of another length leaves them valid.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return b"".join((len(text).to_bytes(8, "little"), text, memoryview(data)[8 + size:]))
 
 
 def json_bytes(data: Any) -> bytes:
@@ -153,13 +232,27 @@ class StagedOutput:
         self._staged[name] = _write_temp(self.out_dir, name, data)
 
     def commit(self, known: Sequence[str] = OUTPUT_FILES) -> None:
-        """Move every staged file into place; remove files in `known` that this run did not write."""
+        """Move every staged file into place; remove files in `known` that this run did not write.
+
+        Bracketed by COMMIT_MARKER (see the module docstring): if this is interrupted, the marker
+        stays and `check_complete` refuses the folder.
+        """
+        marker = self.out_dir / COMMIT_MARKER
+        # Written in place, not renamed in: a half-written marker still marks the folder.
+        with open(marker, "w", encoding="utf-8") as handle:
+            json.dump({"pid": os.getpid(), "files": sorted(self._staged)}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_folder(self.out_dir)  # the marker is on disk before any rename can be
         for name, temp in self._staged.items():
             os.replace(temp, self.out_dir / name)
         for name in known:
             if name not in self._staged:
                 (self.out_dir / name).unlink(missing_ok=True)
         self._staged.clear()
+        _fsync_folder(self.out_dir)  # every rename is on disk before the marker goes
+        marker.unlink()
+        _fsync_folder(self.out_dir)
 
 
 def read_tensor_file(path: str | PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -137,18 +137,21 @@ def _jsonl_records(path: Path, handle) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _table_records(path: Path, handle, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # strict: a quote never closed is an error, not a cell that silently swallows the rest of the
+    # file (which once surfaced only as "codebook larger than the catalogue").
     if fmt == "csv":
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, strict=True)
     else:  # tsv and RecBole atomic files are tab separated; RecBole does no quoting
         quoting = csv.QUOTE_NONE if fmt == "atomic" else csv.QUOTE_MINIMAL
-        reader = csv.reader(handle, delimiter="\t", quoting=quoting)
+        reader = csv.reader(handle, delimiter="\t", quoting=quoting, strict=True)
+    rows = _csv_rows(path, reader)
     try:
-        header = next(reader)
+        header = next(rows)
     except StopIteration:
         raise fail(path, 1, None, "empty file: no header line") from None
     names = _header_names(path, header, fmt)
     last_line = reader.line_num
-    for row in reader:
+    for row in rows:
         line_no = last_line + 1  # first physical line of this record (a quoted CSV cell may span lines)
         last_line = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -156,6 +159,22 @@ def _table_records(path: Path, handle, fmt: str) -> Iterator[tuple[int, dict[str
         if len(row) != len(names):
             raise fail(path, line_no, None, f"has {len(row)} values but the header has {len(names)} fields")
         yield line_no, dict(zip(names, row))
+
+
+def _csv_rows(path: Path, reader) -> Iterator[list[str]]:
+    """The reader's rows; its csv.Error becomes a SemidError naming the line the bad record starts on."""
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            hint = "; a quote opened here is never closed" if "end of data" in str(error) else ""
+            raise fail(path, start, None, f"malformed {'CSV' if reader.dialect.delimiter == ',' else 'TSV'} "
+                       f"({error}{hint})") from None
+        start = reader.line_num + 1
+        yield row
 
 
 def _header_names(path: Path, header: list[str], fmt: str) -> list[str]:

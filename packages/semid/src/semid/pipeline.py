@@ -1,14 +1,17 @@
 """The end-to-end jobs behind the CLI: items -> embeddings (`embed_catalogue`) and
 items or embeddings -> Semantic IDs in an OUT_DIR (`encode_catalogue`).
 
-All inputs are read and checked, and all heavy work is done, before the first byte goes to OUT_DIR;
-the files are then staged and renamed into place together (semid.io.StagedOutput).
+Both hold OUT_DIR's lock (semid.io.one_writer) from the start, so a busy, unwritable or
+misnamed OUT_DIR fails before the slow embedding and fit. All inputs are read and checked, and all
+heavy work is done, before the first byte goes to OUT_DIR; the files are then staged and committed
+together (semid.io.StagedOutput, whose docstring explains what a kill mid-commit leaves).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -21,7 +24,18 @@ from semid.collisions import collision_stats, dedup_codes
 from semid.config import EmbedConfig, QuantizerConfig, ReadConfig, config_to_dict
 from semid.embed import DEFAULT_MODEL_NAME, cache_path, embed_texts
 from semid.errors import SemidError, fail
-from semid.io import CODES, EMBEDDINGS, RECBOLE_ITEM, SEMANTIC_IDS, STATS, TEXTS, StagedOutput, json_bytes
+from semid.io import (
+    CODES,
+    EMBEDDINGS,
+    RECBOLE_ITEM,
+    SEMANTIC_IDS,
+    STATS,
+    TEXTS,
+    StagedOutput,
+    json_bytes,
+    one_writer,
+    remove_stale_temps,
+)
 from semid.items import ItemSet, read_items, texts_jsonl
 from semid.quantize import build_quantizer, relative_error
 from semid.semantic_ids import SemanticIDs, codes_bytes, load, recbole_item, semantic_ids_jsonl
@@ -118,8 +132,37 @@ def _precomputed_catalogue(
     )
 
 
+@contextlib.contextmanager
+def _sole_writer(out_dir: str | PathLike, what: str) -> Iterator[None]:
+    """OUT_DIR's lock for the block, and the staging files of killed runs swept away."""
+    with one_writer(out_dir, what):
+        remove_stale_temps(out_dir)  # safe only under the lock: no live run is staging there
+        yield
+
+
 def write_embeddings(out_dir: str | PathLike, catalogue: Catalogue) -> None:
     """OUT_DIR of `semid embed`: embeddings.safetensors (+ texts.jsonl)."""
+    with _sole_writer(out_dir, "semid embed"):
+        _commit_embeddings(out_dir, catalogue)
+
+
+def embed_to_folder(
+    items: str | PathLike,
+    out_dir: str | PathLike,
+    *,
+    read: ReadConfig | None = None,
+    embed: EmbedConfig | None = None,
+    cache_dir: str | PathLike | None = DEFAULT_CACHE_DIR,
+    progress: bool = False,
+) -> Catalogue:
+    """`semid embed`: embed_catalogue + write_embeddings, holding OUT_DIR's lock from the start."""
+    with _sole_writer(out_dir, "semid embed"):
+        catalogue = embed_catalogue(items, read=read, embed=embed, cache_dir=cache_dir, progress=progress)
+        _commit_embeddings(out_dir, catalogue)
+    return catalogue
+
+
+def _commit_embeddings(out_dir: str | PathLike, catalogue: Catalogue) -> None:
     with StagedOutput(out_dir) as out:
         _stage_embeddings(out, catalogue)
         out.commit()
@@ -156,52 +199,52 @@ def encode_catalogue(
             raise fail(None, None, "export", f"is {name!r}; choose from {', '.join(EXPORTS)}")
     if items is None and embeddings is None:
         raise SemidError("give an item file, or --embeddings FILE (with ids)")
-    staged = StagedOutput(out_dir)  # checks OUT_DIR before the long work starts
+    # The lock is taken first: an unwritable, busy or misnamed OUT_DIR fails before the slow part.
+    with _sole_writer(out_dir, "semid encode"):
+        if embeddings is not None:
+            catalogue = _precomputed_catalogue(items, embeddings, ids, read)
+        else:
+            catalogue = embed_catalogue(items, read=read, embed=embed, cache_dir=cache_dir, progress=progress)
+        timings = dict(catalogue.timings)
 
-    if embeddings is not None:
-        catalogue = _precomputed_catalogue(items, embeddings, ids, read)
-    else:
-        catalogue = embed_catalogue(items, read=read, embed=embed, cache_dir=cache_dir, progress=progress)
-    timings = dict(catalogue.timings)
+        start = time.perf_counter()
+        model = build_quantizer(quantizer).fit(catalogue.embeddings, progress=progress, source=catalogue.source)
+        timings["fit"] = time.perf_counter() - start
+        start = time.perf_counter()
+        codes = model.encode(catalogue.embeddings)
+        timings["encode"] = time.perf_counter() - start
+        error = relative_error(catalogue.embeddings, model.decode(codes))
 
-    start = time.perf_counter()
-    model = build_quantizer(quantizer).fit(catalogue.embeddings, progress=progress, source=catalogue.source)
-    timings["fit"] = time.perf_counter() - start
-    start = time.perf_counter()
-    codes = model.encode(catalogue.embeddings)
-    timings["encode"] = time.perf_counter() - start
-    error = relative_error(catalogue.embeddings, model.decode(codes))
+        sizes = list(quantizer.codebook_sizes)
+        codebooks: list[torch.Tensor | None] = list(model.codebooks)
+        stats: dict[str, Any] = {
+            "format": STATS_FORMAT,
+            "semid_version": __version__,
+            "items": len(catalogue.ids),
+            "embedding_dim": int(catalogue.embeddings.shape[1]),
+            "source": catalogue.info,
+            "quantizer": config_to_dict(quantizer),
+            "reconstruction_error": error,
+            "collisions": collision_stats(codes, sizes, reconstruction_error=error),
+            "dedup": dedup,
+            "collisions_after_dedup": None,
+            "warnings": catalogue.warnings,
+            "timings_s": timings,
+        }
+        if dedup:
+            codes = dedup_codes(codes)
+            sizes.append(int(codes[:, -1].max()) + 1)  # dedup column: the largest group's size
+            codebooks.append(None)
+            stats["collisions_after_dedup"] = collision_stats(codes, sizes)
 
-    sizes = list(quantizer.codebook_sizes)
-    codebooks: list[torch.Tensor | None] = list(model.codebooks)
-    stats: dict[str, Any] = {
-        "format": STATS_FORMAT,
-        "semid_version": __version__,
-        "items": len(catalogue.ids),
-        "embedding_dim": int(catalogue.embeddings.shape[1]),
-        "source": catalogue.info,
-        "quantizer": config_to_dict(quantizer),
-        "reconstruction_error": error,
-        "collisions": collision_stats(codes, sizes, reconstruction_error=error),
-        "dedup": dedup,
-        "collisions_after_dedup": None,
-        "warnings": catalogue.warnings,
-        "timings_s": timings,
-    }
-    if dedup:
-        codes = dedup_codes(codes)
-        sizes.append(int(codes[:, -1].max()) + 1)  # dedup column: the largest group's size
-        codebooks.append(None)
-        stats["collisions_after_dedup"] = collision_stats(codes, sizes)
-
-    with staged as out:
-        out.add(SEMANTIC_IDS, semantic_ids_jsonl(catalogue.ids, codes))
-        out.add(CODES, codes_bytes(catalogue.ids, codes, sizes, codebooks, dedup, quantizer.kind))
-        for name, data in model.state_files().items():
-            out.add(name, data)
-        _stage_embeddings(out, catalogue)
-        if "recbole" in export:
-            out.add(RECBOLE_ITEM, recbole_item(catalogue.ids, codes))
-        out.add(STATS, json_bytes(stats))
-        out.commit()
-    return load(out_dir)
+        with StagedOutput(out_dir) as out:
+            out.add(SEMANTIC_IDS, semantic_ids_jsonl(catalogue.ids, codes))
+            out.add(CODES, codes_bytes(catalogue.ids, codes, sizes, codebooks, dedup, quantizer.kind))
+            for name, data in model.state_files().items():
+                out.add(name, data)
+            _stage_embeddings(out, catalogue)
+            if "recbole" in export:
+                out.add(RECBOLE_ITEM, recbole_item(catalogue.ids, codes))
+            out.add(STATS, json_bytes(stats))
+            out.commit()
+        return load(out_dir)

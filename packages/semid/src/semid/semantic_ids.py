@@ -24,6 +24,7 @@ from semid.io import (
     EMBEDDINGS,
     STATS,
     TEXTS,
+    check_complete,
     jsonl_bytes,
     metadata_json,
     read_json,
@@ -124,11 +125,15 @@ class SemanticIDs:
 
 
 def load(out_dir: str | PathLike) -> SemanticIDs:
-    """Open an OUT_DIR written by `semid encode` (or encode_catalogue)."""
+    """Open an OUT_DIR written by `semid encode` (or encode_catalogue).
+
+    Refuses (SemidError) a folder whose last commit was interrupted (semid.io.check_complete).
+    """
     out_dir = Path(out_dir)
     path = out_dir / CODES
     if not path.is_file():
         raise fail(path, None, None, "no such file: is this an OUT_DIR of `semid encode`?")
+    check_complete(out_dir)
     tensors, metadata = read_tensor_file(path)
     if metadata.get("format") != CODES_FORMAT:
         raise fail(path, None, "format", f"is {metadata.get('format')!r}, expected {CODES_FORMAT!r}")
@@ -150,6 +155,7 @@ def load(out_dir: str | PathLike) -> SemanticIDs:
         if text_ids != ids:
             raise fail(out_dir / TEXTS, None, "id", f"values do not match the ids of {path} (stale file?)")
     stats = read_json(out_dir / STATS) if (out_dir / STATS).is_file() else {}
+    check_complete(out_dir)  # again: a commit that began while we read may have mixed what we read
     return SemanticIDs(
         out_dir=out_dir,
         ids=ids,

@@ -48,6 +48,8 @@ def read_embeddings(path: str | PathLike, ids_file: str | PathLike | None = None
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as error:
             raise fail(path, None, None, f"cannot be read as .npy ({error})") from None
+        if array.dtype.kind not in "biufc":  # strings, dates, structured records: torch cannot take them
+            raise fail(path, None, "embeddings", f"must hold floats, got numpy dtype {array.dtype}")
         matrix = torch.from_numpy(np.ascontiguousarray(array))
     elif path.suffix == ".safetensors":
         tensors, metadata = read_tensor_file(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from os import PathLike
 
 from semid.config import QuantizerConfig
+from semid.io import check_complete
 from semid.quantize.base import Quantizer, TorchQuantizer, check_embeddings, read_quantizer_info, relative_error
 from semid.quantize.flat import ProductQuantizer, ResidualQuantizer, VectorQuantizer
 from semid.quantize.rqvae import RQVAE
@@ -26,6 +27,7 @@ def build_quantizer(config: QuantizerConfig | None = None) -> Quantizer:
 
 def load_quantizer(directory: str | PathLike, device: str | None = None) -> Quantizer:
     """A fitted quantizer from directory/quantizer.json + quantizer.safetensors, whatever its kind."""
+    check_complete(directory)  # an interrupted commit may have left the json of one run, the weights of another
     config, _ = read_quantizer_info(directory)
     return QUANTIZER_CLASSES[config.kind].load(directory, device=device)
 
