@@ -51,6 +51,8 @@ def test_every_layout_reads_the_same_sequences(tmp_path):
     ("user_id,item_id\nu1,a\nu2,\n", "inter.csv:3: field 'item_id' is empty"),
     ("user_id,item_id,timestamp\nu1,a,yesterday\n", "inter.csv:2: field 'timestamp' is not a number"),
     ("user_id,item_id\nu1,a,extra\n", "inter.csv:2: 3 fields where the header has 2"),
+    ("user_id,item_id,timestamp\nu1,a,1\nu1,b,NaN\n", "inter.csv:3: field 'timestamp' is 'NaN'; a time must"),
+    ('user_id,item_id\nu1,"a\n', "inter.csv:2: a quoted field opened on this line is never closed"),
 ])
 def test_bad_csv_names_file_line_and_field(tmp_path, content, message):
     path = tmp_path / "inter.csv"
@@ -74,7 +76,7 @@ def test_bad_jsonl_and_sequences(tmp_path):
         read_interactions(DataConfig(interactions=str(seq)))
     binary = tmp_path / "latin1.csv"
     binary.write_bytes("user_id,item_id\nu1,caf\xe9\n".encode("latin-1"))
-    with pytest.raises(H2RecError, match="latin1.csv: not valid UTF-8"):
+    with pytest.raises(H2RecError, match="latin1.csv:2: not valid UTF-8 at byte 7 of the line"):
         read_interactions(DataConfig(interactions=str(binary)))
     unknown = tmp_path / "x.parquet"
     unknown.write_text("")

@@ -31,6 +31,13 @@ def reports_errors(fn):
     return wrapper
 
 
+def flag_names(options: dict[str, str]) -> dict[str, str]:
+    """Dotted config key -> the current command's flag that sets it ({"train.lr": "--lr"}), so that
+    a bad value is reported under the flag the user typed."""
+    params = click.get_current_context().command.params
+    return {options[p.name]: max(p.opts, key=len) for p in params if p.name in options}
+
+
 # CLI option -> dotted config key. Options left unset keep the value from --config or the default.
 TRAIN_OPTIONS = {
     "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
@@ -160,9 +167,10 @@ def train(config_file, preset, run_dir, resume, quiet, **options):
 
     overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     if config_file:
-        config = load_config_file(config_file, overrides, preset=preset)
+        config = load_config_file(config_file, overrides, preset=preset, flags=flag_names(TRAIN_OPTIONS))
     else:
-        config = build_config(overrides=overrides, source="command line", preset=preset)
+        config = build_config(overrides=overrides, source="command line", preset=preset,
+                              flags=flag_names(TRAIN_OPTIONS))
     results = run_training(config, run_dir, resume=resume, progress=not quiet)
     click.echo(format_results(results))
     click.echo(f"results: {Path(run_dir) / 'results.json'}")
@@ -170,7 +178,8 @@ def train(config_file, preset, run_dir, resume, quiet, **options):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--eval-negatives", type=int, help="Also report the sampled protocol with this many negatives.")
+@click.option("--eval-negatives", type=click.IntRange(min=0),
+              help="Also report the sampled protocol with this many negatives (0: full ranking only).")
 @click.option("--exclude-history/--include-history", default=None,
               help="Drop the user's past items from the full ranking.")
 @click.option("--device", default="auto", show_default=True)
@@ -188,7 +197,7 @@ def evaluate(run_dir, eval_negatives, exclude_history, device, as_json):
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--user", required=True, help="User id as spelled in the interaction file.")
-@click.option("-k", default=10, show_default=True, help="How many items.")
+@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many items.")
 @click.option("--include-history", is_flag=True, help="Allow items the user already has.")
 @click.option("--device", default="auto", show_default=True)
 @reports_errors
@@ -255,9 +264,9 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, **options):
         raise InputError("no budget: give --trials N (finished trials in the study) and/or --minutes M (this run)")
     overrides = {TUNE_OPTIONS[k]: v for k, v in options.items() if v is not None}
     if config_file:
-        config = load_config_file(config_file, overrides)
+        config = load_config_file(config_file, overrides, flags=flag_names(TUNE_OPTIONS))
     else:
-        config = build_config(overrides=overrides, source="command line")
+        config = build_config(overrides=overrides, source="command line", flags=flag_names(TUNE_OPTIONS))
     logger = logging.getLogger("h2rec.tune")
     handler = logging.StreamHandler(sys.stderr)  # read now: under CliRunner, its captured stream
     handler.setFormatter(logging.Formatter("[h2rec tune] %(message)s"))
@@ -284,11 +293,13 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, **options):
 
 @main.command()
 @click.option("-o", "--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--epochs", default=40, show_default=True, help="Maximum epochs per model.")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True, help="Maximum epochs per model.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--model", "text_model", default=None, help="Text encoder (default: the bundled all-MiniLM-L6-v2).")
-@click.option("--items", "n_items", default=1500, show_default=True, help="Items in the generated catalogue.")
-@click.option("--users", "n_users", default=3000, show_default=True, help="Users in the generated catalogue.")
+@click.option("--items", "n_items", default=1500, show_default=True,
+              help="Items in the generated catalogue (128 to 20000: the RQ-VAE has 128 codes per level).")
+@click.option("--users", "n_users", default=3000, show_default=True,
+              help="Users in the generated catalogue (at least half as many as --items).")
 @reports_errors
 def demo(out_dir, epochs, device, text_model, n_items, n_users):
     """The whole pipeline on a GENERATED catalogue: semid encode, then hid and h2rec, then a table."""

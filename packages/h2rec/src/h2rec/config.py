@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -140,17 +143,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _coerce(value: Any) -> Any:
+def _coerce(value: Any, hint: Any) -> Any:
     # YAML and JSON have lists, the dataclasses hold tuples (hashable, frozen); paths are stored as text.
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    # PyYAML (YAML 1.1) reads `lr: 1e-3` as the text "1e-3": a float field takes the number it spells
+    # (anything else, e.g. "fast", stays text and _check_values refuses it)
+    if isinstance(value, str) and float in _members(hint):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return tuple(value) if isinstance(value, list) else value
 
 
 def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dict[str, Any] | None = None,
-                 source: str = "config", preset: str | None = None) -> Config:
+                 source: str = "config", preset: str | None = None, flags: dict[str, str] | None = None) -> Config:
     """A :class:`Config` from a named ``preset`` (see PRESETS), then nested ``{"model": {"dim": 64}}``
-    values, then dotted ``{"model.dim": 64}`` overrides."""
+    values, then dotted ``{"model.dim": 64}`` overrides.
+
+    Errors start with ``source``; ``flags`` maps dotted keys to the command-line flags that set them
+    (``{"train.lr": "--lr"}``): a bad override among them is blamed on its flag, not on ``source``."""
     merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     if preset is not None:
         if preset not in PRESETS:
@@ -170,44 +183,122 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
             raise H2RecError(f"{source}: override {dotted!r} must look like 'section.key' "
                              f"with a section in {sorted(SECTIONS)}")
         merged[name][key] = value
+    # where each value came from, for messages: "command line: --lr (train.lr)" or "run.yaml: train.lr"
+    flagged = {dotted: flag for dotted, flag in (flags or {}).items() if dotted in (overrides or {})}
+
+    def where(name: str, key: str) -> str:
+        dotted = f"{name}.{key}"
+        return f"command line: {flagged[dotted]} ({dotted})" if dotted in flagged else f"{source}: {dotted}"
+
     sections = {}
     for name, cls in SECTIONS.items():
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(merged[name]) - valid)
         if unknown:
             raise H2RecError(f"{source}: unknown key(s) {unknown} in section {name!r}; valid keys: {sorted(valid)}")
-        sections[name] = cls(**{k: _coerce(v) for k, v in merged[name].items()})
-        _check_choices(sections[name], name, source)
-    return Config(**sections)
+        hints = typing.get_type_hints(cls)
+        sections[name] = cls(**{k: _coerce(v, hints[k]) for k, v in merged[name].items()})
+        _check_values(sections[name], name, where)
+    config = Config(**sections)
+    _check_together(config, where)
+    return config
 
 
+# Natural ranges, by field name (a name means the same in every section). A value outside would
+# crash deep inside torch or numpy, or train without a word and report nonsense (tau = 0: inf metrics).
 _POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
-             "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items"}
-_NON_NEGATIVE = {"patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core"}
+             "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items", "bucket_batches",
+             "window_stride", "fusion_hidden"}
+_NON_NEGATIVE = {"patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core",
+                 "beta", "gamma", "code_match", "window", "negatives"}
+_ABOVE_ZERO = {"lr", "tau", "init_std"}  # real numbers > 0
+_SEEDS = {"seed", "negatives_seed"}  # numpy takes seeds in [0, 2**32 - 1]
 _UNIT_INTERVAL = {"label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0), "dropout": (0.0, 1.0),
-                  "emb_dropout": (0.0, 1.0), "attn_dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0)}
+                  "emb_dropout": (0.0, 1.0), "attn_dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0),
+                  "head_share": (0.0, 1.0)}
 
 
-def _check_choices(section: Any, name: str, source: str) -> None:
-    """Literal-typed fields hold one of their values; sizes and counts are positive."""
+def _members(hint: Any) -> tuple[Any, ...]:
+    """The types a field's annotation allows: ``float | None`` -> (float, NoneType)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the annotated type (bool is not a number here; floats are finite)."""
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, member) for member in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict:
+        return isinstance(value, dict)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(_fits(v, typing.get_args(hint)[0]) for v in value)
+    raise TypeError(f"no check for the annotation {hint!r}")  # a new kind of field: teach _fits about it
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return f"one of {list(typing.get_args(hint))}"
+    members = [m for m in _members(hint) if m is not type(None)]
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "text", dict: "a mapping"}
+    text = " or ".join(names.get(m, "a list of integers") for m in members)
+    return text + (" or null" if len(members) < len(_members(hint)) else "")
+
+
+def _check_values(section: Any, name: str, where: Callable[[str, str], str]) -> None:
+    """Each field has its annotated type (Literal fields: one of their values) and its natural range."""
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else ()
-        if choices and value not in choices:
-            raise H2RecError(f"{source}: {name}.{f.name} is {value!r}; choose one of {list(choices)}")
-        if f.name in _POSITIVE and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            raise H2RecError(f"{source}: {name}.{f.name} must be a positive integer, got {value!r}")
-        if f.name in _NON_NEGATIVE and not (isinstance(value, (int, float)) and value >= 0):
-            raise H2RecError(f"{source}: {name}.{f.name} must be a number >= 0, got {value!r}")
-        if f.name in _UNIT_INTERVAL and value is not None:
-            low, high = _UNIT_INTERVAL[f.name]
-            if not (isinstance(value, (int, float)) and low <= value <= high):
-                raise H2RecError(f"{source}: {name}.{f.name} must lie in [{low}, {high}], got {value!r}")
+        value, key = getattr(section, f.name), f.name
+        if not _fits(value, hints[key]):
+            if typing.get_origin(hints[key]) is Literal:
+                raise H2RecError(f"{where(name, key)} is {value!r}; choose one of {list(typing.get_args(hints[key]))}")
+            raise H2RecError(f"{where(name, key)} must be {_describe(hints[key])}, got {value!r}")
+        if value is None:  # allowed by the type: "unset, use the default rule"
+            continue
+        if key in _POSITIVE and value < 1:
+            raise H2RecError(f"{where(name, key)} must be an integer >= 1, got {value!r}")
+        if key in _NON_NEGATIVE and value < 0:
+            raise H2RecError(f"{where(name, key)} must be >= 0, got {value!r}")
+        if key in _ABOVE_ZERO and value <= 0:
+            raise H2RecError(f"{where(name, key)} must be > 0, got {value!r}")
+        if key in _SEEDS and not 0 <= value < 2**32:
+            raise H2RecError(f"{where(name, key)} must lie in [0, 2**32 - 1], got {value!r}")
+        if key in _UNIT_INTERVAL:
+            low, high = _UNIT_INTERVAL[key]
+            if not low <= value <= high:
+                raise H2RecError(f"{where(name, key)} must lie in [{low}, {high}], got {value!r}")
 
 
-def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Config:
-    """Reads a YAML (or JSON) file with sections data/model/train/eval, then applies dotted overrides."""
+def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
+    """Rules between fields, checked here so that a run fails before it reads data or writes a file."""
+    bounds = config.data.group_bounds
+    if bounds is not None and (len(bounds) != 4 or list(bounds) != sorted(bounds) or bounds[0] < 0):
+        raise H2RecError(f"{where('data', 'group_bounds')} must be 4 ascending counts >= 0, got {list(bounds)}")
+    ks = config.eval.ks
+    if 10 not in ks or min(ks) < 1:  # the checkpoint is selected on NDCG@10, and tables show @10
+        raise H2RecError(f"{where('eval', 'ks')} must be cut-offs >= 1 that include 10, got {list(ks)}")
+    if config.eval.select_on == "sampled" and not config.eval.negatives:
+        raise H2RecError(f"{where('eval', 'select_on')} is 'sampled', which needs eval.negatives > 0 "
+                         "(--eval-negatives N)")
+
+
+def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None,
+                     flags: dict[str, str] | None = None) -> Config:
+    """Reads a YAML (or JSON) file with sections data/model/train/eval, then applies dotted overrides
+    (``flags``: as for :func:`build_config`)."""
     import yaml
 
     path = Path(path)
@@ -219,7 +310,7 @@ def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, 
         raise H2RecError(f"{path}: a config file holds a mapping of sections (data, model, train, eval)")
     values.pop("h2rec_version", None)  # present in a run folder's config.json
     values.pop("format_version", None)
-    return build_config(values, overrides, source=str(path), preset=preset)
+    return build_config(values, overrides, source=str(path), preset=preset, flags=flags)
 
 
 def config_to_json(config: Config, **extra: Any) -> str:

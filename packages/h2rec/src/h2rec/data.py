@@ -262,8 +262,8 @@ def sample_candidates(ds: Dataset, split: EvalSplit, k: int, seed: int) -> np.nd
     for row, u in enumerate(split.users):
         touched = np.unique(ds.sequences[u])
         if n - len(touched) < k:
-            raise H2RecError(f"user {ds.user_ids[u]!r} touched {len(touched)} of {n} items; "
-                             f"fewer than {k} remain to sample negatives from")
+            raise H2RecError(f"eval.negatives (--eval-negatives) is {k}, but user {ds.user_ids[u]!r} touched "
+                             f"{len(touched)} of the {n} items: only {n - len(touched)} remain to sample from")
         picked = np.empty(0, dtype=np.int64)
         while len(picked) < k:
             draw = rng.integers(1, n + 1, size=2 * k)

@@ -13,14 +13,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import build_config
+from .errors import H2RecError
 from .synthetic import SyntheticConfig, write
-from .training import train
+from .training import resolve_device, train
+
+# semid's RQ-VAE (QuantizerConfig's default) fits 128 codes per level and needs an item per code; the
+# generator's taxonomy writes about 87,000 distinct titles and slows down as it runs out of new ones.
+MIN_ITEMS, MAX_ITEMS = 128, 20_000
+
+
+def check_demo_sizes(n_items: int, n_users: int, epochs: int) -> None:
+    """Refuses sizes the demo cannot run with, before anything is generated or encoded."""
+    if not MIN_ITEMS <= n_items <= MAX_ITEMS:
+        raise H2RecError(f"--items {n_items}: the demo's catalogue needs {MIN_ITEMS} to {MAX_ITEMS} items "
+                         f"(its RQ-VAE has {MIN_ITEMS} codes per level and needs an item per code)")
+    # with fewer users, many generated items never occur in the interactions (and training refuses a
+    # semid folder that the interactions cover too little); half as many gave 78%+ at 128-1500 items
+    if n_users < (n_items + 1) // 2:
+        raise H2RecError(f"--users {n_users}: the demo needs at least half as many users as items "
+                         f"({(n_items + 1) // 2} for --items {n_items}), so that most items occur")
+    if epochs < 1:
+        raise H2RecError(f"--epochs {epochs}: train for at least 1 epoch")
 
 
 def run_demo(out_dir: str | Path, epochs: int = 40, device: str = "auto", text_model: str | None = None,
              n_items: int = 1500, n_users: int = 3000, log: Callable[[str], None] = print) -> str:
     import semid
 
+    check_demo_sizes(n_items, n_users, epochs)
+    resolve_device(device)  # `--device tpu` fails here, not after the catalogue is written
     out = Path(out_dir)
     log(f"[demo] 1/4 generating a catalogue of {n_items} items and {n_users} users -> {out / 'data'}")
     items, interactions = write(out / "data", SyntheticConfig(n_items=n_items, n_users=n_users))

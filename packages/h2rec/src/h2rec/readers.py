@@ -7,13 +7,17 @@
 - ``json``: LC-Rec / LETTER ``{"user": [item, ...]}``.
 
 With timestamps, each user's items are sorted by time (stable, so ties keep file order); without,
-file order is chronological order. Ids are kept as strings.
+file order is chronological order. A timestamp is a finite number (Unix time or any increasing
+count): text, dates, NaN or infinity are refused, naming the file, line and field. CSV/TSV follow
+RFC 4180 (a quoted field may hold the delimiter or a line break); a malformed quote is refused.
+Files are UTF-8 (a leading byte-order mark is allowed). Ids are kept as strings.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,12 +39,27 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
                      f"pass format= one of {list(FORMATS)}")
 
 
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> H2RecError:
+    """The error for a file that is not UTF-8, naming the first bad line. The decoder's own offset
+    counts from the start of the chunk it was decoding, so the file is scanned again, line by line
+    (a multi-byte UTF-8 character never holds the newline byte, so lines decode independently)."""
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return H2RecError(f"{path}:{line}: not valid UTF-8 at byte {bad.start + 1} of the line "
+                                  f"({bad.reason}); save the file as UTF-8")
+    return H2RecError(f"{path}: not valid UTF-8 ({err.reason})")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
-        with path.open(encoding="utf-8", newline="") as f:
+        # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first field name
+        with path.open(encoding="utf-8-sig", newline="") as f:
             yield from enumerate(f, start=1)
     except UnicodeDecodeError as err:
-        raise H2RecError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
+        raise _not_utf8(path, err) from None
 
 
 def _id(value, path: Path, line: int, field: str) -> str:
@@ -55,10 +74,17 @@ def _id(value, path: Path, line: int, field: str) -> str:
 
 
 def _time(value, path: Path, line: int, field: str) -> float:
+    if value is None:
+        raise H2RecError(f"{path}:{line}: field {field!r} is missing")
     try:
-        return float(value)
+        if isinstance(value, bool):  # JSON true/false would pass as 1.0/0.0
+            raise TypeError
+        time = float(value)
     except (TypeError, ValueError):
         raise H2RecError(f"{path}:{line}: field {field!r} is not a number: {value!r}") from None
+    if not math.isfinite(time):  # NaN compares false with everything: sorting by it scrambles the order
+        raise H2RecError(f"{path}:{line}: field {field!r} is {value!r}; a time must be a finite number")
+    return time
 
 
 class _Collector:
@@ -93,19 +119,39 @@ def _read_rows(path: Path, rows: Iterator[tuple[int, dict]], cfg: DataConfig,
     return out.sequences(path)
 
 
+def _records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each non-blank record. One csv reader reads the whole file, so a
+    quoted field may span lines; strict, so that a malformed quote is an error naming its line
+    rather than a field that swallows the lines after it."""
+    reader = csv.reader((text for _, text in _lines(path)), delimiter=delimiter, strict=True)
+    start = 1  # reader.line_num counts the lines read so far: the next record starts after them
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            if str(err) == "unexpected end of data":
+                raise H2RecError(f"{path}:{start}: a quoted field opened on this line is never closed "
+                                 "(a quote inside a field is written as two quotes)") from None
+            if str(err).startswith("field larger than field limit"):
+                raise H2RecError(f"{path}:{start}: a field starting on this line runs past "
+                                 f"{csv.field_size_limit()} characters: an unclosed quote?") from None
+            raise H2RecError(f"{path}:{reader.line_num}: malformed quoting ({err})") from None
+        if len(values) > 1 or (values and values[0].strip()):  # blank lines are skipped
+            yield start, values
+        start = reader.line_num + 1
+
+
 def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> dict[str, list[str]]:
-    lines = _lines(path)
+    records = _records(path, delimiter)
     try:
-        _, header = next(lines)
+        _, fields = next(records)
     except StopIteration:
         raise H2RecError(f"{path}: empty file") from None
-    fields = next(csv.reader([header], delimiter=delimiter))
 
     def rows():
-        for line, text in lines:
-            if not text.strip():
-                continue
-            values = next(csv.reader([text], delimiter=delimiter))
+        for line, values in records:
             if len(values) != len(fields):
                 raise H2RecError(f"{path}:{line}: {len(values)} fields where the header has {len(fields)}")
             yield line, dict(zip(fields, values))
@@ -193,9 +239,9 @@ def _read_sequences(path: Path) -> dict[str, list[str]]:
 
 def _read_json(path: Path) -> dict[str, list[str]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as err:
-        raise H2RecError(f"{path}: not valid UTF-8 ({err.reason})") from err
+        raise _not_utf8(path, err) from None
     except json.JSONDecodeError as err:
         raise H2RecError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
     if not isinstance(data, dict):
