@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from . import runfolder
 from .checkpoint import best_weights_path, load_weights, read_json, read_run_config
 from .errors import H2RecError
 from .evaluate import model_inputs
@@ -20,6 +21,7 @@ class Recommender:
         self.run_dir = Path(run_dir)
         config = read_run_config(self.run_dir)
         self.config, self.sids, self.dataset = prepare(config)
+        runfolder.check_data(self.run_dir, self.config, self.sids, self.dataset)
         self.device = resolve_device(device)
         self.model = build_model(self.config, self.sids).to(self.device).eval()
         load_weights(self.model, best_weights_path(self.run_dir))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from . import __version__
@@ -25,16 +26,27 @@ FORMAT_VERSION = 2  # bump when the run-folder layout, the state-dict names or a
 
 
 def atomic_write(path: Path, write) -> None:
-    """Calls ``write(tmp_path)``, then renames the temp file over ``path`` (same folder, same disk)."""
+    """Calls ``write(tmp_path)``, flushes the temp file to disk, then renames it over ``path`` (same
+    folder, same disk): a crash leaves the old file or the new one. The file gets the permissions a
+    plain ``open()`` would give it (``mkstemp`` makes 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: Path, text: str) -> None:
@@ -82,10 +94,37 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     if not path.is_file():
         raise H2RecError(f"{path}: checkpoint not found")
-    missing, unexpected = load_model(model, path, strict=False, device=str(next(model.parameters()).device))
+    try:
+        missing, unexpected = load_model(model, path, strict=False, device=str(next(model.parameters()).device))
+    except SafetensorError as err:  # truncated or not a safetensors file
+        raise H2RecError(f"{path}: cannot be read as a checkpoint ({err}); the file is damaged") from None
+    except RuntimeError as err:  # a tensor of another shape: weights of another configuration
+        raise H2RecError(f"{path}: does not fit this model ({str(err).splitlines()[-1].strip()}); "
+                         "was it written by another configuration?") from None
     if missing or unexpected:
         raise H2RecError(f"{path}: does not fit this model (missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}); was it written by another configuration?")
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except FileNotFoundError:
+        raise H2RecError(f"{path}: checkpoint not found") from None
+    except SafetensorError as err:
+        raise H2RecError(f"{path}: cannot be read as a checkpoint ({err}); the file is damaged") from None
+
+
+def remove_leftovers(run_dir: Path, files: dict[str, str | None]) -> None:
+    """Removes what a killed run can leave: temp files of interrupted writes, and checkpoint files
+    the committed ``last.json`` does not name (``files``). Called with the folder's lock held."""
+    named = {name for name in files.values() if name}
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    for stale in (run_dir / "checkpoints").glob("*.safetensors"):
+        if stale.name not in named:
+            stale.unlink(missing_ok=True)
 
 
 def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -134,7 +173,7 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     folder = run_dir / "checkpoints"
     state = read_json(folder / "last.json")
     load_weights(model, folder / state["files"]["weights"])
-    tensors = load_file(folder / state["files"]["state"])
+    tensors = read_tensors(folder / state["files"]["state"])
     device = next(model.parameters()).device
     moments: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

@@ -42,7 +42,7 @@ def flag_names(options: dict[str, str]) -> dict[str, str]:
 TRAIN_OPTIONS = {
     "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
     "user_field": "data.user_field", "item_field": "data.item_field", "time_field": "data.time_field",
-    "k_core": "data.k_core", "max_len": "data.max_len",
+    "k_core": "data.k_core", "max_len": "data.max_len", "min_catalogue_coverage": "data.min_catalogue_coverage",
     "model": "model.kind", "backbone": "model.backbone", "dim": "model.dim", "layers": "model.num_layers",
     "heads": "model.num_heads", "dropout": "model.dropout", "fusion": "model.fusion", "mca": "model.mca",
     "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
@@ -75,6 +75,9 @@ def data_options(fn):
         click.option("--k-core", type=int,
                      help="Drop users and items with fewer than k interactions (default 0: off)."),
         click.option("--max-len", type=int, help="Most recent items a history keeps (default 50)."),
+        click.option("--min-catalogue-coverage", type=float,
+                     help="Refuse a semid folder of which fewer than this share of items occur in the "
+                          "interactions: another catalogue? (default 0.5; 0 = accept any)."),
     ]
     for option in reversed(options):  # decorators apply bottom-up; keep the listed order in --help
         fn = option(fn)
@@ -160,13 +163,29 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @reports_errors
 def train(config_file, preset, run_dir, resume, quiet, **options):
-    """Train a model; select it on validation NDCG@10; report validation and test metrics."""
-    from .config import build_config, load_config_file
+    """Train a model; select it on validation NDCG@10; report validation and test metrics.
+
+    With --resume, the run continues with the configuration it started with; flags and --config
+    may change only when it stops, where it runs and how it is reported (and data paths whose
+    content is unchanged); other changes are refused."""
+    from .checkpoint import read_run_config
+    from .config import build_config, load_config_file, read_config_values
     from .evaluate import format_results
     from .training import train as run_training
 
     overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
-    if config_file:
+    if resume:
+        if preset:
+            raise InputError("--preset chooses how a new run starts; a resumed run continues as it started")
+        if not (Path(run_dir) / "config.json").is_file():
+            raise InputError(f"{run_dir}: no run to resume (no config.json); leave out --resume to start one")
+        # the saved configuration, then the file's and the flags' values: the differences are what changes
+        values = read_run_config(Path(run_dir)).to_dict()
+        for section, section_values in (read_config_values(config_file) if config_file else {}).items():
+            values[section] = ({**values.get(section, {}), **section_values} if isinstance(section_values, dict)
+                               else section_values)  # build_config names a section that is not a mapping
+        config = build_config(values, overrides, source=config_file or "command line", flags=flag_names(TRAIN_OPTIONS))
+    elif config_file:
         config = load_config_file(config_file, overrides, preset=preset, flags=flag_names(TRAIN_OPTIONS))
     else:
         config = build_config(overrides=overrides, source="command line", preset=preset,
@@ -230,7 +249,8 @@ def compare(run_dirs, split, protocol, baseline, target, as_json):
 TUNE_OPTIONS = {
     "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
     "user_field": "data.user_field", "item_field": "data.item_field", "time_field": "data.time_field",
-    "k_core": "data.k_core", "max_len": "data.max_len", "device": "train.device",
+    "k_core": "data.k_core", "max_len": "data.max_len", "min_catalogue_coverage": "data.min_catalogue_coverage",
+    "device": "train.device",
 }
 
 

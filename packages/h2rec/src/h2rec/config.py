@@ -34,6 +34,9 @@ class DataConfig:
     item_field: str = "item_id"
     time_field: str = "timestamp"  # used when present; otherwise file order is chronological order
     k_core: int = 0  # 0 = no filter; k = drop users and items with fewer than k interactions, repeatedly
+    # refuse a semid folder of which fewer than this share of items occur in the interactions (another
+    # catalogue whose ids happen to overlap); 0 = accept any
+    min_catalogue_coverage: float = 0.5
     max_len: int = 50  # most recent items a history keeps
     head_share: float = 0.2  # top 20% of items by training interactions are Head (paper §4.1.4)
     # five popularity groups by training count: 4 cut points, e.g. (5, 10, 20, 40); None = item quintiles
@@ -213,7 +216,8 @@ _NON_NEGATIVE = {"patience_steps", "warmup_steps", "grad_clip", "weight_decay", 
                  "beta", "gamma", "code_match", "window", "negatives"}
 _ABOVE_ZERO = {"lr", "tau", "init_std"}  # real numbers > 0
 _SEEDS = {"seed", "negatives_seed"}  # numpy takes seeds in [0, 2**32 - 1]
-_UNIT_INTERVAL = {"label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0), "dropout": (0.0, 1.0),
+_UNIT_INTERVAL = {"min_catalogue_coverage": (0.0, 1.0), "label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0),
+                  "dropout": (0.0, 1.0),
                   "emb_dropout": (0.0, 1.0), "attn_dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0),
                   "head_share": (0.0, 1.0)}
 
@@ -295,10 +299,8 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
                          "(--eval-negatives N)")
 
 
-def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None,
-                     flags: dict[str, str] | None = None) -> Config:
-    """Reads a YAML (or JSON) file with sections data/model/train/eval, then applies dotted overrides
-    (``flags``: as for :func:`build_config`)."""
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The sections of a YAML (or JSON) config file, unchecked (build_config checks them)."""
     import yaml
 
     path = Path(path)
@@ -310,7 +312,14 @@ def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, 
         raise H2RecError(f"{path}: a config file holds a mapping of sections (data, model, train, eval)")
     values.pop("h2rec_version", None)  # present in a run folder's config.json
     values.pop("format_version", None)
-    return build_config(values, overrides, source=str(path), preset=preset, flags=flags)
+    return values
+
+
+def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None,
+                     flags: dict[str, str] | None = None) -> Config:
+    """Reads a YAML (or JSON) file with sections data/model/train/eval, then applies dotted overrides
+    (``flags``: as for :func:`build_config`)."""
+    return build_config(read_config_values(path), overrides, source=str(path), preset=preset, flags=flags)
 
 
 def config_to_json(config: Config, **extra: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import random
 import resource
@@ -21,16 +22,18 @@ from pathlib import Path
 import numpy as np
 import semid
 import torch
+from semid.io import one_writer
 from srs_backbones import cloze_mask
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, runfolder
 from .checkpoint import (
     FORMAT_VERSION,
     best_weights_path,
     load_checkpoint,
     load_weights,
     read_run_config,
+    remove_leftovers,
     save_checkpoint,
     write_json,
     write_text,
@@ -54,13 +57,21 @@ from .losses import (
 )
 from .model import H2Rec, at_last
 
+logger = logging.getLogger(__name__)
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise H2RecError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise H2RecError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise H2RecError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return device
 
 
 def load_semid(path: str) -> semid.SemanticIDs:
@@ -274,29 +285,53 @@ def prepare(config: Config) -> tuple[Config, semid.SemanticIDs, Dataset]:
     return config, sids, ds
 
 
-def _start_run_folder(run_dir: Path, config: Config, resume: bool) -> Config:
-    meta_path = run_dir / "config.json"
-    if resume:
-        saved = read_run_config(run_dir)
-        # only where to run may change on resume; everything else must be what the run started with
-        return dataclasses.replace(saved, train=dataclasses.replace(saved.train, device=config.train.device))
-    if meta_path.exists():
-        raise H2RecError(f"{run_dir}: already holds a run; pass resume=True (--resume) or choose another folder")
-    return config
+def _open_run(run_dir: Path, config: Config | None, resume: bool
+              ) -> tuple[Config, semid.SemanticIDs, Dataset, dict[str, tuple]]:
+    """The run's configuration, semantic IDs and dataset, every check made before a file is written.
+    A resumed run continues with its saved configuration, changed only where ``RESUMABLE`` allows,
+    on data that match its fingerprint."""
+    if not resume:
+        if (run_dir / "config.json").exists():
+            raise H2RecError(f"{run_dir}: already holds a run; pass resume=True (--resume) or choose another folder")
+        if config is None:
+            raise H2RecError("a new run needs a configuration")
+        config, sids, ds = prepare(runfolder.absolute_paths(config))
+        runfolder.check_catalogue_coverage(config, ds)
+        runfolder.check_before_training(config, ds)
+        return config, sids, ds, {}
+    if not (run_dir / "config.json").is_file():
+        raise H2RecError(f"{run_dir}: no run to resume (no config.json); train without --resume to start one")
+    saved = read_run_config(run_dir)
+    given, sids, ds = prepare(runfolder.absolute_paths(config if config is not None else saved))
+    config, changes = runfolder.resume_config(saved, given)
+    runfolder.check_data(run_dir, config, sids, ds)
+    return config, sids, ds, changes
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+def train(config: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None, test: bool = True) -> dict:
     """Trains ``config`` into ``run_dir``; returns the results (also written to ``results.json``).
 
+    One writer per folder: a second ``train`` on the same folder fails at once. ``resume=True``
+    continues the run from its last checkpoint; ``config`` may then be None (continue as saved) or
+    change only the settings in :data:`h2rec.runfolder.RESUMABLE` (others are refused).
     ``on_epoch(record)`` is called after each epoch's checkpoint with that epoch's metrics line
     (``valid_NDCG@10`` and the rest when the epoch was evaluated); an exception it raises (e.g.
     Optuna's ``TrialPruned``) stops the run and propagates. ``test=False`` leaves the test split
     unread: results hold validation metrics only (a hyper-parameter search selects on those).
     """
     run_dir = Path(run_dir)
-    config = _start_run_folder(run_dir, config, resume)
-    config, sids, ds = prepare(config)
+    with one_writer(run_dir, "h2rec train"):
+        return _train(config, run_dir, resume, progress, on_epoch, test)
+
+
+def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
+           on_epoch: Callable[[dict], None] | None, test: bool) -> dict:
+    config, sids, ds, changes = _open_run(run_dir, config, resume)
+    log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+    for key, (old, new) in changes.items():
+        log(f"[h2rec] resume: {key} {old!r} -> {new!r}")
+        logger.info("resume %s: %s changed from %r to %r", run_dir, key, old, new)
     device = resolve_device(config.train.device)
     tc = config.train
     gen = seed_everything(tc.seed)
@@ -315,15 +350,21 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
              "history": [], "stopped": False}
     if resume and (run_dir / "checkpoints" / "last.json").is_file():
         state = load_checkpoint(run_dir, model, optimizer, gen)
-        state.pop("files", None)
+        files = state.pop("files")
+        remove_leftovers(run_dir, files)
+        # a kill between the checkpoint and metrics.jsonl loses no line: the checkpoint holds the history
+        write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+        if changes:  # a new patience or length decides afresh whether the run is over
+            state["stopped"] = stop_now(state, tc)
     else:
+        remove_leftovers(run_dir, {})
         meta = {"h2rec_version": __version__, "format_version": FORMAT_VERSION, **config.to_dict()}
         write_json(run_dir / "config.json", meta)
         write_json(run_dir / "data_stats.json", ds.stats)
+        runfolder.write_data_record(run_dir, config, sids, ds)
 
     selection_negatives = selection_protocol(config)
     protocol = selection_name(config)
-    log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
     log(f"[h2rec] {config.model.kind}/{config.model.backbone} on {device}: {len(tiling)} training windows "
         f"({tc.windows}), {ds.n_items} items, {len(ds.valid)} evaluated users; "
         f"selecting on valid NDCG@10 ({protocol})")
@@ -370,10 +411,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
                 improved = True
             else:
                 state["bad_epochs"] += tc.eval_every
-                # both clocks must run out: epochs for large data, optimizer steps for small data,
-                # where an epoch is a handful of steps and 10 epochs end a run long before convergence
-                state["stopped"] = (state["bad_epochs"] >= tc.patience
-                                    and state["step"] - state["best_step"] >= tc.patience_steps)
+                state["stopped"] = stop_now(state, tc)
         state["epoch"] = epoch
         state["history"].append(record)
         save_checkpoint(run_dir, model, optimizer, gen, state, best_model=model if improved else None)
@@ -386,6 +424,12 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     results = final_results(model, ds, config, state, device, splits=("valid", "test") if test else ("valid",))
     write_json(run_dir / "results.json", results)
     return results
+
+
+def stop_now(state: dict, tc: TrainConfig) -> bool:
+    """Early stopping: both clocks must run out: epochs for large data, optimizer steps for small data,
+    where an epoch is a handful of steps and 10 epochs end a run long before convergence."""
+    return state["bad_epochs"] >= tc.patience and state["step"] - state["best_step"] >= tc.patience_steps
 
 
 def final_results(model: H2Rec, ds: Dataset, config: Config, state: dict, device: torch.device,

@@ -35,7 +35,6 @@ best trial's best checkpoint: the only time the search reads the test split).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -50,8 +49,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from semid.io import one_writer
 
-from . import training
+from . import runfolder, training
 from .checkpoint import atomic_write, read_json, read_run_config, write_json, write_text
 from .config import SECTIONS, Config, build_config
 from .errors import H2RecError
@@ -193,24 +193,9 @@ def _parse_param(path: Path, key: str, spec: Any) -> Param:
 
 
 # ----------------------------------------------------------------------------- the study
-@contextlib.contextmanager
 def _exclusive(out: Path):
     """One search per folder at a time: a trial found RUNNING at start is then one a dead process left."""
-    out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / "tune.lock", "w")  # held, and so locked, for the whole search
-    try:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            fcntl = None
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise H2RecError(f"{out}: another `h2rec tune` is running on this folder") from None
-        yield
-    finally:
-        handle.close()  # releases the lock
+    return one_writer(out, "`h2rec tune`")
 
 
 def _plain(value: Any) -> Any:
@@ -409,7 +394,10 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
         raise H2RecError(f"minutes must be positive, got {minutes}")
     settings = SearchSettings(load_space(space_path, base_config), trials, minutes, seed=base_config.train.seed)
     metric = f"valid NDCG@10 ({training.selection_name(base_config)})"
-    training.prepare(base_config)  # data and semantic-ID errors now, not in every trial
+    # data and semantic-ID errors now, not in every trial
+    _, _, ds = training.prepare(runfolder.absolute_paths(base_config))
+    runfolder.check_catalogue_coverage(base_config, ds)
+    runfolder.check_before_training(base_config, ds)
     out = Path(out_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
