@@ -10,43 +10,18 @@ point, so a run killed mid-write resumes from the previous complete checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
+from semid.io import atomic_write
 
 from . import __version__
 from .errors import H2RecError
 
 FORMAT_VERSION = 2  # bump when the run-folder layout, the state-dict names or a config default change
-
-
-def atomic_write(path: Path, write) -> None:
-    """Calls ``write(tmp_path)``, flushes the temp file to disk, then renames it over ``path`` (same
-    folder, same disk): a crash leaves the old file or the new one. The file gets the permissions a
-    plain ``open()`` would give it (``mkstemp`` makes 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path: Path, text: str) -> None:
@@ -88,7 +63,7 @@ def read_run_config(run_dir: Path):
 
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     # save_model (not save_file) copes with shared tensors, e.g. share_encoders=True
-    atomic_write(path, lambda tmp: save_model(model, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_model(model, str(tmp), metadata=metadata))
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -153,7 +128,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         for key, value in moments.items():
             value = value if torch.is_tensor(value) else torch.tensor(value)
             tensors[f"opt.{index}.{key}"] = value.detach().cpu().contiguous()
-    atomic_write(folder / files["state"], lambda tmp: save_file(tensors, tmp, metadata={"epoch": str(epoch)}))
+    atomic_write(folder / files["state"], lambda tmp: save_file(tensors, str(tmp), metadata={"epoch": str(epoch)}))
     write_json(folder / "last.json", {**state, "files": files, "param_groups": opt["param_groups"]})
     for stale in folder.glob("*.safetensors"):
         if stale.name not in files.values():

@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,25 @@ def remove_stale_temps(folder: str | PathLike, names: Sequence[str] = OUTPUT_FIL
         temp.unlink(missing_ok=True)
     if stale:
         log.info("%s: removed %d staging file(s) left by an interrupted run", folder, len(stale))
+
+
+def atomic_write(path: str | PathLike, write: Callable[[Path], None]) -> None:
+    """Calls ``write(temp_path)`` on a temp file beside ``path``, flushes it to disk, gives it the
+    permissions a plain open() would, and renames it over ``path``: a crash leaves the old file or
+    the new one, never half of one. For writers that want a path (safetensors' save_model)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(temp))
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates 0600
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_bytes(path: str | PathLike, data: bytes) -> None:
