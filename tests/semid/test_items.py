@@ -64,6 +64,20 @@ def test_recbole_atomic_item_file(tmp_path):
     assert items.texts[0] == "title: Red Lipstick\nprice: 9.5"
 
 
+def test_csv_unnamed_first_column_is_a_pandas_index_and_skipped(tmp_path):
+    # dh-r's products_lookup.csv, written by pandas' to_csv(): header `,global_product_id,name`
+    path = tmp_path / "products_lookup.csv"
+    path.write_text(",global_product_id,name\n0,1504,WAWO Eyeshadow Palette\n1,564,Brightening Gel\n",
+                    encoding="utf-8")
+    items = read_items(path, ReadConfig(id_field="global_product_id"))
+    assert items.ids == ["1504", "564"]
+    assert items.texts == ["name: WAWO Eyeshadow Palette", "name: Brightening Gel"]  # the index is not text
+    assert "has no name" not in _error(path)  # without --id-field: 'id' is missing, not a header error
+    unnamed_later = tmp_path / "later.csv"
+    unnamed_later.write_text("id,,name\na,x,y\n", encoding="utf-8")
+    assert _error(unnamed_later) == f"{unnamed_later}:1: header column 2 has no name"
+
+
 def test_format_override_and_unknown_extension(tmp_path):
     path = tmp_path / "items.txt"
     path.write_text('{"id": "a", "title": "x"}\n', encoding="utf-8")

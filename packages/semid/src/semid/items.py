@@ -158,7 +158,7 @@ def _table_records(path: Path, handle, fmt: str) -> Iterator[tuple[int, dict[str
             continue
         if len(row) != len(names):
             raise fail(path, line_no, None, f"has {len(row)} values but the header has {len(names)} fields")
-        yield line_no, dict(zip(names, row))
+        yield line_no, {name: value for name, value in zip(names, row) if name is not None}
 
 
 def _csv_rows(path: Path, reader) -> Iterator[list[str]]:
@@ -177,8 +177,9 @@ def _csv_rows(path: Path, reader) -> Iterator[list[str]]:
         yield row
 
 
-def _header_names(path: Path, header: list[str], fmt: str) -> list[str]:
-    names = []
+def _header_names(path: Path, header: list[str], fmt: str) -> list[str | None]:
+    """Field names; None for an unnamed first column (a pandas export's row index), which is skipped."""
+    names: list[str | None] = []
     for column, cell in enumerate(header, start=1):
         name = cell.strip()
         if fmt == "atomic":
@@ -187,6 +188,9 @@ def _header_names(path: Path, header: list[str], fmt: str) -> list[str]:
             if not name or kind not in _ATOMIC_TYPES:
                 raise fail(path, 1, cell, f"in header column {column} is not `name:type` with type in "
                            f"{', '.join(_ATOMIC_TYPES)} (RecBole atomic file)")
+        if not name and column == 1 and fmt != "atomic" and len(header) > 1:
+            names.append(None)  # `df.to_csv()` writes the index as an unnamed first column: not item data
+            continue
         if not name:
             raise fail(path, 1, None, f"header column {column} has no name")
         if name in names:
