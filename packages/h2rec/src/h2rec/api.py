@@ -43,8 +43,10 @@ class Recommender:
                  "text": texts[i - 1] if texts else None}
                 for s, i in zip(top.values.tolist(), top.indices.tolist())]
 
-    def evaluate(self, negatives: int | None = None, exclude_history: bool | None = None) -> dict:
-        """Validation and test metrics under full ranking and, with ``negatives``, the sampled protocol."""
+    def evaluate(self, negatives: int | None = None, exclude_history: bool | None = None,
+                 progress: bool = False) -> dict:
+        """Validation and test metrics under full ranking and, with ``negatives``, the sampled protocol.
+        ``progress`` shows a bar per split and protocol on stderr."""
         eval_cfg = self.config.eval
         if negatives is not None:
             eval_cfg = dataclasses.replace(eval_cfg, negatives=negatives)
@@ -52,7 +54,7 @@ class Recommender:
             eval_cfg = dataclasses.replace(eval_cfg, exclude_history=exclude_history)
         config = dataclasses.replace(self.config, eval=eval_cfg)
         state = read_json(self.run_dir / "checkpoints" / "last.json")
-        return final_results(self.model, self.dataset, config, state, self.device)
+        return final_results(self.model, self.dataset, config, state, self.device, progress=progress)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Recommender:

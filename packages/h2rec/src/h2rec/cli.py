@@ -84,6 +84,21 @@ def data_options(fn):
     return fn
 
 
+def threads_option(fn):
+    return click.option("--threads", type=click.IntRange(min=1),
+                        help="CPU threads for torch (default: all cores). On a machine shared with other jobs, "
+                             "the number of free cores: oversubscribed threads are many times slower.")(fn)
+
+
+def use_threads(threads: int | None, quiet: bool = False) -> None:
+    """torch's CPU threads; a one-line warning on stderr when the cores are already busy."""
+    from semid.devices import set_threads
+
+    warning = set_threads(threads)
+    if warning and not quiet:
+        click.echo(f"h2rec: {warning}", err=True)
+
+
 @click.group()
 @click.version_option(package_name="h2rec")
 def main():
@@ -161,8 +176,9 @@ def main():
               help="Run folder (checkpoints, metrics.jsonl, results.json).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@threads_option
 @reports_errors
-def train(config_file, preset, run_dir, resume, quiet, **options):
+def train(config_file, preset, run_dir, resume, quiet, threads, **options):
     """Train a model; select it on validation NDCG@10; report validation and test metrics.
 
     With --resume, the run continues with the configuration it started with; flags and --config
@@ -173,6 +189,7 @@ def train(config_file, preset, run_dir, resume, quiet, **options):
     from .evaluate import format_results
     from .training import train as run_training
 
+    use_threads(threads, quiet)
     overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     if resume:
         if preset:
@@ -203,13 +220,16 @@ def train(config_file, preset, run_dir, resume, quiet, **options):
               help="Drop the user's past items from the full ranking.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
+@threads_option
 @reports_errors
-def evaluate(run_dir, eval_negatives, exclude_history, device, as_json):
+def evaluate(run_dir, eval_negatives, exclude_history, device, as_json, threads):
     """Evaluate the best checkpoint of RUN_DIR on validation and test."""
     from .api import load
     from .evaluate import format_results
 
-    results = load(run_dir, device).evaluate(eval_negatives, exclude_history)
+    use_threads(threads)
+
+    results = load(run_dir, device).evaluate(eval_negatives, exclude_history, progress=not as_json)
     click.echo(json.dumps(results, indent=2) if as_json else format_results(results))
 
 
@@ -219,10 +239,13 @@ def evaluate(run_dir, eval_negatives, exclude_history, device, as_json):
 @click.option("-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many items.")
 @click.option("--include-history", is_flag=True, help="Allow items the user already has.")
 @click.option("--device", default="auto", show_default=True)
+@threads_option
 @reports_errors
-def recommend(run_dir, user, k, include_history, device):
+def recommend(run_dir, user, k, include_history, device, threads):
     """Top-k next items for one user, with their text."""
     from .api import load
+
+    use_threads(threads)
 
     for rank, row in enumerate(load(run_dir, device).recommend(user, k, not include_history), start=1):
         text = (row["text"] or "").replace("\n", " | ")
@@ -269,8 +292,9 @@ TUNE_OPTIONS = {
 @data_options
 @click.option("--device", help="auto, cpu or cuda (default auto).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@threads_option
 @reports_errors
-def tune(space_file, config_file, out_dir, trials, minutes, quiet, **options):
+def tune(space_file, config_file, out_dir, trials, minutes, quiet, threads, **options):
     """Search hyper-parameters with Optuna on validation NDCG@10; test the best configuration once.
 
     Run the same command again to continue a search, also after a crash."""
@@ -280,6 +304,7 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, **options):
     from .evaluate import format_results
     from .tune import tune as run_tune
 
+    use_threads(threads, quiet)
     if trials is None and minutes is None:
         raise InputError("no budget: give --trials N (finished trials in the study) and/or --minutes M (this run)")
     overrides = {TUNE_OPTIONS[k]: v for k, v in options.items() if v is not None}
@@ -320,13 +345,21 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, **options):
               help="Items in the generated catalogue (128 to 20000: the RQ-VAE has 128 codes per level).")
 @click.option("--users", "n_users", default=3000, show_default=True,
               help="Users in the generated catalogue (at least half as many as --items).")
+@threads_option
 @reports_errors
-def demo(out_dir, epochs, device, text_model, n_items, n_users):
+def demo(out_dir, epochs, device, text_model, n_items, n_users, threads):
     """The whole pipeline on a GENERATED catalogue: semid encode, then hid and h2rec, then a table."""
     from .demo import run_demo
 
+    use_threads(threads)
+
     click.echo(run_demo(out_dir, epochs=epochs, device=device, text_model=text_model, n_items=n_items,
                         n_users=n_users, log=lambda m: click.echo(m, err=True)))
+
+
+from .prepare.cli import prepare as _prepare  # noqa: E402  (h2rec prepare: downloaded data -> items + interactions)
+
+main.add_command(_prepare)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from srs_backbones import append_mask_token
 from .config import EvalConfig
 from .data import Dataset, EvalSplit, pad_right, sample_candidates
 from .model import H2Rec
+from .progress import progress_bar
 
 
 def protocol_name(negatives: int, exclude_history: bool = False) -> str:
@@ -59,14 +60,16 @@ def count_at_or_above(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Te
 
 @torch.no_grad()
 def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, max_len: int,
-                 candidates: np.ndarray | None = None) -> np.ndarray:
-    """0-based rank of each target: among all items, or among its row of ``candidates``."""
+                 candidates: np.ndarray | None = None, progress: str | None = None) -> np.ndarray:
+    """0-based rank of each target: among all items, or among its row of ``candidates``.
+    ``progress``: the label of a progress bar (None: no bar)."""
     was_training = model.training
     model.eval()
     # users of similar history length share a batch, so batches carry little padding
     order = np.argsort([len(h) for h in split.histories], kind="stable")
     ranks = torch.empty(len(split), dtype=torch.long)
-    for start in range(0, len(split), cfg.batch_size):
+    starts = range(0, len(split), cfg.batch_size)
+    for start in progress_bar(starts, progress or "", progress is not None, total=len(starts)):
         rows = order[start : start + cfg.batch_size]
         histories = [split.histories[r] for r in rows]
         encoded, _ = model(model_inputs(model, histories, max_len))
@@ -113,15 +116,17 @@ def grouped_metrics(ds: Dataset, split: EvalSplit, ranks: np.ndarray, ks: tuple[
 
 
 def evaluate_split(model: H2Rec, ds: Dataset, split_name: str, cfg: EvalConfig, max_len: int,
-                   negatives: int) -> dict[str, dict]:
+                   negatives: int, progress: bool = False) -> dict[str, dict]:
     """Grouped metrics on ``"valid"`` or ``"test"`` under full ranking (``negatives=0``; seen items
-    left out when ``cfg.exclude_history``) or the sampled protocol with that many negatives."""
+    left out when ``cfg.exclude_history``) or the sampled protocol with that many negatives.
+    ``progress`` shows a bar over the evaluation batches."""
     split = ds.valid if split_name == "valid" else ds.test
     candidates = None
     if negatives:
         # a different stream per split, the same for every model and run
         candidates = sample_candidates(ds, split, negatives, cfg.negatives_seed + (split_name == "test"))
-    ranks = rank_targets(model, ds, split, cfg, max_len, candidates)
+    label = f"{split_name} ({protocol_name(negatives, cfg.exclude_history)})" if progress else None
+    ranks = rank_targets(model, ds, split, cfg, max_len, candidates, label)
     return grouped_metrics(ds, split, ranks, cfg.ks)
 
 

@@ -24,7 +24,6 @@ import semid
 import torch
 from semid.io import one_writer
 from srs_backbones import cloze_mask
-from tqdm.auto import tqdm
 
 from . import __version__, runfolder
 from .checkpoint import (
@@ -56,6 +55,7 @@ from .losses import (
     sampled_softmax_shared,
 )
 from .model import H2Rec, at_last
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -379,8 +379,7 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         lengths = windows.lengths
         batches = epoch_batches(lengths, tc.batch_size, tc.bucket_batches, gen)
         n_batches = len(batches)
-        # disable=None: a bar on a terminal only; logs get the one line per epoch below
-        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True, file=sys.stderr)
+        bar = progress_bar(batches, f"epoch {epoch}/{tc.epochs}", progress)
         for index in bar:
             rows = windows.rows[index, : int(lengths[index].max())]  # right padding: drop all-padding columns
             for group in optimizer.param_groups:
@@ -394,7 +393,8 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
             state["step"] += 1
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(parts['total'].detach()):.4f}")
+            if progress:
+                bar.set_postfix(loss=f"{float(parts['total'].detach()):.4f}", refresh=False)
         train_seconds = time.perf_counter() - start
         record = {"epoch": epoch, "step": state["step"], "lr": round(optimizer.param_groups[0]["lr"], 8),
                   "train_seconds": round(train_seconds, 2),
@@ -403,7 +403,8 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         improved = False
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             start = time.perf_counter()
-            valid = evaluate_split(model, ds, "valid", config.eval, config.data.max_len, selection_negatives)["overall"]
+            valid = evaluate_split(model, ds, "valid", config.eval, config.data.max_len, selection_negatives,
+                                   progress)["overall"]
             record.update({"eval_seconds": round(time.perf_counter() - start, 2),
                            **{f"valid_{k}": round(v, 5) for k, v in valid.items() if k != "n"}})
             if valid["NDCG@10"] > state["best_ndcg10"]:
@@ -416,12 +417,16 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         state["history"].append(record)
         save_checkpoint(run_dir, model, optimizer, gen, state, best_model=model if improved else None)
         write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
-        log(f"[h2rec] epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "epoch"))
+        log(f"[h2rec] epoch {epoch}/{tc.epochs}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "epoch")
+            + (f" | best valid NDCG@10 {state['best_ndcg10']:.5f} at epoch {state['best_epoch']}"
+               if state["best_epoch"] else ""))
         if on_epoch is not None:
             on_epoch(record)
 
+    log(f"[h2rec] {stop_reason(state, tc)}")
     load_weights(model, best_weights_path(run_dir))
-    results = final_results(model, ds, config, state, device, splits=("valid", "test") if test else ("valid",))
+    results = final_results(model, ds, config, state, device, splits=("valid", "test") if test else ("valid",),
+                            progress=progress)
     write_json(run_dir / "results.json", results)
     return results
 
@@ -432,15 +437,25 @@ def stop_now(state: dict, tc: TrainConfig) -> bool:
     return state["bad_epochs"] >= tc.patience and state["step"] - state["best_step"] >= tc.patience_steps
 
 
+def stop_reason(state: dict, tc: TrainConfig) -> str:
+    """Why training ended, for the log."""
+    best = f"best valid NDCG@10 {state['best_ndcg10']:.5f} at epoch {state['best_epoch']}"
+    if state["stopped"]:
+        return (f"stopped early after epoch {state['epoch']} of {tc.epochs}: no better validation NDCG@10 for "
+                f"{state['bad_epochs']} epochs and {state['step'] - state['best_step']} optimizer steps "
+                f"(patience {tc.patience} epochs and {tc.patience_steps} steps); {best}")
+    return f"reached the last epoch ({tc.epochs}); {best}"
+
+
 def final_results(model: H2Rec, ds: Dataset, config: Config, state: dict, device: torch.device,
-                  splits: tuple[str, ...] = ("valid", "test")) -> dict:
+                  splits: tuple[str, ...] = ("valid", "test"), progress: bool = False) -> dict:
     """Validation and test metrics of the best checkpoint, under full ranking and, when
     configured, the sampled protocol too; with the run's cost."""
     # full ranking both ways (seen items in and out), whichever selects; the sampled protocol when asked
     protocols = [(0, False), (0, True)] + ([(config.eval.negatives, False)] if config.eval.negatives else [])
     metrics = {split: {protocol_name(k, exclude): evaluate_split(
                            model, ds, split, dataclasses.replace(config.eval, exclude_history=exclude),
-                           config.data.max_len, k)
+                           config.data.max_len, k, progress)
                        for k, exclude in protocols}
                for split in splits}
     epochs = state["history"]

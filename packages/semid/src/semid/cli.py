@@ -99,11 +99,12 @@ def _embed_config(model, pooling, normalize, max_length, batch_size, device) -> 
                        batch_size=batch_size, device=device)
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+def _set_threads(threads: int | None, quiet: bool = False) -> None:
+    from semid.devices import set_threads
 
-        torch.set_num_threads(threads)
+    warning = set_threads(threads)
+    if warning and not quiet:
+        click.echo(f"semid: {warning}", err=True)
 
 
 def _quiet_transformers(quiet: bool) -> None:
@@ -156,7 +157,7 @@ def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, leve
     quantizer.safetensors, embeddings.safetensors, texts.jsonl and stats.json; prints the statistics.
     """
     _quiet_transformers(quiet and embeddings_file is None)
-    _set_threads(threads)
+    _set_threads(threads, quiet)
 
     def job():
         quantizer_config = QuantizerConfig(kind=quantizer, levels=levels, codebook_size=codebook_size,
@@ -190,7 +191,7 @@ def embed(items, out_dir, fmt, id_field, text_fields, template, model, pooling, 
           batch_size, cache_dir, no_cache, device, threads, quiet):
     """Embed the texts of ITEMS only (no codes). The result feeds `semid encode --embeddings`."""
     _quiet_transformers(quiet)
-    _set_threads(threads)
+    _set_threads(threads, quiet)
 
     def job():
         return embed_to_folder(
