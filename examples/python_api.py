@@ -26,8 +26,11 @@ config = h2rec.build_config(overrides={
     "model.kind": "h2rec", "model.backbone": "sasrec", "train.epochs": 20, "eval.negatives": 100,
 })
 results = h2rec.train(config, out / "h2rec", resume=(out / "h2rec" / "config.json").is_file())
-print({group: round(results["test"]["full"][group]["NDCG@10"], 4) for group in ("overall", "head", "tail")})
+test = results["test"]["full"]  # all items ranked; "full_unseen" leaves the user's seen items out
+print("test NDCG@10, full ranking: " + ", ".join(f"{group} {test[group]['NDCG@10']:.4f} ({test[group]['n']} users)"
+                                                  for group in ("overall", "head", "tail")))
 
 # 4. recommendations for one user, with item text
-for row in h2rec.load(out / "h2rec").recommend("u00001", k=5):
-    print(row["item_id"], row["score"], row["text"])
+print("top 5 next items for user u00001 (item id, score = the model's logit, text):")
+for rank, row in enumerate(h2rec.load(out / "h2rec").recommend("u00001", k=5), start=1):
+    print(f"{rank}. {row['item_id']}  {row['score']:+.3f}  {row['text']}")

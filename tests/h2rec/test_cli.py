@@ -49,8 +49,13 @@ def test_evaluate_recommend_compare(two_models):
 
     result = runner.invoke(main, ["recommend", str(run), "--user", "u00001", "-k", "3", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 3 and lines[0].lstrip().startswith("1.")
+    output = result.output.split("  rank  item")
+    assert len(output) == 2 and "user u00001:" in output[0] and "most recent, newest last" in output[0]
+    ranked = [line.split() for line in output[1].splitlines()[1:] if line.strip() and line.split()[0].isdigit()]
+    assert [row[0] for row in ranked] == ["1", "2", "3"]
+    history = {line.split()[0] for line in output[0].splitlines()[1:] if line.strip() and not line.startswith("top")}
+    assert not history & {row[1] for row in ranked}  # seen items are left out by default
+    assert "score: the model's logit" in result.output
 
     result = runner.invoke(main, ["compare", *map(str, two_models.values()), "--json"])
     assert result.exit_code == 0, result.output
@@ -133,8 +138,8 @@ def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, case, two_models
 
 def test_every_command_has_help():
     runner = CliRunner()
-    for command in ("train", "evaluate", "recommend", "compare", "demo"):
-        result = runner.invoke(main, [command, "--help"])
+    for command in ("train", "evaluate", "recommend", "compare", "demo", "tune", "prepare"):
+        result = runner.invoke(main, [command, "-h"])
         assert result.exit_code == 0 and "Usage:" in result.output
         assert len(result.output.splitlines()) > 5
 
@@ -145,3 +150,7 @@ def test_demo_runs_end_to_end_on_a_small_catalogue(tmp_path):
     assert result.exit_code == 0, result.output
     assert "H2Rec demo on GENERATED data" in result.output
     assert "| full | hid |" in result.output and "| sampled_100 | h2rec |" in result.output
+    # the reader is told what the groups are, how many targets each has, and how far apart the models are
+    assert "| full | h2rec vs hid |" in result.output and "one seed (42)" in result.output
+    assert "Head = the" in result.output and "Test targets:" in result.output
+    assert (tmp_path / "demo" / "groups.png").stat().st_size > 1000

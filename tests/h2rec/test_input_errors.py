@@ -16,6 +16,8 @@ from h2rec.cli import main
 
 FAST = ["--max-len", "10", "--dim", "16", "--batch-size", "64", "--epochs", "1", "--device", "cpu", "--quiet"]
 
+BAD_DEVICE = "'--device': 'tpu' is not one of auto, cpu, cuda"
+
 
 def _train(tiny, tmp, *extra, interactions=None):
     return ["train", "--interactions", str(interactions or tiny["interactions"]), "--semid", str(tiny["semid"]),
@@ -68,7 +70,6 @@ TRAIN_CASES = {
     "k_core_negative": (lambda t, p: _train(t, p, "--k-core", "-2"), "--k-core (data.k_core) must be >= 0, got -2"),
     "select_on_sampled_without_negatives": (lambda t, p: _train(t, p, "--select-on", "sampled"),
                                             "--select-on (eval.select_on) is 'sampled', which needs eval.negatives"),
-    "device_tpu": (lambda t, p: _train(t, p, "--device", "tpu"), "device 'tpu': expected auto, cpu, cuda"),
     # type errors in a YAML config name the file and the field
     "yaml_lr_text": (_with_config("train:\n  lr: fast\n"), "bad.yaml: train.lr must be a finite number, got 'fast'"),
     "yaml_lr_nan": (_with_config("train:\n  lr: .nan\n"), "bad.yaml: train.lr must be a finite number, got nan"),
@@ -139,11 +140,11 @@ RUN_CASES = {
                                     "'--eval-negatives': -5 is not in the range x>=0"),
     "evaluate_negatives_too_many": (["evaluate", "{run}", "--eval-negatives", "5000", "--device", "cpu"],
                                     "eval.negatives (--eval-negatives) is 5000"),
-    "evaluate_device_tpu": (["evaluate", "{run}", "--device", "tpu"], "device 'tpu'"),
+    "evaluate_device_tpu": (["evaluate", "{run}", "--device", "tpu"], BAD_DEVICE),
     "recommend_k_negative": (["recommend", "{run}", "--user", "u00001", "-k", "-1"],
                              "'-k': -1 is not in the range x>=1"),
     "recommend_k_zero": (["recommend", "{run}", "--user", "u00001", "-k", "0"], "'-k': 0 is not in the range x>=1"),
-    "recommend_device_tpu": (["recommend", "{run}", "--user", "u00001", "--device", "tpu"], "device 'tpu'"),
+    "recommend_device_tpu": (["recommend", "{run}", "--user", "u00001", "--device", "tpu"], BAD_DEVICE),
 }
 
 
@@ -167,7 +168,7 @@ OTHER_CASES = {
     "demo_items_too_many": (["demo", "-o", "{out}", "--items", "100000"], "--items 100000"),
     "demo_users_too_few": (["demo", "-o", "{out}", "--users", "1"], "--users 1: the demo needs at least half as many"),
     "demo_epochs_zero": (["demo", "-o", "{out}", "--epochs", "0"], "'--epochs': 0 is not in the range x>=1"),
-    "demo_device_tpu": (["demo", "-o", "{out}", "--device", "tpu"], "device 'tpu'"),
+    "demo_device_tpu": (["demo", "-o", "{out}", "--device", "tpu"], BAD_DEVICE),
     "tune_k_core_negative": (["tune", "--space", "{space}", "-o", "{out}", "--trials", "1", "--interactions", "{inter}",
                               "--semid", "{semid}", "--k-core", "-2"], "--k-core (data.k_core) must be >= 0"),
     "tune_minutes_nan": (["tune", "--space", "{space}", "-o", "{out}", "--minutes", "nan", "--interactions", "{inter}",
@@ -193,3 +194,13 @@ def test_config_json_of_a_run_round_trips(run_dir):
 
     meta = json.loads((run_dir / "config.json").read_text())
     build_config({k: meta[k] for k in SECTIONS}, source="config.json")
+
+
+@pytest.mark.parametrize("name", ["tpu", "xla", "cuda:x"])
+def test_a_device_torch_cannot_use_is_a_user_error(name):
+    """The flag is checked by click; a config file or the Python API reach resolve_device."""
+    from h2rec.errors import H2RecError
+    from h2rec.training import resolve_device
+
+    with pytest.raises(H2RecError, match=f"device '{name}'"):
+        resolve_device(name)

@@ -27,12 +27,22 @@ class Recommender:
         load_weights(self.model, best_weights_path(self.run_dir))
         self._user_row = {u: i for i, u in enumerate(self.dataset.user_ids)}
 
+    def history(self, user: str) -> list[dict]:
+        """The user's items, oldest first, with their text: what ``recommend`` reads."""
+        row = self._row(user)
+        texts = self.sids.texts
+        return [{"item_id": self.dataset.item_ids[i - 1], "text": texts[i - 1] if texts else None}
+                for i in self.dataset.sequences[row].tolist()]
+
+    def _row(self, user: str) -> int:
+        if user not in self._user_row:
+            raise H2RecError(f"user {user!r} is not in {self.config.data.interactions}")
+        return self._user_row[user]
+
     @torch.no_grad()
     def recommend(self, user: str, k: int = 10, exclude_history: bool = True) -> list[dict]:
         """Top-``k`` next items for ``user`` given everything they interacted with."""
-        if user not in self._user_row:
-            raise H2RecError(f"user {user!r} is not in {self.config.data.interactions}")
-        history = self.dataset.sequences[self._user_row[user]]
+        history = self.dataset.sequences[self._row(user)]
         encoded, _ = self.model(model_inputs(self.model, [history], self.config.data.max_len))
         scores = self.model.score_all(encoded.last())[0]
         if exclude_history:
@@ -55,6 +65,19 @@ class Recommender:
         config = dataclasses.replace(self.config, eval=eval_cfg)
         state = read_json(self.run_dir / "checkpoints" / "last.json")
         return final_results(self.model, self.dataset, config, state, self.device, progress=progress)
+
+    def save_pretrained(self, save_dir: str | Path, repo_id: str | None = None) -> Path:
+        """The shareable folder of this run (best weights, config, semid/, item ids, model card):
+        ``h2rec.from_pretrained(save_dir)`` loads it without the training data (see h2rec.hub)."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self.run_dir, save_dir, repo_id=repo_id)
+
+    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool | None = None) -> str:
+        """Upload save_pretrained's folder to the Hugging Face Hub repo ``repo_id``; returns the commit's URL."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self.run_dir, repo_id, token=token, private=private)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Recommender:

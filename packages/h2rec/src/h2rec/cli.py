@@ -99,7 +99,26 @@ def use_threads(threads: int | None, quiet: bool = False) -> None:
         click.echo(f"h2rec: {warning}", err=True)
 
 
-@click.group()
+class DeviceType(click.ParamType):
+    """auto, cpu, cuda, cuda:N or mps: checked when the flag is read, listed in --help."""
+
+    name = "device"
+
+    def get_metavar(self, param, ctx=None):
+        return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def convert(self, value, param, ctx):
+        import re
+
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            return value
+        self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
+
+
+DEVICE = DeviceType()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="h2rec")
 def main():
     """H2Rec: harmonizing semantic and hash IDs for sequential recommendation."""
@@ -159,7 +178,7 @@ def main():
 @click.option("--warmup-steps", type=int, help="Linear learning-rate warm-up steps (default 0).")
 @click.option("--grad-clip", type=float, help="Clip the gradient norm to this (default 0: off).")
 @click.option("--seed", type=int, help="Random seed (default 42).")
-@click.option("--device", help="auto, cpu or cuda (default auto).")
+@click.option("--device", type=DEVICE, help="Where to run (default auto: cuda when available).")
 @click.option("--eval-negatives", type=int,
               help="Also report the paper's protocol: 1 positive + this many sampled negatives (e.g. 100). "
                    "Full ranking is always reported.")
@@ -217,8 +236,10 @@ def train(config_file, preset, run_dir, resume, quiet, threads, **options):
 @click.option("--eval-negatives", type=click.IntRange(min=0),
               help="Also report the sampled protocol with this many negatives (0: full ranking only).")
 @click.option("--exclude-history/--include-history", default=None,
-              help="Drop the user's past items from the full ranking.")
-@click.option("--device", default="auto", show_default=True)
+              help="Which full-ranking view the results name as the main one: the user's past items left out "
+                   "(full_unseen) or ranked (full) [default: as the run was trained]. Both are always reported.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
+              help="Where to run (auto: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
 @threads_option
 @reports_errors
@@ -238,7 +259,8 @@ def evaluate(run_dir, eval_negatives, exclude_history, device, as_json, threads)
 @click.option("--user", required=True, help="User id as spelled in the interaction file.")
 @click.option("-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many items.")
 @click.option("--include-history", is_flag=True, help="Allow items the user already has.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
+              help="Where to run (auto: cuda when available).")
 @threads_option
 @reports_errors
 def recommend(run_dir, user, k, include_history, device, threads):
@@ -246,10 +268,33 @@ def recommend(run_dir, user, k, include_history, device, threads):
     from .api import load
 
     use_threads(threads)
+    model = load(run_dir, device)
+    history = model.history(user)
+    rows = model.recommend(user, k, not include_history)
+    cfg = model.config
+    click.echo(f"user {user}: {len(history)} item(s); the {min(RECENT, len(history))} most recent, newest last:")
+    for item in history[-RECENT:]:
+        click.echo(f"       {item['item_id']:<{_width(history)}}  {_one_line(item['text'])}")
+    left_out = "allowed" if include_history else "left out"
+    click.echo(f"\ntop {len(rows)} next items ({cfg.model.kind}/{cfg.model.backbone}, {run_dir}; "
+               f"items the user already has: {left_out}):")
+    click.echo(f"  rank  {'item':<{_width(rows)}}  {'score':>7}  text")
+    for rank, row in enumerate(rows, start=1):
+        click.echo(f"  {rank:>4}  {row['item_id']:<{_width(rows)}}  {row['score']:>+7.3f}  {_one_line(row['text'])}")
+    click.echo("\nscore: the model's logit for the item being next (higher = more likely); it ranks the items of one "
+               "list and is not a probability.")
 
-    for rank, row in enumerate(load(run_dir, device).recommend(user, k, not include_history), start=1):
-        text = (row["text"] or "").replace("\n", " | ")
-        click.echo(f"{rank:>3}. {row['item_id']}  {row['score']:+.3f}  {text}")
+
+RECENT = 5  # history items `recommend` shows
+
+
+def _width(rows: list[dict]) -> int:
+    return max([len(r["item_id"]) for r in rows] + [4])
+
+
+def _one_line(text: str | None, limit: int = 100) -> str:
+    text = (text or "").replace("\n", " | ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @main.command()
@@ -290,7 +335,7 @@ TUNE_OPTIONS = {
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
               help="Start no trial after this many minutes of this run.")
 @data_options
-@click.option("--device", help="auto, cpu or cuda (default auto).")
+@click.option("--device", type=DEVICE, help="Where to run (default auto: cuda when available).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @threads_option
 @reports_errors
@@ -339,7 +384,8 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, threads, **op
 @main.command()
 @click.option("-o", "--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True, help="Maximum epochs per model.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
+              help="Where to run (auto: cuda when available).")
 @click.option("--model", "text_model", default=None, help="Text encoder (default: the bundled all-MiniLM-L6-v2).")
 @click.option("--items", "n_items", default=1500, show_default=True,
               help="Items in the generated catalogue (128 to 20000: the RQ-VAE has 128 codes per level).")

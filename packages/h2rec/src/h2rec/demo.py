@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from semid.io import atomic_write
+
 from .config import build_config
 from .errors import H2RecError
 from .synthetic import SyntheticConfig, write
@@ -74,17 +76,66 @@ def run_demo(out_dir: str | Path, epochs: int = 40, device: str = "auto", text_m
     return demo_table(results, out)
 
 
+PROTOCOLS = {"full": "all items ranked, the user's seen items included",
+             "full_unseen": "all items ranked, the user's seen items left out",
+             "sampled_100": "the paper's protocol: the target among 100 sampled negatives"}
+
+
 def demo_table(results: dict[str, dict], out: Path) -> str:
-    rows = ["", "H2Rec demo on GENERATED data (h2rec.synthetic), test split, seed 42",
-            "", "| protocol | model | Overall HR@10 | Overall NDCG@10 | Head HR@10 | Head NDCG@10 "
+    """The test metrics of both models side by side, with H2Rec's relative difference, the groups
+    defined and counted, and a PNG of the five popularity groups (when matplotlib is installed)."""
+    hid, h2 = results["hid"], results["h2rec"]
+    full = hid["test"]["full"]
+    stats = hid["data"]
+    rows = ["", "H2Rec demo on GENERATED data (h2rec.synthetic): test split, one seed (42), so differences of",
+            "a few percent may be noise; docs/results.md has real data with several seeds.",
+            f"Head = the {stats['head_items']} most-interacted items in training (the top 20%); Tail = the other "
+            f"{stats['catalogue_items'] - stats['head_items']}. Test targets: {full['overall']['n']} "
+            f"({full['head']['n']} Head, {full['tail']['n']} Tail).", "",
+            "| protocol | model | Overall HR@10 | Overall NDCG@10 | Head HR@10 | Head NDCG@10 "
             "| Tail HR@10 | Tail NDCG@10 |",
             "|---|---|---|---|---|---|---|---|"]
-    for protocol in ("full", "full_unseen", "sampled_100"):  # seen items ranked, left out; the paper's
+    cells = [(g, k) for g in ("overall", "head", "tail") for k in ("HR@10", "NDCG@10")]
+    for protocol in PROTOCOLS:
         for kind, res in results.items():
             m = res["test"][protocol]
-            cells = [f"{m[g][k]:.4f}" for g in ("overall", "head", "tail") for k in ("HR@10", "NDCG@10")]
-            rows.append(f"| {protocol} | {kind} | " + " | ".join(cells) + " |")
+            rows.append(f"| {protocol} | {kind} | " + " | ".join(f"{m[g][k]:.4f}" for g, k in cells) + " |")
+        base, new = hid["test"][protocol], h2["test"][protocol]
+        rows.append(f"| {protocol} | h2rec vs hid | " + " | ".join(
+            f"{100 * (new[g][k] / base[g][k] - 1):+.1f}%" if base[g][k] else "-" for g, k in cells) + " |")
+    rows += [""] + [f"{name}: {text}" for name, text in PROTOCOLS.items()]
+    plot = groups_plot(results, out / "groups.png")
+    if plot:
+        rows.append(f"NDCG@10 per popularity group (rarest G1 to most popular G5): {plot}")
     rows += ["", f"Runs: {out / 'runs'}. Try: h2rec recommend {out / 'runs' / 'h2rec'} --user u00001",
              "For a real dataset: semid encode items.jsonl -o sid/ && "
              "h2rec train --interactions inter.csv --semid sid/ -o runs/h2rec (see README)."]
     return "\n".join(rows)
+
+
+def groups_plot(results: dict[str, dict], path: Path) -> Path | None:
+    """Bars of test NDCG@10 (full ranking) per popularity group for each model; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    labels = next(iter(results.values()))["data"]["groups"]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / len(results)
+    for i, (kind, res) in enumerate(results.items()):
+        groups = res["test"]["full"]
+        ax.bar([g + i * width for g in range(len(labels))], [groups[label]["NDCG@10"] for label in labels],
+               width, label=kind)
+    ax.set_xticks([g + width * (len(results) - 1) / 2 for g in range(len(labels))])
+    ax.set_xticklabels([f"{label}\nn={next(iter(results.values()))['test']['full'][label]['n']}" for label in labels],
+                       fontsize=8)
+    ax.set_xlabel("popularity group of the test target (training interactions per item)")
+    ax.set_ylabel("test NDCG@10 (full ranking)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # outside: no bar hidden
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path

@@ -108,12 +108,14 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"collision rate         {100 * stats['collision_rate']:.2f} %",
         f"items in a collision   {100 * stats['colliding_items_share']:.2f} %",
         f"largest group          {stats['largest_group']}",
-        f"utilisation            {100 * stats['utilisation']:.3g} %",
+        f"utilisation            {100 * stats['utilisation']:.3g} %  (distinct tuples / all possible tuples)",
         f"distinct prefixes      {' / '.join(f'{p:,}' for p in stats['distinct_prefixes'])}",
     ]
     if stats.get("reconstruction_error") is not None:
         lines.append(f"relative recon. error  {stats['reconstruction_error']:.4f}")
-    lines.append("level  K      used   usage    perplexity")
+    # per level: codes used at least once, their share of K, and the perplexity (the number of equally
+    # used codes that would give the same entropy: K when all are used evenly)
+    lines.append("level  K      used   usage    perplexity (codes in effective use)")
     for row in stats["per_level"]:
         lines.append(
             f"{row['level']:<6} {row['codebook_size']:<6} {row['used']:<6} {100 * row['usage']:6.1f} %  "
