@@ -4,6 +4,7 @@
     config = h2rec.build_config(overrides={"data.interactions": "inter.csv", "data.semid": "sid_out"})
     results = h2rec.train(config, "runs/h2rec")
     h2rec.load("runs/h2rec").recommend("user_7", k=10)
+    h2rec.load("runs/h2rec").save_pretrained("shared/"); h2rec.from_pretrained("user/repo").recommend(["i1", "i2"])
 """
 
 __version__ = "0.1.0"
@@ -11,10 +12,11 @@ __version__ = "0.1.0"
 from .api import Recommender, load  # noqa: E402
 from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig, build_config, load_config_file  # noqa: E402
 from .errors import H2RecError  # noqa: E402
+from .hub import PretrainedRecommender, from_pretrained  # noqa: E402
 from .model import H2Rec  # noqa: E402
 from .training import train  # noqa: E402
 
 __all__ = [
-    "Config", "DataConfig", "EvalConfig", "H2Rec", "H2RecError", "ModelConfig", "Recommender", "TrainConfig",
-    "build_config", "load", "load_config_file", "train",
+    "Config", "DataConfig", "EvalConfig", "H2Rec", "H2RecError", "ModelConfig", "PretrainedRecommender", "Recommender",
+    "TrainConfig", "build_config", "from_pretrained", "load", "load_config_file", "train",
 ]

@@ -403,6 +403,30 @@ def demo(out_dir, epochs, device, text_model, n_items, n_users, threads):
                         n_users=n_users, log=lambda m: click.echo(m, err=True)))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
+@click.option("--token", default=None,
+              help="Hugging Face token. Default: $HF_TOKEN, else the one `hf auth login` stored.")
+@reports_errors
+def push(run_dir, repo_id, private, token):
+    """Upload RUN_DIR's best model to the Hugging Face Hub repo REPO_ID.
+
+    Uploads weights, configuration, semantic IDs, item ids, results and a model card (README.md);
+    not the training interactions or user ids. Only this command uploads; load it back with
+    h2rec.from_pretrained("REPO_ID").
+    """
+    from semid.hub import check_repo_id, hub_token
+
+    from .hub import push_to_hub
+
+    check_repo_id(repo_id)
+    hub_token(token)  # no token: exit 2 before any work
+    click.echo(f"uploading the best model of {run_dir} to https://huggingface.co/{repo_id} ...", err=True)
+    click.echo(f"pushed: {push_to_hub(run_dir, repo_id, token=token, private=private or None)}", err=True)
+
+
 from .prepare.cli import prepare as _prepare  # noqa: E402  (h2rec prepare: downloaded data -> items + interactions)
 
 main.add_command(_prepare)

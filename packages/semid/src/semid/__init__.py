@@ -4,6 +4,7 @@
     s = semid.encode_catalogue("items.jsonl", "out/")   # or: semid encode items.jsonl -o out/
     s = semid.load("out/")
     s.codes, s.sid("B004756YJA"), s.embedding(dim=64)(torch.tensor([0, 1]))
+    s.save_pretrained("shared/"); semid.from_pretrained("user/repo")   # the Hugging Face way
 """
 
 __version__ = "0.1.0"
@@ -13,6 +14,7 @@ from semid.collisions import collision_stats, dedup_codes, format_stats  # noqa:
 from semid.config import EmbedConfig, QuantizerConfig, ReadConfig  # noqa: E402
 from semid.embed import Embedder, embed_texts  # noqa: E402
 from semid.errors import SemidError  # noqa: E402
+from semid.hub import from_pretrained  # noqa: E402
 from semid.items import ItemSet, read_items  # noqa: E402
 from semid.pipeline import embed_catalogue, encode_catalogue  # noqa: E402
 from semid.quantize import Quantizer, build_quantizer, load_quantizer, relative_error  # noqa: E402
@@ -36,6 +38,7 @@ __all__ = [
     "embed_texts",
     "encode_catalogue",
     "format_stats",
+    "from_pretrained",
     "load",
     "load_quantizer",
     "read_embeddings",

@@ -11,7 +11,7 @@ from semid.collisions import format_stats
 from semid.config import DEVICES, FORMATS, POOLINGS, QUANTIZERS, EmbedConfig, QuantizerConfig, ReadConfig
 from semid.errors import SemidError
 from semid.io import STATS, check_complete, read_json
-from semid.pipeline import DEFAULT_CACHE_DIR, EXPORTS, embed_to_folder, encode_catalogue
+from semid.pipeline import EXPORTS, USER_CACHE, embed_to_folder, encode_catalogue
 
 
 class BadInput(click.ClickException):
@@ -75,8 +75,9 @@ def _embed_options(f):
         click.option("--max-length", type=int, default=256, show_default=True,
                      help="Truncate texts to this many tokens."),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per encoder batch."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
-                     show_default=True, help="Embedding cache (keyed by model, settings and text hash)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Embedding cache (keyed by model, settings and text hash). Default: $SEMID_CACHE_DIR, "
+                          "else the user cache folder (~/.cache/semid on Linux)."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache."),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      help="auto = cuda when available (fp16/bf16 autocast there), else cpu."),
@@ -97,6 +98,13 @@ def _read_config(fmt, id_field, text_fields, template) -> ReadConfig:
 def _embed_config(model, pooling, normalize, max_length, batch_size, device) -> EmbedConfig:
     return EmbedConfig(model=model, pooling=pooling, normalize=normalize, max_length=max_length,
                        batch_size=batch_size, device=device)
+
+
+def _cache_dir(given: Path | None, no_cache: bool):
+    """--no-cache: None; --cache-dir: that folder; neither: USER_CACHE ($SEMID_CACHE_DIR, else the user cache)."""
+    if no_cache:
+        return None
+    return USER_CACHE if given is None else given
 
 
 def _set_threads(threads: int | None, quiet: bool = False) -> None:
@@ -171,7 +179,7 @@ def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, leve
             embeddings=embeddings_file,
             ids=ids_file,
             export=exports,
-            cache_dir=None if no_cache else cache_dir,
+            cache_dir=_cache_dir(cache_dir, no_cache),
             progress=not quiet,
         )
 
@@ -198,7 +206,7 @@ def embed(items, out_dir, fmt, id_field, text_fields, template, model, pooling, 
             items, out_dir,
             read=_read_config(fmt, id_field, text_fields, template),
             embed=_embed_config(model, pooling, normalize, max_length, batch_size, device),
-            cache_dir=None if no_cache else cache_dir,
+            cache_dir=_cache_dir(cache_dir, no_cache),
             progress=not quiet,
         )
 
@@ -223,6 +231,31 @@ def stats(out_dir, as_json):
         if not isinstance(data, dict) or key not in data:
             raise BadInput(f"{path}: field '{key}' is missing: not a stats.json of `semid encode`")
     _print_stats(data)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo as private (an existing repo keeps its visibility).")
+@click.option("--token", default=None,
+              help="Hugging Face token. Default: $HF_TOKEN, else the one `hf auth login` stored.")
+def push(out_dir, repo_id, private, token):
+    """Upload OUT_DIR (a copy with a model card, README.md) to the Hugging Face Hub repo REPO_ID.
+
+    Only this command uploads; load it back with semid.from_pretrained("REPO_ID").
+    """
+    from semid.hub import check_repo_id, hub_token, push_to_hub
+    from semid.semantic_ids import load
+
+    def job():
+        check_repo_id(repo_id)
+        hub_token(token)  # before reading anything: no token, no work
+        sids = load(out_dir)
+        click.echo(f"uploading {out_dir} ({len(sids)} items) to https://huggingface.co/{repo_id} ...", err=True)
+        return push_to_hub(sids, repo_id, token=token, private=private or None)
+
+    url = _run(job)
+    click.echo(f"pushed: {url}", err=True)
 
 
 def _print_stats(data: dict) -> None:

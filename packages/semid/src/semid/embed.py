@@ -29,6 +29,7 @@ from semid.io import atomic_write_bytes, read_tensor_file, tensors_to_bytes
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 CACHE_FORMAT = "semid-embedding-cache/1"
+CACHE_ENV = "SEMID_CACHE_DIR"  # overrides the default cache folder; --cache-dir overrides both
 
 
 def default_model_path() -> Path:
@@ -186,6 +187,18 @@ def cache_key(texts: Sequence[str], config: EmbedConfig) -> str:
         digest.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab", "c"] != ["a", "bc"]
         digest.update(data)
     return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """Where the embedding cache goes when no folder is given: $SEMID_CACHE_DIR when set (and not
+    empty), else the platform's user cache folder (platformdirs: ~/.cache/semid on Linux,
+    ~/Library/Caches/semid on macOS, %LOCALAPPDATA%\\semid\\Cache on Windows). Read at each call."""
+    from_env = os.environ.get(CACHE_ENV, "").strip()
+    if from_env:
+        return Path(from_env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("semid", appauthor=False))
 
 
 def cache_path(texts: Sequence[str], config: EmbedConfig, cache_dir: str | PathLike) -> Path:

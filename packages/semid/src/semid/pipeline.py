@@ -22,7 +22,7 @@ import torch
 from semid import __version__
 from semid.collisions import collision_stats, dedup_codes
 from semid.config import EmbedConfig, QuantizerConfig, ReadConfig, config_to_dict
-from semid.embed import DEFAULT_MODEL_NAME, cache_path, embed_texts
+from semid.embed import DEFAULT_MODEL_NAME, cache_path, default_cache_dir, embed_texts
 from semid.errors import SemidError, fail
 from semid.io import (
     CODES,
@@ -41,7 +41,17 @@ from semid.quantize import build_quantizer, relative_error
 from semid.semantic_ids import SemanticIDs, codes_bytes, load, recbole_item, semantic_ids_jsonl
 from semid.vectors import embeddings_bytes, read_embeddings
 
-DEFAULT_CACHE_DIR = Path(".semid-cache")  # relative to the working directory; gitignored in this repo
+
+class UserCache:
+    """The default `cache_dir`: semid.embed.default_cache_dir(), i.e. $SEMID_CACHE_DIR, else the
+    platform's user cache folder; resolved when a catalogue is embedded, never the working directory."""
+
+    def __repr__(self) -> str:
+        return "USER_CACHE"
+
+
+USER_CACHE = UserCache()
+CacheDir = str | PathLike | UserCache | None  # a folder, USER_CACHE (the default), or None: no cache
 EXPORTS = ("recbole",)
 STATS_FORMAT = "semid-stats/1"
 
@@ -64,11 +74,14 @@ def embed_catalogue(
     *,
     read: ReadConfig | None = None,
     embed: EmbedConfig | None = None,
-    cache_dir: str | PathLike | None = DEFAULT_CACHE_DIR,
+    cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
 ) -> Catalogue:
-    """Read an item file and embed its texts (cached in `cache_dir` unless it is None)."""
+    """Read an item file and embed its texts, cached in `cache_dir` (default: $SEMID_CACHE_DIR, else
+    the user cache folder; None: no cache)."""
     embed = embed or EmbedConfig()
+    if isinstance(cache_dir, UserCache):
+        cache_dir = default_cache_dir()
     start = time.perf_counter()
     item_set = read_items(items, read)
     read_s = time.perf_counter() - start
@@ -152,7 +165,7 @@ def embed_to_folder(
     *,
     read: ReadConfig | None = None,
     embed: EmbedConfig | None = None,
-    cache_dir: str | PathLike | None = DEFAULT_CACHE_DIR,
+    cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
 ) -> Catalogue:
     """`semid embed`: embed_catalogue + write_embeddings, holding OUT_DIR's lock from the start."""
@@ -186,7 +199,7 @@ def encode_catalogue(
     embeddings: str | PathLike | None = None,
     ids: str | PathLike | None = None,
     export: Sequence[str] = (),
-    cache_dir: str | PathLike | None = DEFAULT_CACHE_DIR,
+    cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
 ) -> SemanticIDs:
     """Items (or precomputed embeddings) -> Semantic IDs, statistics and exports in `out_dir`.

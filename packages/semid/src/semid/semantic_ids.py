@@ -123,6 +123,20 @@ class SemanticIDs:
             dim=dim, combine=combine, padding_idx0=padding_idx0, init_std=init_std,
         )
 
+    def save_pretrained(self, save_dir: str | PathLike, repo_id: str | None = None) -> Path:
+        """A self-contained copy of this OUT_DIR plus a model card (README.md) in `save_dir`,
+        loadable with `semid.from_pretrained(save_dir)` (see semid.hub)."""
+        from semid.hub import save_pretrained
+
+        return save_pretrained(self, save_dir, repo_id=repo_id)
+
+    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool | None = None) -> str:
+        """Upload save_pretrained's folder to the Hugging Face Hub repo `repo_id` (created if needed);
+        returns the commit's URL. The only semid call besides from_pretrained that uses the network."""
+        from semid.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, token=token, private=private)
+
 
 def load(out_dir: str | PathLike) -> SemanticIDs:
     """Open an OUT_DIR written by `semid encode` (or encode_catalogue).
