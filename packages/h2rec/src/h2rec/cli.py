@@ -90,6 +90,24 @@ def threads_option(fn):
                              "the number of free cores: oversubscribed threads are many times slower.")(fn)
 
 
+def tracking_options(fn):
+    """Optional copies of the run's metrics in TensorBoard and MLflow (off by default)."""
+    options = [
+        click.option("--track", multiple=True, type=click.Choice(["tensorboard", "mlflow"]),
+                     help="Also log to TensorBoard and/or MLflow (repeat for both; needs pip install "
+                          "'h2rec[tensorboard]' or 'h2rec[mlflow]'). A resumed run continues the same logs."),
+        click.option("--tensorboard-dir", type=click.Path(file_okay=False),
+                     help="This run's TensorBoard event folder (default RUN_DIR/tensorboard)."),
+        click.option("--mlflow-uri",
+                     help="MLflow tracking URI, e.g. sqlite:///mlflow.db, file:./mlruns or http://host:5000 "
+                          "(default $MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/../mlflow.db)."),
+        click.option("--mlflow-experiment", default="h2rec", show_default=True, help="MLflow experiment name."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def use_threads(threads: int | None, quiet: bool = False) -> None:
     """torch's CPU threads; a one-line warning on stderr when the cores are already busy."""
     from semid.devices import set_threads
@@ -195,9 +213,11 @@ def main():
               help="Run folder (checkpoints, metrics.jsonl, results.json).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@tracking_options
 @threads_option
 @reports_errors
-def train(config_file, preset, run_dir, resume, quiet, threads, **options):
+def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboard_dir, mlflow_uri, mlflow_experiment,
+          **options):
     """Train a model; select it on validation NDCG@10; report validation and test metrics.
 
     With --resume, the run continues with the configuration it started with; flags and --config
@@ -206,6 +226,7 @@ def train(config_file, preset, run_dir, resume, quiet, threads, **options):
     from .checkpoint import read_run_config
     from .config import build_config, load_config_file, read_config_values
     from .evaluate import format_results
+    from .tracking import open_tracking
     from .training import train as run_training
 
     use_threads(threads, quiet)
@@ -226,9 +247,17 @@ def train(config_file, preset, run_dir, resume, quiet, threads, **options):
     else:
         config = build_config(overrides=overrides, source="command line", preset=preset,
                               flags=flag_names(TRAIN_OPTIONS))
-    results = run_training(config, run_dir, resume=resume, progress=not quiet)
+    if not track and (tensorboard_dir or mlflow_uri):
+        raise InputError("--tensorboard-dir and --mlflow-uri go with --track tensorboard / --track mlflow")
+    # a missing package or a bad MLflow store stops here, before training
+    with open_tracking(track, run_dir, tensorboard_dir, mlflow_uri, mlflow_experiment) as tracking:
+        results = run_training(config, run_dir, resume=resume, progress=not quiet,
+                               on_epoch=tracking.on_epoch if track else None)
+        tracking.finish(results)
     click.echo(format_results(results))
     click.echo(f"results: {Path(run_dir) / 'results.json'}")
+    for line in tracking.describe():
+        click.echo(f"tracking: {line}")
 
 
 @main.command()
@@ -300,7 +329,8 @@ def _one_line(text: str | None, limit: int = 100) -> str:
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True)
-@click.option("--protocol", default="full", show_default=True, help="full or sampled_100 (as in results.json).")
+@click.option("--protocol", default="full", show_default=True,
+              help="full, full_unseen or sampled_N (as in results.json).")
 @click.option("--baseline", help="Label of the baseline for the t-test (default: the first label).")
 @click.option("--target", help="Label of the model tested against it (default: the second label).")
 @click.option("--json", "as_json", is_flag=True)
