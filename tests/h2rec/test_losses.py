@@ -293,3 +293,51 @@ def test_bce_and_bpr_leave_hits_out(device):
     torch.testing.assert_close(bpr(pos, neg, torch.zeros_like(hits)), bpr(pos, neg))
     torch.testing.assert_close(bpr(pos, neg), -F.logsigmoid(pos[:, None] - neg).mean(1))
     torch.testing.assert_close(bce(pos, neg), -(F.logsigmoid(pos) + F.logsigmoid(-neg).sum(1)))
+
+
+# ---------------------------------------------------------------- seen items out of the softmax
+@pytest.mark.parametrize("chunk_size", [1, 4, 13])
+def test_masked_chunked_cross_entropy_equals_cross_entropy_without_the_seen_items(chunk_size):
+    from h2rec.losses import mask_seen
+
+    u, e, targets = catalogue(seed=3)
+    seen = (torch.tensor([0, 0, 2, 3, 3, 3]), torch.tensor([1, 13, 5, 2, 7, 8]))
+    seen_items = {int(p): set() for p in range(len(u))}
+    for p, i in zip(*seen):
+        seen_items[int(p)].add(int(i))
+    seen = tuple(t[[int(targets[p]) != int(i) for p, i in zip(*seen)]] for t in seen)  # targets stay classes
+    loss = chunked_cross_entropy(lambda a, b: mask_seen(u @ e[a:b].T, a, seen), len(e) - 1,
+                                 (u * e[targets]).sum(1), chunk_size=chunk_size)
+    # reference: one position at a time, a plain softmax over the items it has not seen
+    for p in range(len(u)):
+        classes = [j for j in range(1, len(e)) if j not in seen_items[p] or j == int(targets[p])]
+        logits = (u[p] @ e[classes].T)[None]
+        expected = F.cross_entropy(logits, torch.tensor([classes.index(int(targets[p]))]))
+        torch.testing.assert_close(loss[p], expected)
+    loss[0].backward()  # position 0 has seen items 1 and 13: its loss does not move them
+    assert torch.all(e.grad[1] == 0) and torch.all(e.grad[13] == 0)
+    assert not torch.all(e.grad[2] == 0)  # an item it has not seen is pushed down
+
+
+def test_seen_pairs_read_only_the_past():
+    """Each target position's seen items are its row's inputs up to its own column; moving a future
+    item changes nothing before it (the causal contract of the loss)."""
+    from h2rec.training import next_item_targets, seen_pairs
+
+    rows = torch.tensor([[5, 3, 9, 3, 7, 0], [4, 6, 2, 0, 0, 0]])
+    items, targets = next_item_targets(rows)
+    where = targets > 0
+    position, item = seen_pairs(items, targets, where)
+    flat = [(int(r), int(c)) for r, c in zip(*where.nonzero(as_tuple=True))]
+    by_position = {flat[p]: sorted(int(i) for q, i in zip(position, item) if q == p) for p in range(len(flat))}
+    assert by_position[(0, 0)] == [5]  # input 5, target 3
+    assert by_position[(0, 1)] == [3, 5]  # inputs 5, 3; target 9
+    assert by_position[(0, 2)] == [5, 9]  # inputs 5, 3, 9; target 3 is a repeat: it stays a class
+    assert by_position[(0, 3)] == [3, 3, 5, 9]
+    assert by_position[(1, 1)] == [4, 6]
+    moved = rows.clone()
+    moved[0, 4], moved[0, 3] = rows[0, 3], rows[0, 4]  # swap two future items of position (0, 1)
+    items2, targets2 = next_item_targets(moved)
+    position2, item2 = seen_pairs(items2, targets2, targets2 > 0)
+    for p in (0, 1):  # positions (0, 0) and (0, 1) see exactly the same
+        assert sorted(item[position == p].tolist()) == sorted(item2[position2 == p].tolist())

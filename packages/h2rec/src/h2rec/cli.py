@@ -49,7 +49,7 @@ TRAIN_OPTIONS = {
     "loss": "train.loss", "negatives": "train.num_negatives", "beta": "train.beta", "gamma": "train.gamma",
     "tau": "train.tau", "rec_reduction": "train.rec_reduction", "p": "train.code_match", "o": "train.window",
     "emb_dropout": "model.emb_dropout", "attn_dropout": "model.attn_dropout",
-    "label_smoothing": "train.label_smoothing", "sampled_negatives": "train.sampled_negatives",
+    "label_smoothing": "train.label_smoothing", "exclude_seen": "train.exclude_seen", "sampled_negatives": "train.sampled_negatives",
     "sampler": "train.sampler", "logq": "train.logq", "gbce_t": "train.gbce_t",
     "windows": "train.windows", "window_stride": "train.window_stride",
     "epochs": "train.epochs", "patience": "train.patience", "patience_steps": "train.patience_steps",
@@ -165,6 +165,9 @@ def main():
 @click.option("--loss", type=click.Choice(["ce", "sampled_softmax", "gbce", "bce", "bpr"]),
               help="Ranking loss (default ce: full softmax; the paper's Eq. 10 is bpr).")
 @click.option("--label-smoothing", type=float, help="ce: label smoothing (default 0).")
+@click.option("--exclude-seen/--no-exclude-seen", default=None,
+              help="ce: leave each position's earlier items out of its softmax, as --exclude-history leaves "
+                   "them out of the ranking (data without repeats; default off).")
 @click.option("--sampled-negatives", type=int, help="sampled_softmax: negatives shared by a batch (default 1024).")
 @click.option("--sampler", type=click.Choice(["uniform", "popularity", "in_batch"]),
               help="sampled_softmax: where the shared negatives come from (default uniform).")

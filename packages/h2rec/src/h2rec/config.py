@@ -71,6 +71,9 @@ class TrainConfig:
     # --- what each training position learns from
     loss: RankingLoss = "ce"  # full softmax cross-entropy; the paper's Eq. 10 is "bpr" (--preset paper)
     label_smoothing: float = 0.0  # ce only: share of the target's mass spread over the catalogue
+    # ce only: leave the items before each target out of its softmax, as evaluation with seen items left
+    # out (eval.exclude_history) leaves them out of the ranking; for data without repeat interactions
+    exclude_seen: bool = False
     ce_chunk_items: int = 65536  # ce: catalogue items scored at once; bounds memory at 10^6 items
     sampled_negatives: int = 1024  # sampled_softmax: negatives shared by all positions of a batch
     sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"  # sampled_softmax's proposal
@@ -294,6 +297,8 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
     ks = config.eval.ks
     if 10 not in ks or min(ks) < 1:  # the checkpoint is selected on NDCG@10, and tables show @10
         raise H2RecError(f"{where('eval', 'ks')} must be cut-offs >= 1 that include 10, got {list(ks)}")
+    if config.train.exclude_seen and (config.train.loss != "ce" or config.train.label_smoothing > 0):
+        raise H2RecError(f"{where('train', 'exclude_seen')} works with train.loss 'ce' without label smoothing")
     if config.eval.select_on == "sampled" and not config.eval.negatives:
         raise H2RecError(f"{where('eval', 'select_on')} is 'sampled', which needs eval.negatives > 0 "
                          "(--eval-negatives N)")

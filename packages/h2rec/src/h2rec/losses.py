@@ -121,6 +121,20 @@ def _chunk_lse_and_sum(score_chunk: Callable[[int, int], Tensor], start: int, en
     return torch.logsumexp(scores, 1), scores.sum(1)
 
 
+def mask_seen(scores: Tensor, start: int, seen: tuple[Tensor, Tensor] | None) -> Tensor:
+    """``scores`` (P, chunk) of items start..start+chunk-1 with the ``seen`` (position, item) pairs set
+    to -inf: those items leave the softmax, as they leave the ranking when evaluation drops a user's
+    seen items. Out of place, so autograd gives them zero gradient."""
+    if seen is None:
+        return scores
+    position, item = seen
+    inside = (item >= start) & (item < start + scores.shape[1])
+    if not inside.any():
+        return scores
+    return scores.index_put((position[inside], item[inside] - start),
+                            torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
+
+
 def chunked_cross_entropy(score_chunk: Callable[[int, int], Tensor], n_items: int, target_scores: Tensor,
                           chunk_size: int = 65536, label_smoothing: float = 0.0) -> Tensor:
     """Full softmax cross-entropy over items 1..n (item 0 is padding, never a class), chunk by chunk:

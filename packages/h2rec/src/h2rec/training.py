@@ -48,6 +48,7 @@ from .losses import (
     chunked_cross_entropy,
     code_guided_alignment,
     gbce,
+    mask_seen,
     masked_granularity,
     proposal_log_probs,
     reduce_positions,
@@ -149,18 +150,33 @@ def sampler_log_q(cfg: TrainConfig, popularity: np.ndarray) -> torch.Tensor | No
     return proposal_log_probs(torch.as_tensor(popularity, dtype=torch.float64), alpha).float()
 
 
+def seen_pairs(items: torch.Tensor, targets: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position, item) pairs of the items each target position has already seen: the inputs of its
+    row up to and including its own column, except the target itself (a repeat stays a class).
+    Positions are numbered as ``targets[where]``; only the past is read."""
+    rows, cols = where.nonzero(as_tuple=True)
+    history = items[rows]  # (P, W - 1)
+    past = torch.arange(items.shape[1])[None, :] <= cols[:, None]
+    keep = past & (history > 0) & (history != targets[rows, cols][:, None])
+    position, column = keep.nonzero(as_tuple=True)
+    return position, history[position, column]
+
+
 def ranking_loss(model: H2Rec, state, targets: torch.Tensor, exclude: torch.Tensor, cfg: TrainConfig,
-                 gen: torch.Generator, log_q: torch.Tensor | None = None) -> torch.Tensor:
+                 gen: torch.Generator, log_q: torch.Tensor | None = None,
+                 seen: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Per-position ranking losses (P,) of the positive ``targets`` (P,): against the whole
     catalogue (``ce``), negatives shared by the batch (``sampled_softmax``; ``log_q`` is the
     proposal of :func:`sampler_log_q`), or negatives sampled per position outside ``exclude``
-    (P, W), the user's items (``bpr``, ``bce``, ``gbce``). Accidental hits never count as negatives."""
+    (P, W), the user's items (``bpr``, ``bce``, ``gbce``). Accidental hits never count as negatives.
+    ``seen`` (ce): (position, item) pairs left out of the softmax (:func:`seen_pairs`)."""
     device = model.device
     targets_d = targets.to(device)
     if cfg.loss == "ce":
         target_scores = model.score(state, targets_d[:, None])[:, 0]
-        return chunked_cross_entropy(lambda start, end: model.score_range(state, start, end), model.n_items,
-                                     target_scores, cfg.ce_chunk_items, cfg.label_smoothing)
+        seen_d = None if seen is None else (seen[0].to(device), seen[1].to(device))
+        return chunked_cross_entropy(lambda start, end: mask_seen(model.score_range(state, start, end), start, seen_d),
+                                     model.n_items, target_scores, cfg.ce_chunk_items, cfg.label_smoothing)
     if cfg.loss == "sampled_softmax":
         if log_q is None:
             raise ValueError("sampled_softmax needs the proposal's log-probabilities (sampler_log_q)")
@@ -212,7 +228,9 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
     encoded, masked = model(items.to(device), None if msg_level is None else msg_level.to(device))
     where = targets > 0
     row_of = torch.arange(len(rows))[:, None].expand_as(targets)[where]
-    losses = ranking_loss(model, encoded.select(where.to(device)), targets[where], rows[row_of], cfg, gen, log_q)
+    seen = seen_pairs(items, targets, where) if cfg.exclude_seen and model.causal else None
+    losses = ranking_loss(model, encoded.select(where.to(device)), targets[where], rows[row_of], cfg, gen, log_q,
+                          seen)
     parts = {"rec": reduce_positions(losses, row_of.to(device), cfg.rec_reduction)}  # Eq. 10
     total = parts["rec"]
 
