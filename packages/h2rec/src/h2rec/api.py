@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
-
 from . import runfolder
 from .checkpoint import best_weights_path, load_weights, read_json, read_run_config
 from .errors import H2RecError
-from .evaluate import model_inputs
+from .evaluate import recommend_items
 from .training import build_model, final_results, prepare, resolve_device
 
 
@@ -39,19 +37,11 @@ class Recommender:
             raise H2RecError(f"user {user!r} is not in {self.config.data.interactions}")
         return self._user_row[user]
 
-    @torch.no_grad()
     def recommend(self, user: str, k: int = 10, exclude_history: bool = True) -> list[dict]:
         """Top-``k`` next items for ``user`` given everything they interacted with."""
         history = self.dataset.sequences[self._row(user)]
-        encoded, _ = self.model(model_inputs(self.model, [history], self.config.data.max_len))
-        scores = self.model.score_all(encoded.last())[0]
-        if exclude_history:
-            scores[torch.as_tensor(history, device=scores.device)] = float("-inf")
-        top = torch.topk(scores, min(k, self.dataset.n_items))
-        texts = self.sids.texts
-        return [{"item_id": self.dataset.item_ids[i - 1], "score": round(float(s), 4),
-                 "text": texts[i - 1] if texts else None}
-                for s, i in zip(top.values.tolist(), top.indices.tolist())]
+        return recommend_items(self.model, history.tolist(), self.config.data.max_len, self.dataset.item_ids,
+                               self.sids.texts, k, exclude_history)
 
     def evaluate(self, negatives: int | None = None, exclude_history: bool | None = None,
                  progress: bool = False) -> dict:

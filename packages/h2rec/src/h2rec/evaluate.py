@@ -15,6 +15,8 @@ ranks the target last, not first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from srs_backbones import append_mask_token
@@ -45,6 +47,20 @@ def model_inputs(model: H2Rec, histories: list[np.ndarray], max_len: int) -> tor
     if not model.causal:
         items = append_mask_token(items, mask_token=model.mask_token)
     return items.to(model.device)
+
+
+@torch.no_grad()
+def recommend_items(model: H2Rec, history: Sequence[int], max_len: int, item_ids: Sequence[str],
+                    texts: Sequence[str] | None, k: int, exclude_history: bool = True) -> list[dict]:
+    """Top-``k`` next items after ``history`` (item indices, oldest first): their ids, scores (the
+    model's logits) and texts; the history's own items left out when ``exclude_history``."""
+    encoded, _ = model(model_inputs(model, [np.asarray(history, dtype=np.int64)], max_len))
+    scores = model.score_all(encoded.last())[0]
+    if exclude_history:
+        scores[torch.as_tensor(list(history), device=scores.device)] = float("-inf")
+    top = torch.topk(scores, min(k, len(item_ids)))
+    return [{"item_id": item_ids[i - 1], "score": round(float(s), 4), "text": texts[i - 1] if texts else None}
+            for s, i in zip(top.values.tolist(), top.indices.tolist())]
 
 
 def count_at_or_above(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:

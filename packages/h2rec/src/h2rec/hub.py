@@ -37,7 +37,7 @@ from . import __version__, runfolder
 from .checkpoint import best_weights_path, check_run_folder, load_weights, read_json, read_run_config
 from .config import SECTIONS, Config, build_config
 from .errors import H2RecError
-from .evaluate import model_inputs
+from .evaluate import model_inputs, recommend_items
 from .model import H2Rec
 from .training import build_model, load_semid, resolve_device
 
@@ -242,14 +242,8 @@ class PretrainedRecommender:
 
     def recommend(self, history: Sequence[str], k: int = 10, exclude_history: bool = True) -> list[dict]:
         """Top-``k`` next items after ``history`` (item ids, oldest first), with their text when known."""
-        scores = self.scores(history)
-        if exclude_history:
-            scores[torch.as_tensor(self.indices(history), device=scores.device)] = float("-inf")
-        top = torch.topk(scores, min(k, len(self.item_ids)))
-        texts = self.sids.texts
-        return [{"item_id": self.item_ids[i - 1], "score": round(float(s), 4),
-                 "text": texts[i - 1] if texts else None}
-                for s, i in zip(top.values.tolist(), top.indices.tolist())]
+        return recommend_items(self.model, self.indices(history), self.config.data.max_len, self.item_ids,
+                               self.sids.texts, k, exclude_history)
 
 
 def from_pretrained(path_or_repo: str | Path, revision: str | None = None, token: str | None = None,
