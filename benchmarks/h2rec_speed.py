@@ -37,15 +37,15 @@ VARIANTS = {
 
 def step_timer(overrides: dict, dataset: str, semid_dir: Path, data: Path, device: str, steps: int):
     import h2rec
-    from h2rec import training
+    from h2rec import assemble, training
     from h2rec.data import training_windows
 
     config = h2rec.build_config(overrides={"data.interactions": str(interactions_file(dataset, data)),
                                            "data.semid": str(semid_dir), "train.device": device, **overrides},
                                   preset="paper")  # the committed timings are of the paper's BPR objective
-    config, sids, ds = training.prepare(config)
-    gen = training.seed_everything(0)
-    model = training.build_model(config, sids).to(training.resolve_device(device)).train()
+    config, sids, ds = assemble.prepare(config)
+    gen = assemble.seed_everything(0)
+    model = assemble.build_model(config, sids).to(assemble.resolve_device(device)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     matrix = training_windows(ds.train, config.data.max_len, model.causal, config.train.windows,
                               config.train.window_stride).rows

@@ -9,8 +9,9 @@ import json
 import h2rec
 import pytest
 import torch
+from h2rec.assemble import build_model, prepare
 from h2rec.data import training_windows
-from h2rec.training import build_model, prepare, training_step
+from h2rec.training import training_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -199,8 +199,8 @@ def test_config_json_of_a_run_round_trips(run_dir):
 @pytest.mark.parametrize("name", ["tpu", "xla", "cuda:x"])
 def test_a_device_torch_cannot_use_is_a_user_error(name):
     """The flag is checked by click; a config file or the Python API reach resolve_device."""
+    from h2rec.assemble import resolve_device
     from h2rec.errors import H2RecError
-    from h2rec.training import resolve_device
 
-    with pytest.raises(H2RecError, match=f"device '{name}'"):
+    with pytest.raises(H2RecError, match=f"'device' is '{name}'"):
         resolve_device(name)

@@ -9,7 +9,7 @@ import h2rec
 import numpy as np
 import pytest
 import torch
-from h2rec import training
+from h2rec import assemble, training
 from h2rec.config import DataConfig, TrainConfig, build_config
 from h2rec.data import build_dataset, training_windows
 from h2rec.errors import H2RecError
@@ -105,7 +105,7 @@ def test_one_epoch_of_training_trains_every_target_once(tiny_config, tmp_path, m
     monkeypatch.setattr(training, "ranking_loss", record)
     config = tiny_config(**{"model.kind": "hid", "data.max_len": 4, "train.epochs": 1})
     h2rec.train(config, tmp_path / "run", progress=False)
-    _, _, ds = training.prepare(config)
+    _, _, ds = assemble.prepare(config)
     trained = int(sum(len(t) for t in seen))
     assert trained == sum(len(seq) - 1 for seq in ds.train if len(seq) >= 2)
     longest = max(len(seq) for seq in ds.train)
@@ -127,8 +127,8 @@ def test_learning_rate_schedules():
 
 
 def test_weight_decay_spares_biases_and_norms(tiny_config):
-    config, sids, _ = training.prepare(tiny_config(**{"train.weight_decay": 0.1}))
-    model = training.build_model(config, sids)
+    config, sids, _ = assemble.prepare(tiny_config(**{"train.weight_decay": 0.1}))
+    model = assemble.build_model(config, sids)
     decayed, spared = make_optimizer(model, config.train).param_groups
     assert decayed["weight_decay"] == 0.1 and spared["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}

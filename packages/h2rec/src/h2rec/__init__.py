@@ -7,16 +7,16 @@
     h2rec.load("runs/h2rec").save_pretrained("shared/"); h2rec.from_pretrained("user/repo").recommend(["i1", "i2"])
 """
 
-__version__ = "0.1.0"
-
-from .api import Recommender, load  # noqa: E402
-from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig, build_config, load_config_file  # noqa: E402
-from .errors import H2RecError  # noqa: E402
-from .hub import PretrainedRecommender, from_pretrained  # noqa: E402
-from .model import H2Rec  # noqa: E402
-from .training import train  # noqa: E402
+from .api import Recommender, load
+from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig, build_config, load_config_file
+from .errors import H2RecError
+from .hub import PretrainedRecommender, from_pretrained
+from .model import H2Rec
+from .training import train
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "Config", "DataConfig", "EvalConfig", "H2Rec", "H2RecError", "ModelConfig", "PretrainedRecommender", "Recommender",
     "TrainConfig", "build_config", "from_pretrained", "load", "load_config_file", "train",
 ]

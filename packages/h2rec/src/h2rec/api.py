@@ -6,10 +6,11 @@ import dataclasses
 from pathlib import Path
 
 from . import runfolder
-from .checkpoint import best_weights_path, load_weights, read_json, read_run_config
+from .assemble import build_model, prepare, resolve_device
+from .checkpoint import best_weights_path, load_weights, read_json
 from .errors import H2RecError
-from .evaluate import recommend_items
-from .training import build_model, final_results, prepare, resolve_device
+from .evaluate import final_results, recommend_items
+from .runfolder import read_run_config
 
 
 class Recommender:

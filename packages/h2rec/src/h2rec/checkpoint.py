@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from semid.io import atomic_write
 
-from . import __version__
 from .errors import H2RecError
+from .version import __version__
 
 FORMAT_VERSION = 2  # bump when the run-folder layout, the state-dict names or a config default change
 
@@ -51,14 +51,6 @@ def check_run_folder(run_dir: Path) -> dict:
             f"this h2rec {__version__} reads format {FORMAT_VERSION}. Retrain, or use the h2rec version that wrote it."
         )
     return meta
-
-
-def read_run_config(run_dir: Path):
-    """The resolved :class:`~h2rec.config.Config` a run folder was trained with."""
-    from .config import SECTIONS, build_config
-
-    meta = check_run_folder(run_dir)
-    return build_config({k: meta[k] for k in SECTIONS if k in meta}, source=str(run_dir / "config.json"))
 
 
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -227,9 +227,9 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
     With --resume, the run continues with the configuration it started with; flags and --config
     may change only when it stops, where it runs and how it is reported (and data paths whose
     content is unchanged); other changes are refused."""
-    from .checkpoint import read_run_config
     from .config import build_config, load_config_file, read_config_values
     from .evaluate import format_results
+    from .runfolder import read_run_config
     from .tracking import open_tracking
     from .training import train as run_training
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from semid.io import atomic_write
 
+from .assemble import resolve_device
 from .config import build_config
 from .errors import H2RecError
 from .synthetic import SyntheticConfig, write
-from .training import resolve_device, train
+from .training import train
 
 # semid's RQ-VAE (QuantizerConfig's default) fits 128 codes per level and needs an item per code; the
 # generator's taxonomy writes about 87,000 distinct titles and slows down as it runs out of new ones.

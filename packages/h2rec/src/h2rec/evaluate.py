@@ -15,14 +15,17 @@ ranks the target last, not first.
 
 from __future__ import annotations
 
+import dataclasses
+import resource
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from srs_backbones import append_mask_token
 
-from .config import EvalConfig
+from .config import Config, EvalConfig
 from .data import Dataset, EvalSplit, pad_right, sample_candidates
+from .errors import H2RecError
 from .model import H2Rec
 from .progress import progress_bar
 
@@ -156,3 +159,51 @@ def format_results(results: dict, groups: tuple[str, ...] = ("overall", "head", 
             cells = [f"{by_group[g][m]:.4f}" if m in by_group.get(g, {}) else "-" for g in groups for m in metrics]
             lines.append(f"| {split} | {protocol} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- a run's final metrics
+def selection_protocol(config: Config) -> int:
+    """Negatives of the protocol that selects the checkpoint: 0 (full ranking) or eval.negatives."""
+    if config.eval.select_on == "full":
+        return 0
+    if not config.eval.negatives:
+        raise H2RecError("eval.select_on='sampled' needs eval.negatives > 0")
+    return config.eval.negatives
+
+
+def selection_name(config: Config) -> str:
+    """The results.json protocol whose validation NDCG@10 selects the checkpoint, e.g. ``full_unseen``."""
+    return protocol_name(selection_protocol(config), config.eval.exclude_history)
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def final_results(model: H2Rec, ds: Dataset, config: Config, state: dict, device: torch.device,
+                  splits: tuple[str, ...] = ("valid", "test"), progress: bool = False) -> dict:
+    """Validation and test metrics of the best checkpoint, under full ranking and, when
+    configured, the sampled protocol too; with the run's cost."""
+    # full ranking both ways (seen items in and out), whichever selects; the sampled protocol when asked
+    protocols = [(0, False), (0, True)] + ([(config.eval.negatives, False)] if config.eval.negatives else [])
+    metrics = {split: {protocol_name(k, exclude): evaluate_split(
+                           model, ds, split, dataclasses.replace(config.eval, exclude_history=exclude),
+                           config.data.max_len, k, progress)
+                       for k, exclude in protocols}
+               for split in splits}
+    epochs = state["history"]
+    train_seconds = [r["train_seconds"] for r in epochs]
+    return {
+        "model": config.model.kind, "backbone": config.model.backbone, "seed": config.train.seed,
+        "selection": f"valid NDCG@10 ({selection_name(config)})",
+        "protocols": {protocol_name(k, exclude): PROTOCOLS["sampled" if k else protocol_name(0, exclude)]
+                      for k, exclude in protocols},
+        "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+        "seconds_per_epoch": round(float(np.mean(train_seconds)), 2) if train_seconds else None,
+        "device": str(device), **peak_memory_mb(device),
+        "exclude_history": config.eval.exclude_history,  # True: full_unseen selected the checkpoint
+        "data": ds.stats, **metrics,
+    }

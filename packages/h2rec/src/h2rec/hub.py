@@ -33,13 +33,15 @@ import torch
 from semid import hub as semid_hub
 from semid.io import COMMIT_MARKER, StagedOutput, one_writer, remove_stale_temps
 
-from . import __version__, runfolder
-from .checkpoint import best_weights_path, check_run_folder, load_weights, read_json, read_run_config
+from . import runfolder
+from .assemble import build_model, load_semid, resolve_device
+from .checkpoint import best_weights_path, check_run_folder, load_weights, read_json
 from .config import SECTIONS, Config, build_config
 from .errors import H2RecError
 from .evaluate import model_inputs, recommend_items
 from .model import H2Rec
-from .training import build_model, load_semid, resolve_device
+from .runfolder import read_run_config
+from .version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import semid
 
-from .checkpoint import read_json, write_json
-from .config import Config, build_config
+from .checkpoint import check_run_folder, read_json, write_json
+from .config import SECTIONS, Config, build_config
 from .data import Dataset
 from .errors import H2RecError
 
@@ -36,6 +36,12 @@ DATA_FILE = "data.json"
 RESUMABLE = ("data.interactions", "data.semid", "train.epochs", "train.patience", "train.patience_steps",
              "train.eval_every", "train.device", "eval.batch_size", "eval.negatives", "eval.negatives_seed",
              "eval.ks")
+
+
+def read_run_config(run_dir: Path):
+    """The resolved :class:`~h2rec.config.Config` a run folder was trained with."""
+    meta = check_run_folder(run_dir)
+    return build_config({k: meta[k] for k in SECTIONS if k in meta}, source=str(run_dir / "config.json"))
 
 
 def absolute_paths(config: Config) -> Config:

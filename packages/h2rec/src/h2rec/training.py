@@ -8,12 +8,9 @@ continues exactly where the run stopped and ends with the same numbers as an uni
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
-import random
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -25,22 +22,22 @@ import torch
 from semid.io import one_writer
 from srs_backbones import cloze_mask
 
-from . import __version__, runfolder
+from . import runfolder
+from .assemble import build_model, prepare, resolve_device, seed_everything
 from .checkpoint import (
     FORMAT_VERSION,
     best_weights_path,
     load_checkpoint,
     load_weights,
-    read_run_config,
     remove_leftovers,
     save_checkpoint,
     write_json,
     write_text,
 )
 from .config import Config, TrainConfig
-from .data import Dataset, build_dataset, training_windows
+from .data import Dataset, training_windows
 from .errors import H2RecError
-from .evaluate import PROTOCOLS, evaluate_split, protocol_name
+from .evaluate import evaluate_split, final_results, selection_name, selection_protocol
 from .losses import (
     alignment_positives,
     bce,
@@ -57,58 +54,10 @@ from .losses import (
 )
 from .model import H2Rec, at_last
 from .progress import progress_bar
+from .runfolder import read_run_config
+from .version import __version__
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise H2RecError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise H2RecError(f"device {name!r} requested but CUDA is not available")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise H2RecError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
-def load_semid(path: str) -> semid.SemanticIDs:
-    if not path:
-        raise H2RecError("data.semid is not set: pass the folder written by `semid encode`")
-    try:
-        return semid.load(path)
-    except (OSError, ValueError) as err:
-        raise H2RecError(f"{path}: cannot read the semantic IDs folder: {err}") from err
-
-
-def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
-    """Fills the choices left to the data: PCA initialisation when text embeddings exist."""
-    model = config.model
-    if model.pca_init is None:
-        model = dataclasses.replace(model, pca_init=model.kind == "h2rec" and sids.embeddings is not None)
-    if model.pca_init and sids.embeddings is None:
-        raise H2RecError(f"{config.data.semid}: model.pca_init needs text embeddings, and this folder has none")
-    return dataclasses.replace(config, model=model)
-
-
-def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec:
-    m = config.model
-    codes = None if m.kind == "hid" else sids.embedding(dim=m.dim, combine="levels", padding_idx0=True,
-                                                       init_std=m.init_std)
-    try:
-        return H2Rec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
-    except ValueError as err:  # e.g. an encoder option srs_backbones does not know
-        raise H2RecError(f"model configuration: {err}") from err
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -275,34 +224,6 @@ def learning_rate(tc: TrainConfig, step: int, total_steps: int) -> float:
     return tc.lr * (1.0 - progress)
 
 
-def peak_memory_mb(device: torch.device) -> dict[str, float]:
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if device.type == "cuda":
-        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return out
-
-
-def selection_protocol(config: Config) -> int:
-    """Negatives of the protocol that selects the checkpoint: 0 (full ranking) or eval.negatives."""
-    if config.eval.select_on == "full":
-        return 0
-    if not config.eval.negatives:
-        raise H2RecError("eval.select_on='sampled' needs eval.negatives > 0")
-    return config.eval.negatives
-
-
-def selection_name(config: Config) -> str:
-    """The results.json protocol whose validation NDCG@10 selects the checkpoint, e.g. ``full_unseen``."""
-    return protocol_name(selection_protocol(config), config.eval.exclude_history)
-
-
-def prepare(config: Config) -> tuple[Config, semid.SemanticIDs, Dataset]:
-    sids = load_semid(config.data.semid)
-    config = resolve_config(config, sids)
-    ds = build_dataset(config.data, sids.ids)
-    return config, sids, ds
-
-
 def _open_run(run_dir: Path, config: Config | None, resume: bool
               ) -> tuple[Config, semid.SemanticIDs, Dataset, dict[str, tuple]]:
     """The run's configuration, semantic IDs and dataset, every check made before a file is written.
@@ -463,29 +384,3 @@ def stop_reason(state: dict, tc: TrainConfig) -> str:
                 f"{state['bad_epochs']} epochs and {state['step'] - state['best_step']} optimizer steps "
                 f"(patience {tc.patience} epochs and {tc.patience_steps} steps); {best}")
     return f"reached the last epoch ({tc.epochs}); {best}"
-
-
-def final_results(model: H2Rec, ds: Dataset, config: Config, state: dict, device: torch.device,
-                  splits: tuple[str, ...] = ("valid", "test"), progress: bool = False) -> dict:
-    """Validation and test metrics of the best checkpoint, under full ranking and, when
-    configured, the sampled protocol too; with the run's cost."""
-    # full ranking both ways (seen items in and out), whichever selects; the sampled protocol when asked
-    protocols = [(0, False), (0, True)] + ([(config.eval.negatives, False)] if config.eval.negatives else [])
-    metrics = {split: {protocol_name(k, exclude): evaluate_split(
-                           model, ds, split, dataclasses.replace(config.eval, exclude_history=exclude),
-                           config.data.max_len, k, progress)
-                       for k, exclude in protocols}
-               for split in splits}
-    epochs = state["history"]
-    train_seconds = [r["train_seconds"] for r in epochs]
-    return {
-        "model": config.model.kind, "backbone": config.model.backbone, "seed": config.train.seed,
-        "selection": f"valid NDCG@10 ({selection_name(config)})",
-        "protocols": {protocol_name(k, exclude): PROTOCOLS["sampled" if k else protocol_name(0, exclude)]
-                      for k, exclude in protocols},
-        "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
-        "seconds_per_epoch": round(float(np.mean(train_seconds)), 2) if train_seconds else None,
-        "device": str(device), **peak_memory_mb(device),
-        "exclude_history": config.eval.exclude_history,  # True: full_unseen selected the checkpoint
-        "data": ds.stats, **metrics,
-    }

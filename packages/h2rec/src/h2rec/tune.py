@@ -52,9 +52,12 @@ import yaml
 from semid.io import one_writer
 
 from . import runfolder, training
-from .checkpoint import atomic_write, read_json, read_run_config, write_json, write_text
+from .assemble import prepare
+from .checkpoint import atomic_write, read_json, write_json, write_text
 from .config import SECTIONS, Config, build_config
 from .errors import H2RecError
+from .evaluate import selection_name
+from .runfolder import read_run_config
 
 try:
     import optuna
@@ -275,7 +278,7 @@ def _run_trial(study: optuna.Study, settings: SearchSettings, base: Config, out:
     value, state, error = None, TrialState.COMPLETE, None
     try:
         config = build_config(base.to_dict(), params, source=f"trial {trial.number}")
-        metric = training.selection_name(config)
+        metric = selection_name(config)
         if resume and (run_dir / "checkpoints" / "last.json").is_file():
             _report_history(trial, run_dir)
 
@@ -393,9 +396,9 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
     if minutes is not None and not minutes > 0:
         raise H2RecError(f"minutes must be positive, got {minutes}")
     settings = SearchSettings(load_space(space_path, base_config), trials, minutes, seed=base_config.train.seed)
-    metric = f"valid NDCG@10 ({training.selection_name(base_config)})"
+    metric = f"valid NDCG@10 ({selection_name(base_config)})"
     # data and semantic-ID errors now, not in every trial
-    _, _, ds = training.prepare(runfolder.absolute_paths(base_config))
+    _, _, ds = prepare(runfolder.absolute_paths(base_config))
     runfolder.check_catalogue_coverage(base_config, ds)
     runfolder.check_before_training(base_config, ds)
     out = Path(out_dir)

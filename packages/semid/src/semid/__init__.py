@@ -7,21 +7,21 @@
     s.save_pretrained("shared/"); semid.from_pretrained("user/repo")   # the Hugging Face way
 """
 
-__version__ = "0.1.0"
-
-from semid.code_embedding import CodeEmbedding  # noqa: E402
-from semid.collisions import collision_stats, dedup_codes, format_stats  # noqa: E402
-from semid.config import EmbedConfig, QuantizerConfig, ReadConfig  # noqa: E402
-from semid.embed import Embedder, embed_texts  # noqa: E402
-from semid.errors import SemidError  # noqa: E402
-from semid.hub import from_pretrained  # noqa: E402
-from semid.items import ItemSet, read_items  # noqa: E402
-from semid.pipeline import embed_catalogue, encode_catalogue  # noqa: E402
-from semid.quantize import Quantizer, build_quantizer, load_quantizer, relative_error  # noqa: E402
-from semid.semantic_ids import SemanticIDs, load  # noqa: E402
-from semid.vectors import read_embeddings  # noqa: E402
+from semid.code_embedding import CodeEmbedding
+from semid.collisions import collision_stats, dedup_codes, format_stats
+from semid.config import EmbedConfig, QuantizerConfig, ReadConfig
+from semid.embed import Embedder, embed_texts
+from semid.errors import SemidError
+from semid.hub import from_pretrained
+from semid.items import ItemSet, read_items
+from semid.pipeline import embed_catalogue, encode_catalogue
+from semid.quantize import Quantizer, build_quantizer, load_quantizer, relative_error
+from semid.semantic_ids import SemanticIDs, load
+from semid.vectors import read_embeddings
+from semid.version import __version__
 
 __all__ = [
+    "__version__",
     "CodeEmbedding",
     "EmbedConfig",
     "Embedder",

@@ -30,12 +30,19 @@ def set_threads(threads: int | None) -> str | None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without CUDA is a user error."""
+    """'auto' -> cuda when available, else cpu; a name torch does not know, or CUDA without a CUDA
+    device, is a user error. The one device rule of semid and h2rec."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise fail(None, None, "device", "is 'cuda' but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise fail(None, None, "device", f"is {name!r}; expected auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise fail(None, None, "device", f"is {name!r} but torch sees no CUDA device; use cpu or auto")
+    return device
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

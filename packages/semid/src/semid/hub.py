@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from safetensors.torch import load as safetensors_load
 
-from semid import __version__
 from semid.errors import SemidError, fail
 from semid.io import (
     CODES,
@@ -41,6 +40,7 @@ from semid.io import (
     remove_stale_temps,
 )
 from semid.semantic_ids import SemanticIDs, load
+from semid.version import __version__
 
 log = logging.getLogger(__name__)
 

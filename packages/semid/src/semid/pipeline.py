@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from semid import __version__
 from semid.collisions import collision_stats, dedup_codes
 from semid.config import EmbedConfig, QuantizerConfig, ReadConfig, config_to_dict
 from semid.embed import DEFAULT_MODEL_NAME, cache_path, default_cache_dir, embed_texts
@@ -40,6 +39,7 @@ from semid.items import ItemSet, read_items, texts_jsonl
 from semid.quantize import build_quantizer, relative_error
 from semid.semantic_ids import SemanticIDs, codes_bytes, load, recbole_item, semantic_ids_jsonl
 from semid.vectors import embeddings_bytes, read_embeddings
+from semid.version import __version__
 
 
 class UserCache:

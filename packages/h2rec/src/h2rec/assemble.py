@@ -1,0 +1,70 @@
+"""A run's parts from its configuration: the device, the semantic IDs, the choices left to the data,
+the dataset, the model and the seeded random state. Training and inference both stand on this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import semid
+import semid.devices
+import torch
+
+from .config import Config
+from .data import Dataset, build_dataset
+from .errors import H2RecError
+from .model import H2Rec
+
+
+def resolve_device(name: str) -> torch.device:
+    """semid's device rule (auto, cpu, cuda, cuda:N, mps), its errors as h2rec's."""
+    try:
+        return semid.devices.resolve_device(name)
+    except semid.SemidError as err:
+        raise H2RecError(str(err)) from None
+
+
+def load_semid(path: str) -> semid.SemanticIDs:
+    if not path:
+        raise H2RecError("data.semid is not set: pass the folder written by `semid encode`")
+    try:
+        return semid.load(path)
+    except (OSError, ValueError) as err:
+        raise H2RecError(f"{path}: cannot read the semantic IDs folder: {err}") from err
+
+
+def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
+    """Fills the choices left to the data: PCA initialisation when text embeddings exist."""
+    model = config.model
+    if model.pca_init is None:
+        model = dataclasses.replace(model, pca_init=model.kind == "h2rec" and sids.embeddings is not None)
+    if model.pca_init and sids.embeddings is None:
+        raise H2RecError(f"{config.data.semid}: model.pca_init needs text embeddings, and this folder has none")
+    return dataclasses.replace(config, model=model)
+
+
+def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec:
+    m = config.model
+    codes = None if m.kind == "hid" else sids.embedding(dim=m.dim, combine="levels", padding_idx0=True,
+                                                       init_std=m.init_std)
+    try:
+        return H2Rec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
+    except ValueError as err:  # e.g. an encoder option srs_backbones does not know
+        raise H2RecError(f"model configuration: {err}") from err
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def prepare(config: Config) -> tuple[Config, semid.SemanticIDs, Dataset]:
+    """The semantic IDs, the configuration resolved against them, and the leave-one-out dataset."""
+    sids = load_semid(config.data.semid)
+    config = resolve_config(config, sids)
+    ds = build_dataset(config.data, sids.ids)
+    return config, sids, ds
