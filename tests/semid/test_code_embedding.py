@@ -90,3 +90,13 @@ def test_bad_arguments():
         CodeEmbedding(CODES[:, 2:], [2], [None])
     with pytest.raises(SemidError, match="field 'codebooks' level 1 has 3 rows"):
         CodeEmbedding(CODES[:, :1], [4], [torch.zeros(3, 4)])
+
+
+def test_stacked_codes_index_the_level_tables_end_to_end():
+    codes = torch.tensor([[0, 2, 1], [3, 0, 4]])
+    emb = CodeEmbedding(codes, [4, 3, 5], [None, None, None], dim=6, combine="levels")
+    assert emb.n_codes == 12
+    stacked = emb.stacked_codes(torch.tensor([0, 1]))
+    assert stacked.tolist() == [[0, 4 + 2, 7 + 1], [3, 4 + 0, 7 + 4]]
+    tables = torch.cat([table.weight for table in emb.levels])  # (12, 6): the same index space
+    torch.testing.assert_close(tables[stacked], emb(torch.tensor([0, 1])))

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from srs_backbones import build_encoder
-from srs_backbones.layers import attention_mask
+from srs_backbones import attention_mask, build_encoder
 from torch import Tensor, nn
 
 from .config import ModelConfig
@@ -154,7 +153,7 @@ class H2Rec(nn.Module):
             if code_embedding is None:
                 raise ValueError(f"model kind {cfg.kind!r} needs the items' semantic IDs")
             self.codes = code_embedding
-            self.n_levels = len(code_embedding.levels)
+            self.n_levels = code_embedding.n_columns
             # learned stand-ins for the code embeddings of BERT4Rec's mask token (it has no codes)
             self.cloze_levels = nn.Parameter(torch.randn(self.n_levels, d, generator=g) * cfg.init_std)
             # L_MSG's granularity mask token, one per level (§3.3.2)
@@ -255,11 +254,11 @@ class H2Rec(nn.Module):
         start + r's code on each level (level l's codes counted from the end of level l-1's table);
         item 0, the padding item, has an empty row."""
         items = torch.arange(max(start, 1), end, device=self.device)
-        cols = (self.codes.item_codes(items) + self.codes.offsets).reshape(-1)
+        cols = self.codes.stacked_codes(items).reshape(-1)
         crow = torch.arange(0, cols.numel() + 1, self.n_levels, device=cols.device)
         if start == 0:
             crow = F.pad(crow, (1, 0))
-        size = (end - start, sum(table.num_embeddings for table in self.codes.levels))
+        size = (end - start, self.codes.n_codes)
         with warnings.catch_warnings():  # torch flags sparse CSR as beta; CSR @ dense is long stable
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, cols, torch.ones(cols.numel(), device=cols.device), size)

@@ -100,9 +100,19 @@ class CodeEmbedding(nn.Module):
     def n_columns(self) -> int:
         return len(self.levels)
 
+    @property
+    def n_codes(self) -> int:
+        """Codes over all levels, ΣK_l: the rows of the level tables stacked end to end."""
+        return sum(table.num_embeddings for table in self.levels)
+
     def item_codes(self, item_index: torch.Tensor) -> torch.Tensor:
         """Codes [..., n_columns] of item indices (with padding_idx0, index 0 gives -1 in every column)."""
         return self.codes[item_index]
+
+    def stacked_codes(self, item_index: torch.Tensor) -> torch.Tensor:
+        """Codes [..., n_columns] as rows of the level tables stacked end to end (level l's codes
+        start after level l-1's): one index space of size n_codes, e.g. for an item x code matrix."""
+        return self.item_codes(item_index) + self.offsets
 
     def forward(self, item_index: torch.Tensor) -> torch.Tensor:
         codes = self.item_codes(item_index)  # (..., C); -1 in the padding row
