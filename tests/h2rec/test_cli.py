@@ -59,7 +59,7 @@ def test_evaluate_recommend_compare(two_models):
 
     result = runner.invoke(main, ["compare", *map(str, two_models.values()), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     # a label names the model and every choice that differs from the defaults (here the width)
     assert summary["labels"] == ["hid/sasrec (dim=32)", "h2rec/sasrec (dim=32)"]
     assert summary["table"]["hid/sasrec (dim=32)"]["overall NDCG@10"]["n"] == 2

@@ -58,7 +58,7 @@ def test_encode_with_precomputed_embeddings_then_stats(runner, tmp_path, embedde
     shown = runner.invoke(main, ["stats", str(out)])
     assert shown.exit_code == 0 and "utilisation" in shown.output and "perplexity" in shown.output
     raw = runner.invoke(main, ["stats", str(out), "--json"])
-    assert json.loads(raw.output) == stats
+    assert json.loads(raw.stdout) == stats
 
 
 def test_per_level_codebook_sizes_on_the_command_line(runner, tmp_path, embedded):
