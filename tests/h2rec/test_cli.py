@@ -154,3 +154,15 @@ def test_demo_runs_end_to_end_on_a_small_catalogue(tmp_path):
     assert "| full | h2rec vs hid |" in result.output and "one seed (42)" in result.output
     assert "Head = the" in result.output and "Test targets:" in result.output
     assert (tmp_path / "demo" / "groups.png").stat().st_size > 1000
+
+
+def test_code_match_and_window_flags_and_their_old_spellings(tiny, tmp_path):
+    runner = CliRunner()
+    new = runner.invoke(main, train_args(tiny, tmp_path / "new", "--epochs", "1", "--code-match", "2", "--window", "0"))
+    old = runner.invoke(main, train_args(tiny, tmp_path / "old", "--epochs", "1", "--p", "2", "--o", "0"))
+    for result, run in ((new, "new"), (old, "old")):
+        assert result.exit_code == 0, result.output
+        train = json.loads((tmp_path / run / "config.json").read_text())["train"]
+        assert (train["code_match"], train["window"]) == (2, 0)
+    assert "--code-match" in runner.invoke(main, ["train", "-h"]).output
+    assert "--p " not in runner.invoke(main, ["train", "-h"]).output  # hidden

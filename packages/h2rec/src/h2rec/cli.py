@@ -47,7 +47,8 @@ TRAIN_OPTIONS = {
     "heads": "model.num_heads", "dropout": "model.dropout", "fusion": "model.fusion", "mca": "model.mca",
     "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
     "loss": "train.loss", "negatives": "train.num_negatives", "beta": "train.beta", "gamma": "train.gamma",
-    "tau": "train.tau", "rec_reduction": "train.rec_reduction", "p": "train.code_match", "o": "train.window",
+    "tau": "train.tau", "rec_reduction": "train.rec_reduction",
+    "code_match": "train.code_match", "window": "train.window",
     "emb_dropout": "model.emb_dropout", "attn_dropout": "model.attn_dropout",
     "label_smoothing": "train.label_smoothing", "exclude_seen": "train.exclude_seen",
     "sampled_negatives": "train.sampled_negatives",
@@ -181,8 +182,11 @@ def main():
 @click.option("--tau", type=float, help="Temperature of Eq. 6-8 (default 1.0).")
 @click.option("--rec-reduction", type=click.Choice(["user_sum", "mean"]),
               help="Eq. 10 over a batch: per-user sum averaged over users (default), or mean over positions.")
-@click.option("--p", type=int, help="Code-matching threshold p of Eq. 7 (default 3; 0 = removed).")
-@click.option("--o", type=int, help="Context window o of Eq. 7 (default 3; 0 = removed).")
+@click.option("--code-match", type=int, help="Code-matching threshold p of Eq. 7 (default 3; 0 = removed).")
+@click.option("--window", type=int, help="Context window o of Eq. 7 (default 3; 0 = removed).")
+# the first spellings, kept for a release: --o looked like -o/--out
+@click.option("--p", "old_p", type=int, hidden=True)
+@click.option("--o", "old_o", type=int, hidden=True)
 @click.option("--windows", type=click.Choice(["sliding", "random", "last"]),
               help="Training rows: every target once per epoch in sliding (default) or randomly phased windows, "
                    "or each history's last window only.")
@@ -221,7 +225,7 @@ def main():
 @threads_option
 @reports_errors
 def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboard_dir, mlflow_uri, mlflow_experiment,
-          **options):
+          old_p, old_o, **options):
     """Train a model; select it on validation NDCG@10; report validation and test metrics.
 
     With --resume, the run continues with the configuration it started with; flags and --config
@@ -234,6 +238,9 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
     from .training import train as run_training
 
     use_threads(threads, quiet)
+    for old, new in ((old_p, "code_match"), (old_o, "window")):
+        if old is not None and options[new] is None:
+            options[new] = old
     overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     if resume:
         if preset:
