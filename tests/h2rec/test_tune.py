@@ -160,7 +160,7 @@ def test_cli_end_to_end_then_train_the_best_config(tiny, tmp_path):
     assert "best trial" in result.output and "model.dropout:" in result.output
     assert "| test | full |" in result.output
     assert f"best config: {out / 'best.yaml'}" in result.output and f"trials: {out / 'trials.csv'}" in result.output
-    assert "[h2rec tune] trial 1:" in result.output  # one log line per trial
+    assert "[h2rec.tune] trial 1:" in result.output  # one log line per trial
     assert yaml.safe_load((out / "best.yaml").read_text())["model"]["dropout"] in (0.1, 0.3)
 
     result = runner.invoke(main, ["train", "--config", str(out / "best.yaml"), "-o", str(tmp_path / "run"), "--quiet"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -108,6 +110,26 @@ def tracking_options(fn):
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+@contextlib.contextmanager
+def log_to_stderr(quiet: bool):
+    """The library logs (``logging``), the command shows it: INFO and above of every h2rec module on
+    stderr, as ``[h2rec.training] ...``, unless --quiet (then warnings only, through Python's default)."""
+    if quiet:
+        yield
+        return
+    logger = logging.getLogger("h2rec")
+    handler = logging.StreamHandler(sys.stderr)  # read now: under CliRunner, its captured stream
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def use_threads(threads: int | None, quiet: bool = False) -> None:
@@ -261,7 +283,8 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
     if not track and (tensorboard_dir or mlflow_uri):
         raise InputError("--tensorboard-dir and --mlflow-uri go with --track tensorboard / --track mlflow")
     # a missing package or a bad MLflow store stops here, before training
-    with open_tracking(track, run_dir, tensorboard_dir, mlflow_uri, mlflow_experiment) as tracking:
+    with (log_to_stderr(quiet),
+          open_tracking(track, run_dir, tensorboard_dir, mlflow_uri, mlflow_experiment) as tracking):
         results = run_training(config, run_dir, resume=resume, progress=not quiet,
                                on_epoch=tracking.on_epoch if track else None)
         tracking.finish(results)
@@ -384,8 +407,6 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, threads, **op
     """Search hyper-parameters with Optuna on validation NDCG@10; test the best configuration once.
 
     Run the same command again to continue a search, also after a crash."""
-    import logging
-
     from .config import build_config, load_config_file
     from .evaluate import format_results
     from .tune import tune as run_tune
@@ -398,18 +419,8 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, threads, **op
         config = load_config_file(config_file, overrides, flags=flag_names(TUNE_OPTIONS))
     else:
         config = build_config(overrides=overrides, source="command line", flags=flag_names(TUNE_OPTIONS))
-    logger = logging.getLogger("h2rec.tune")
-    handler = logging.StreamHandler(sys.stderr)  # read now: under CliRunner, its captured stream
-    handler.setFormatter(logging.Formatter("[h2rec tune] %(message)s"))
-    level = logger.level
-    if not quiet:
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    try:
+    with log_to_stderr(quiet):
         summary = run_tune(space_file, out_dir, config, trials=trials, minutes=minutes, progress=not quiet)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     if summary["best_trial"] is None:
         click.echo(f"no trial has completed yet ({summary['finished_trials']} pruned); run the same command again")
     else:
@@ -440,8 +451,10 @@ def demo(out_dir, epochs, device, text_model, n_items, n_users, threads):
 
     use_threads(threads)
 
-    click.echo(run_demo(out_dir, epochs=epochs, device=device, text_model=text_model, n_items=n_items,
-                        n_users=n_users, log=lambda m: click.echo(m, err=True)))
+    with log_to_stderr(quiet=False):
+        table = run_demo(out_dir, epochs=epochs, device=device, text_model=text_model, n_items=n_items,
+                         n_users=n_users, log=lambda m: click.echo(m, err=True))
+    click.echo(table)
 
 
 @main.command()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -267,10 +266,8 @@ def train(config: Config | None, run_dir: str | Path, resume: bool = False, prog
 def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
            on_epoch: Callable[[dict], None] | None, test: bool) -> dict:
     config, sids, ds, changes = _open_run(run_dir, config, resume)
-    log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
     for key, (old, new) in changes.items():
-        log(f"[h2rec] resume: {key} {old!r} -> {new!r}")
-        logger.info("resume %s: %s changed from %r to %r", run_dir, key, old, new)
+        logger.info("resume: %s %r -> %r", key, old, new)
     device = resolve_device(config.train.device)
     tc = config.train
     gen = seed_everything(tc.seed)
@@ -304,7 +301,7 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
 
     selection_negatives = selection_protocol(config)
     protocol = selection_name(config)
-    log(f"[h2rec] {config.model.kind}/{config.model.backbone} on {device}: {len(tiling)} training windows "
+    logger.info(f"{config.model.kind}/{config.model.backbone} on {device}: {len(tiling)} training windows "
         f"({tc.windows}), {ds.n_items} items, {len(ds.valid)} evaluated users; "
         f"selecting on valid NDCG@10 ({protocol})")
     while state["epoch"] < tc.epochs and not state["stopped"]:
@@ -356,13 +353,13 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         state["history"].append(record)
         save_checkpoint(run_dir, model, optimizer, gen, state, best_model=model if improved else None)
         write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
-        log(f"[h2rec] epoch {epoch}/{tc.epochs}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "epoch")
+        logger.info(f"epoch {epoch}/{tc.epochs}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "epoch")
             + (f" | best valid NDCG@10 {state['best_ndcg10']:.5f} at epoch {state['best_epoch']}"
                if state["best_epoch"] else ""))
         if on_epoch is not None:
             on_epoch(record)
 
-    log(f"[h2rec] {stop_reason(state, tc)}")
+    logger.info(stop_reason(state, tc))
     load_weights(model, best_weights_path(run_dir))
     results = final_results(model, ds, config, state, device, splits=("valid", "test") if test else ("valid",),
                             progress=progress)
