@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
+from semid.errors import SemidError
 from semid.io import atomic_write
+from semid.io import read_json as semid_read_json
 
 from .errors import H2RecError
 from .version import __version__
@@ -33,12 +35,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """semid's JSON reader (errors name the file and line), its errors as h2rec's."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise H2RecError(f"{path}: not found") from None
-    except json.JSONDecodeError as err:
-        raise H2RecError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+        return semid_read_json(path)
+    except SemidError as err:
+        raise H2RecError(str(err)) from None
 
 
 def check_run_folder(run_dir: Path) -> dict:
