@@ -61,7 +61,7 @@ def recommend_items(model: H2Rec, history: Sequence[int], max_len: int, item_ids
     scores = model.score_all(encoded.last())[0]
     if exclude_history:
         scores[torch.as_tensor(list(history), device=scores.device)] = float("-inf")
-    top = torch.topk(scores, min(k, len(item_ids)))
+    top = torch.topk(scores, min(k, len(item_ids)))  # Eq. 1: the argmax of P(v_{N+1} = v_i | S_u), k deep
     return [{"item_id": item_ids[i - 1], "score": round(float(s), 4), "text": texts[i - 1] if texts else None}
             for s, i in zip(top.values.tolist(), top.indices.tolist())]
 
