@@ -154,6 +154,10 @@ def test_demo_runs_end_to_end_on_a_small_catalogue(tmp_path):
     assert "| full | h2rec vs hid |" in result.output and "one seed (42)" in result.output
     assert "Head = the" in result.output and "Test targets:" in result.output
     assert (tmp_path / "demo" / "groups.png").stat().st_size > 1000
+    # the folder holds that demo: another catalogue size into it is refused, not mixed with it
+    other = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "demo"), "--items", "160", "--users", "200",
+                                      "--epochs", "1", "--device", "cpu"])
+    assert other.exit_code == 2 and "holds the demo of" in other.output
 
 
 def test_code_match_and_window_flags_and_their_old_spellings(tiny, tmp_path):

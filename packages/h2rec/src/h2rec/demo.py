@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from semid.io import atomic_write
 
 from .assemble import resolve_device
+from .checkpoint import write_json
 from .config import build_config
 from .errors import H2RecError
 from .synthetic import SyntheticConfig, write
@@ -39,6 +41,19 @@ def check_demo_sizes(n_items: int, n_users: int, epochs: int) -> None:
         raise H2RecError(f"--epochs {epochs}: train for at least 1 epoch")
 
 
+def check_same_demo(out: Path, setting: dict) -> None:
+    """A demo folder continues only the demo it holds: its semantic IDs and runs belong to one
+    generated catalogue, so other sizes or another encoder into the same folder are refused."""
+    path = out / "demo.json"
+    if path.is_file():
+        held = json.loads(path.read_text(encoding="utf-8"))
+        if held != setting:
+            raise H2RecError(f"{out}: holds the demo of {held}; this one is {setting}. "
+                             "Choose another -o, or remove the folder")
+    else:
+        write_json(path, setting)
+
+
 def run_demo(out_dir: str | Path, epochs: int = 40, device: str = "auto", text_model: str | None = None,
              n_items: int = 1500, n_users: int = 3000, log: Callable[[str], None] = print) -> str:
     import semid
@@ -46,6 +61,7 @@ def run_demo(out_dir: str | Path, epochs: int = 40, device: str = "auto", text_m
     check_demo_sizes(n_items, n_users, epochs)
     resolve_device(device)  # `--device tpu` fails here, not after the catalogue is written
     out = Path(out_dir)
+    check_same_demo(out, {"items": n_items, "users": n_users, "text_model": text_model})
     log(f"[demo] 1/4 generating a catalogue of {n_items} items and {n_users} users -> {out / 'data'}")
     items, interactions = write(out / "data", SyntheticConfig(n_items=n_items, n_users=n_users))
 
@@ -69,8 +85,6 @@ def run_demo(out_dir: str | Path, epochs: int = 40, device: str = "auto", text_m
             "train.epochs": epochs, "train.patience": 5, "train.patience_steps": 0, "train.device": device,
             "eval.negatives": 100})
         if finished:
-            import json
-
             results[kind] = json.loads((run_dir / "results.json").read_text())
         else:
             results[kind] = train(config, run_dir, resume=(run_dir / "config.json").is_file())
