@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from h2rec.compare import paired_p_value
 from scipy import stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +141,7 @@ def paired_test(a: list[dict], b: list[dict], protocol: str) -> dict:
     for g, m in COLUMNS:
         x = [by_seed_a[s]["test"][protocol][g][m] for s in seeds]
         y = [by_seed_b[s]["test"][protocol][g][m] for s in seeds]
-        out[f"{g} {m}"] = float(stats.ttest_rel(y, x).pvalue) if len(seeds) >= 2 else None
+        out[f"{g} {m}"] = paired_p_value(x, y) if len(seeds) >= 2 else None
     return out
 
 

@@ -54,6 +54,12 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
     return runs
 
 
+def paired_p_value(baseline: list[float], target: list[float]) -> float:
+    """Two-sided paired t-test of ``target`` against ``baseline`` (paired by position, e.g. by seed),
+    as the paper's Table 2 reports; NaN when the differences are all equal."""
+    return float(stats.ttest_rel(target, baseline).pvalue)
+
+
 def summarise(runs: list[Run], split: str = "test", protocol: str = "full",
               groups: tuple[str, ...] = ("overall", "tail", "head"),
               metrics: tuple[str, ...] = ("NDCG@10", "HR@10"),
@@ -87,7 +93,7 @@ def summarise(runs: list[Run], split: str = "test", protocol: str = "full",
                 for name in metrics:
                     a = [base[s].metric(split, protocol, group, name) for s in seeds]
                     b = [other[s].metric(split, protocol, group, name) for s in seeds]
-                    p = stats.ttest_rel(b, a).pvalue  # two-sided, as in the paper's Table 2
+                    p = paired_p_value(a, b)
                     out["tests"]["p_values"][f"{group} {name}"] = None if np.isnan(p) else float(p)
     return out
 
