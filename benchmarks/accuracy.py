@@ -247,7 +247,65 @@ def report() -> str:
                 f"| {'/'.join(str(round(r['minutes_to_best'])) if 'minutes_to_best' in r else '-' for r in rs)} "
                 f"| {np.mean([r['seconds_per_epoch'] for r in rs]):.1f} |")
         lines.append("")
+        if dataset in CHOSEN:
+            lines += group_comparison(dataset, *CHOSEN[dataset])
+            plot = curves_plot(dataset, CHOSEN[dataset], RESULTS / "accuracy" / f"{dataset}_curves.png")
+            if plot:
+                lines += [f"Training curves of these runs: `{plot.relative_to(RESULTS.parent.parent)}`.", ""]
     return "\n".join(lines)
+
+
+def group_comparison(dataset: str, baseline: str, target: str) -> list[str]:
+    """Where the target row gains or loses against the baseline: test NDCG@10 (the selection protocol)
+    per popularity group, mean over the seeds both rows have a test reading for."""
+    folder = RECORDS / dataset
+    rows = {row: {} for row in (baseline, target)}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["row"] in rows and "test" in record:
+            rows[record["row"]][record["seed"]] = record
+    seeds = sorted(set(rows[baseline]) & set(rows[target]))
+    if not seeds:
+        return []
+    protocol = "full_unseen" if rows[baseline][seeds[0]]["exclude_history"] else "full"
+    groups = ["overall", "head", "tail", *rows[baseline][seeds[0]]["data"]["groups"]]
+    lines = [f"Per popularity group, {target} against {baseline} (test NDCG@10, {protocol}, mean of seeds "
+             f"{','.join(map(str, seeds))}; G1 = rarest items, the bounds are training interactions per item; "
+             "n = test users whose target is in the group):", "",
+             "| group | n | " + baseline + " | " + target + " | difference |", "|---|---|---|---|---|"]
+    for group in groups:
+        base = np.mean([rows[baseline][s]["test"][protocol][group]["NDCG@10"] for s in seeds])
+        new = np.mean([rows[target][s]["test"][protocol][group]["NDCG@10"] for s in seeds])
+        n = rows[baseline][seeds[0]]["test"][protocol][group]["n"]
+        lines.append(f"| {group} | {n} | {base:.4f} | {new:.4f} | {100 * (new / base - 1):+.1f}% |")
+    return lines + [""]
+
+
+def curves_plot(dataset: str, rows: list[str], path: Path) -> Path | None:
+    """Validation NDCG@10 (the selection protocol) per epoch of each seed of ``rows``: where each run
+    peaks and how flat it is around the peak."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(p.read_text()) for p in sorted((RECORDS / dataset).glob("*.json"))]
+    records = [r for r in records if r["row"] in rows and r.get("valid_by_epoch")]
+    if not records:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    colours = dict(zip(rows, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    for r in records:
+        ax.plot(range(1, len(r["valid_by_epoch"]) + 1), r["valid_by_epoch"], color=colours[r["row"]], alpha=0.8,
+                label=f"{r['row']}, seed {r['seed']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"valid NDCG@10 ({records[0]['selection'].split('(')[1].rstrip(')')})")
+    ax.set_ylim(bottom=0.03)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:
