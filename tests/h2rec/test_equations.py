@@ -7,7 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 from h2rec.losses import (
-    align_one_to_one,
     alignment_positives,
     bce,
     bpr,
@@ -18,6 +17,13 @@ from h2rec.losses import (
     sampled_softmax_shared,
 )
 from h2rec.model import GranularityFusion, MultiGranularityCrossAttention
+
+
+def align_one_to_one(e_sid: torch.Tensor, e_hid: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 6, the paper's 1-to-1 alignment (one direction). Training uses Eq. 7, which extends it;
+    kept here as the reference that losses.contrastive reduces to with positives = the identity."""
+    eye = torch.eye(len(e_sid), dtype=torch.bool)
+    return contrastive(e_sid, e_hid, eye, tau, exclude_positives=True)
 
 torch.manual_seed(0)
 

@@ -7,7 +7,6 @@ or an override, fails with the list of valid keys.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import types
@@ -325,7 +324,3 @@ def load_config_file(path: str | Path, overrides: dict[str, Any] | None = None, 
     """Reads a YAML (or JSON) file with sections data/model/train/eval, then applies dotted overrides
     (``flags``: as for :func:`build_config`)."""
     return build_config(read_config_values(path), overrides, source=str(path), preset=preset, flags=flags)
-
-
-def config_to_json(config: Config, **extra: Any) -> str:
-    return json.dumps({**extra, **config.to_dict()}, indent=2)

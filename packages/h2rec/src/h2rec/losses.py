@@ -220,12 +220,6 @@ def contrastive(anchor: Tensor, other: Tensor, positives: Tensor, tau: float,
     return contrastive_pair(anchor, other, positives, tau, exclude_positives)[0]
 
 
-def align_one_to_one(e_sid: Tensor, e_hid: Tensor, tau: float) -> Tensor:
-    """Eq. 6: the 1-to-1 alignment of each item's SID and HID embeddings (one direction)."""
-    eye = torch.eye(len(e_sid), dtype=torch.bool, device=e_sid.device)
-    return contrastive(e_sid, e_hid, eye, tau, exclude_positives=True)
-
-
 def code_guided_alignment(e_sid: Tensor, e_hid: Tensor, positives: Tensor, tau: float) -> Tensor:
     """L_CA = L_CA^1 + L_CA^2 (Eq. 7 and its mirror): SID anchors against HID positives, then the
     roles exchanged. ``positives`` must be symmetric (it is: P(i) is a symmetric relation)."""
