@@ -15,7 +15,8 @@ from .errors import H2RecError
 
 
 class InputError(click.ClickException):
-    """A user mistake: message on stderr, exit code 2 (as click's own usage errors)."""
+    """A user mistake: message on stderr, exit code 2 (as click's own usage errors). semid's CLI has
+    the same small class (semid.cli.BadInput): a marked copy, so that no CLI imports another's."""
 
     exit_code = 2
 

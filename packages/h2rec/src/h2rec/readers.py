@@ -29,6 +29,7 @@ _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".inter": "inter",
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
+    """The layout of an interaction file (semid.items.detect_format names item files: other layouts)."""
     if fmt != "auto":
         if fmt not in FORMATS:
             raise H2RecError(f"unknown interaction format {fmt!r}; choose one of {list(FORMATS)} or 'auto'")
