@@ -198,6 +198,8 @@ def test_resume_applies_allowed_changes_and_refuses_the_rest(data, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert config["train"]["lr"] == 0.002  # the run continued with its own settings
+    assert config["train"]["epochs"] == 2  # config.json says what it continued with, and when that changed
+    assert config["resumed_with_changes"] == [{"at_epoch": 1, "train.epochs": [1, 2]}]
     state = json.loads((run / "checkpoints" / "last.json").read_text())
     assert state["epoch"] == 2
 

@@ -316,6 +316,7 @@ def read_config_values(path: str | Path) -> dict[str, Any]:
         raise H2RecError(f"{path}: a config file holds a mapping of sections (data, model, train, eval)")
     values.pop("h2rec_version", None)  # present in a run folder's config.json
     values.pop("format_version", None)
+    values.pop("resumed_with_changes", None)  # a run folder's record of what --resume changed
     return values
 
 

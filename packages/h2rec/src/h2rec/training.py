@@ -28,6 +28,7 @@ from .checkpoint import (
     best_weights_path,
     load_checkpoint,
     load_weights,
+    read_json,
     remove_leftovers,
     save_checkpoint,
     write_json,
@@ -298,6 +299,11 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         write_json(run_dir / "config.json", meta)
         write_json(run_dir / "data_stats.json", ds.stats)
         runfolder.write_data_record(run_dir, config, sids, ds)
+    if changes:  # config.json says what the run continues with, and what changed at which epoch
+        meta = read_json(run_dir / "config.json")
+        history = meta.get("resumed_with_changes", []) + [
+            {"at_epoch": state["epoch"], **{key: [old, new] for key, (old, new) in changes.items()}}]
+        write_json(run_dir / "config.json", {**meta, **config.to_dict(), "resumed_with_changes": history})
 
     selection_negatives = selection_protocol(config)
     protocol = selection_name(config)
