@@ -170,3 +170,31 @@ def test_code_match_and_window_flags_and_their_old_spellings(tiny, tmp_path):
         assert (train["code_match"], train["window"]) == (2, 0)
     assert "--code-match" in runner.invoke(main, ["train", "-h"]).output
     assert "--p " not in runner.invoke(main, ["train", "-h"]).output  # hidden
+
+
+def test_the_defaults_train_help_states_are_the_configs():
+    """Flags and config defaults live in two places: every "(default X)" in `h2rec train -h` that
+    names a value must be the dataclass default, so that neither can drift from the other."""
+    import re
+
+    from h2rec.cli import TRAIN_OPTIONS
+    from h2rec.config import Config
+
+    config, checked = Config(), 0
+    for param in main.commands["train"].params:
+        if param.name not in TRAIN_OPTIONS or not param.help:
+            continue
+        stated = re.search(r"\(default:? ([^;),:]+)", param.help)
+        if not stated or " " in stated.group(1).strip() or stated.group(1).startswith("--"):
+            continue  # none stated, or a description ("from the suffix", "--dropout")
+        said = stated.group(1).strip()
+        section, key = TRAIN_OPTIONS[param.name].split(".")
+        value = getattr(getattr(config, section), key)
+        if isinstance(value, bool):
+            assert {"on": True, "off": False}[said] == value, param.name
+        elif isinstance(value, (int, float)):
+            assert float(said) == value, (param.name, said, value)
+        else:
+            assert said == value, (param.name, said, value)
+        checked += 1
+    assert checked >= 30
