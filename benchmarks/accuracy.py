@@ -6,6 +6,7 @@
     python benchmarks/accuracy.py test                 # reads the test split once per chosen configuration
                                                        # (and of each long-history scheme: none is picked)
     python benchmarks/accuracy.py other                # Scientific and Yelp, seed 42: paper preset vs defaults
+    python benchmarks/accuracy.py tune --minutes 600   # h2rec tune, SASRec on Beauty (benchmarks/spaces/)
     python benchmarks/accuracy.py report               # benchmarks/results/accuracy.md from the records
 
 Every run trains with ``test=False``: the test split is never read while settings are chosen. Test
@@ -308,9 +309,46 @@ def curves_plot(dataset: str, rows: list[str], path: Path) -> Path | None:
     return path
 
 
+SPACES = Path(__file__).parent / "spaces"
+TUNE = {"beauty-sasrec": ("beauty", {**BEAUTY, **SASREC, "model.dropout": 0.5}, SPACES / "beauty_sasrec.yaml")}
+
+
+def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: int | None) -> None:
+    """``h2rec tune`` on one of TUNE, resumable (its study lives in benchmarks/work/accuracy/tune/);
+    the study (SQLite), trials table, plot, best configuration and its test reading are copied to
+    benchmarks/results/accuracy/tune/<name>/ after each sitting, and a fresh checkout starts from
+    that copy of the study."""
+    import shutil
+
+    import h2rec
+    from h2rec.tune import tune
+
+    dataset, overrides, space = TUNE[name]
+    inter, sids = data_paths(dataset, data)
+    config = h2rec.build_config(overrides={**overrides, "data.interactions": str(inter), "data.semid": str(sids),
+                                           "train.seed": 42, "train.device": device})
+    out = RUNS / "tune" / name
+    kept = RESULTS / "accuracy" / "tune" / name
+    if not (out / "study.db").is_file() and (kept / "study.db").is_file():
+        # a fresh checkout continues the committed study (a trial that was running starts again)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kept / "study.db", out / "study.db")
+    summary = tune(space, out, config, trials=trials, minutes=minutes, progress=False)
+    kept.mkdir(parents=True, exist_ok=True)
+    for file in ("study.db", "trials.csv", "trials.png", "best.yaml", "best_test.json"):
+        if (out / file).is_file():
+            shutil.copyfile(out / file, kept / file)
+    (kept / "machine.txt").write_text(machine() + "\n")
+    print(f"[accuracy] tune {name}: {summary['finished_trials']} finished trial(s), best {summary['best_value']} "
+          f"(trial {summary['best_trial']}) -> {kept}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["long", "beauty-select", "beauty-seeds", "other", "test", "report"])
+    ap.add_argument("command", choices=["long", "beauty-select", "beauty-seeds", "other", "tune", "test", "report"])
+    ap.add_argument("--search", choices=sorted(TUNE), default="beauty-sasrec", help="tune: which search")
+    ap.add_argument("--minutes", type=float, help="tune: start no trial after this many minutes")
+    ap.add_argument("--trials", type=int, help="tune: stop at this many finished trials")
     ap.add_argument("--datasets", nargs="+", choices=OTHER_DATASETS, help="other: only these datasets")
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--rows", nargs="+", help="only these rows")
@@ -321,6 +359,9 @@ def main() -> None:
         text = report()
         (RESULTS / "accuracy.md").write_text(text + "\n")
         print(text)
+        return
+    if args.command == "tune":
+        run_tune(args.search, args.data, args.device, args.minutes, args.trials)
         return
     seeds = args.seeds or [42, 43, 44]
     if args.command == "long":
