@@ -94,7 +94,8 @@ def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 
     for run in runs:
         if run.record.is_file():
             results = json.loads(run.record.read_text())
-            results["_borrowed"] = run.folder in shared and run.table != "table2"  # Table 2 owns its rows
+            # each Table 2 owns its rows
+            results["_borrowed"] = run.folder in shared and run.table not in ("table2", "table2-defaults")
             found[(run.table, run.dataset)][run.name].append(results)
             if not results["_borrowed"]:
                 own_seeds[(run.table, run.dataset)].add(run.seed)
