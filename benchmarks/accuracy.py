@@ -1,13 +1,13 @@
 """Accuracy against the strongest public setups (issue 17): resumable, one committed record per run.
 
-    python benchmarks/accuracy.py long                 # generated long-history set: last window vs every target
-    python benchmarks/accuracy.py beauty-select        # Beauty, seed 42: candidate settings, validation only
-    python benchmarks/accuracy.py beauty-seeds         # Beauty: the chosen settings, seeds 42-44, validation only
-    python benchmarks/accuracy.py test                 # reads the test split once per chosen configuration
+    python -m benchmarks.accuracy long                 # generated long-history set: last window vs every target
+    python -m benchmarks.accuracy beauty-select        # Beauty, seed 42: candidate settings, validation only
+    python -m benchmarks.accuracy beauty-seeds         # Beauty: the chosen settings, seeds 42-44, validation only
+    python -m benchmarks.accuracy test                 # reads the test split once per chosen configuration
                                                        # (and of each long-history scheme: none is picked)
-    python benchmarks/accuracy.py other                # Scientific and Yelp, seed 42: paper preset vs defaults
-    python benchmarks/accuracy.py tune --minutes 600   # h2rec tune, SASRec on Beauty (benchmarks/spaces/)
-    python benchmarks/accuracy.py report               # benchmarks/results/accuracy.md from the records
+    python -m benchmarks.accuracy other                # Scientific and Yelp, seed 42: paper preset vs defaults
+    python -m benchmarks.accuracy tune --minutes 600   # h2rec tune, SASRec on Beauty (benchmarks/spaces/)
+    python -m benchmarks.accuracy report               # benchmarks/results/accuracy.md from the records
 
 Every run trains with ``test=False``: the test split is never read while settings are chosen. Test
 metrics are added to a record only by ``test``, for the rows named in CHOSEN, from the best
@@ -16,24 +16,24 @@ checkpoint that validation picked. Run folders (checkpoints) go to benchmarks/wo
 (committed), and a run with a record is not trained again. Two single-thread workers can share a
 command (each run holds a lock while it trains):
 
-    OMP_NUM_THREADS=1 nohup python benchmarks/accuracy.py beauty-select > w1.log 2>&1 &
-    OMP_NUM_THREADS=1 nohup python benchmarks/accuracy.py beauty-select > w2.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup python -m benchmarks.accuracy beauty-select > w1.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup python -m benchmarks.accuracy beauty-select > w2.log 2>&1 &
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from datasets import DEFAULT_DATA, WORK, interactions_file  # noqa: E402
-from study import SemanticIDs, machine, prepare, run_lock  # noqa: E402
+from benchmarks.machine import machine
+from benchmarks.shared_data import DEFAULT_DATA, WORK, interactions_file
+from benchmarks.study.experiments import SemanticIDs
+from benchmarks.study.runner import prepare, run_lock
 
 RESULTS = Path(__file__).parent / "results"
 RECORDS = RESULTS / "accuracy" / "records"
@@ -219,7 +219,7 @@ def metric(records: list[dict], split: str, protocol: str, group: str, name: str
 def report() -> str:
     """One table per dataset: mean ± std over the recorded seeds of each row."""
     lines = ["# Accuracy against the strongest public setups (issue 17)", "",
-             "Written by `python benchmarks/accuracy.py report` from the records in "
+             "Written by `python -m benchmarks.accuracy report` from the records in "
              "`benchmarks/results/accuracy/records/`. Validation selects; test columns are filled only for "
              "the configurations chosen on validation (`accuracy.py test`), read once each. "
              "`full`: seen items ranked; `unseen`: the user's seen items left out (the anchors' protocol).", ""]

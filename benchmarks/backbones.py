@@ -1,7 +1,7 @@
 """Forward+backward throughput of the three encoders against ``torch.nn.TransformerEncoder``.
 
-    python benchmarks/backbones.py                      # CPU, writes benchmarks/results/backbones_cpu.json
-    python benchmarks/backbones.py --device cuda        # also reports which SDPA backend ran
+    python -m benchmarks.backbones                      # CPU, writes benchmarks/results/backbones_cpu.json
+    python -m benchmarks.backbones --device cuda        # also reports which SDPA backend ran
 
 Sizes follow the issue: d=64, 2 layers, batch 256, N in {50, 200}. Sequences are full length
 (no padding), so every encoder does the same work. The reference is PyTorch's own encoder with the

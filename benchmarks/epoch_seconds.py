@@ -1,6 +1,6 @@
 """Seconds per epoch of study runs, training and evaluation apart, read from their metrics.jsonl.
 
-    python benchmarks/epoch_seconds.py RUN_DIR... [--machine TEXT] [--out FILE.json]
+    python -m benchmarks.epoch_seconds RUN_DIR... [--machine TEXT] [--out FILE.json]
 
 Works on finished runs and on runs cut short (gpu.sh stops its study runs after a time box). The
 median skips epoch 1, which pays for warm-up (allocator, kernel choice). --machine defaults to
@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from study import machine  # noqa: E402
+from benchmarks.machine import machine
 
 
 def summarise(run_dir: Path, default_machine: str) -> dict:

@@ -10,7 +10,7 @@
 #   OUT=folder benchmarks/gpu.sh            (default OUT: benchmarks/work/gpu; everything lands there)
 #
 # Needs the Yelp and Beauty interactions under $H2REC_DATA (default ../shared/data) and their
-# semantic IDs from `study.py prepare` in benchmarks/work/{yelp,beauty}/semid-rqvae-4x128.
+# semantic IDs from `python -m benchmarks.study prepare` in benchmarks/work/{yelp,beauty}/semid-rqvae-4x128.
 # Packages the machine lacks can come as wheels in .whl/: they go to /tmp/site, nothing else changes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,21 +35,21 @@ timeout 180 python3 -m pytest -p no:cacheprovider -rs --ignore=tests/semid/test_
   | tee -a "$OUT/checks.txt" | tail -25
 
 step encoders
-timeout 60 python3 benchmarks/backbones.py --device cuda --out "$OUT/backbones_cuda.json" | tail -4
-timeout 60 python3 benchmarks/backbones.py --device cuda --amp --out "$OUT/backbones_cuda_bf16.json" | tail -4
+timeout 60 python3 -m benchmarks.backbones --device cuda --out "$OUT/backbones_cuda.json" | tail -4
+timeout 60 python3 -m benchmarks.backbones --device cuda --amp --out "$OUT/backbones_cuda_bf16.json" | tail -4
 
 for dataset in beauty yelp; do
   step "training step, $dataset"
-  timeout 90 python3 benchmarks/h2rec_speed.py --dataset "$dataset" --device cuda --out "$OUT/h2rec_speed_cuda_$dataset"
+  timeout 90 python3 -m benchmarks.h2rec_speed --dataset "$dataset" --device cuda --out "$OUT/h2rec_speed_cuda_$dataset"
 done
 
 # the study's own configurations (seed 42), stopped after a time box: enough epochs for their cost
 for row_and_seconds in "H2Rec 120" "SASRec (hid) 60"; do
   row=${row_and_seconds% *}
   step "study run on Yelp, $row"
-  # timeout's SIGTERM stops study.py, which stops its training child
-  timeout "${row_and_seconds##* }" python3 benchmarks/study.py table2 --datasets yelp --seeds 42 --rows "$row" \
+  # timeout's SIGTERM stops the study, which stops its training child
+  timeout "${row_and_seconds##* }" python3 -m benchmarks.study table2 --datasets yelp --seeds 42 --rows "$row" \
     --device cuda 2>&1 | tail -3
 done
-python3 benchmarks/epoch_seconds.py benchmarks/work/runs/yelp/rqvae-4x128/*-s42 --out "$OUT/study_epochs_cuda.json"
+python3 -m benchmarks.epoch_seconds benchmarks/work/runs/yelp/rqvae-4x128/*-s42 --out "$OUT/study_epochs_cuda.json"
 step done

@@ -1,8 +1,8 @@
 """hid (SASRec), sid and h2rec on Amazon Beauty: full ranking, seed 42, against published anchors.
 
-    python benchmarks/h2rec_beauty.py [--data ../shared/data] [--device auto]
+    python -m benchmarks.h2rec_beauty [--data ../shared/data] [--device auto]
 
-The three runs are the seed-42 Beauty runs of `study.py table2` (same folders, so neither script
+The three runs are the seed-42 Beauty runs of `benchmarks.study table2` (same folders, so neither script
 trains them twice). Writes benchmarks/results/h2rec_beauty.json and .md: test Overall / Head /
 Tail HR@10 and NDCG@10, epochs, seconds per training epoch and peak memory of each run.
 """
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from datasets import DEFAULT_DATA  # noqa: E402
-from study import execute, table2  # noqa: E402
+from benchmarks.shared_data import DEFAULT_DATA
+from benchmarks.study.experiments import table2
+from benchmarks.study.runner import execute
 
 OUT = Path(__file__).parent / "results"
 MODELS = ("SASRec (hid)", "SID only (sid)", "H2Rec")
@@ -53,7 +52,7 @@ def main() -> None:
     ratio = summary["H2Rec"]["seconds_per_epoch"] / summary["SASRec (hid)"]["seconds_per_epoch"]
     machine = next(iter(summary.values()))["machine"]
     lines = ["# hid / sid / h2rec on Amazon Beauty (full ranking, leave-one-out, seed 42)", "",
-             f"Machine: {machine}. Produced by `python benchmarks/h2rec_beauty.py`.", "", *table, "",
+             f"Machine: {machine}. Produced by `python -m benchmarks.h2rec_beauty`.", "", *table, "",
              f"h2rec seconds per epoch / hid seconds per epoch: {ratio:.2f}", "",
              "Published anchors (overall NDCG@10, full ranking, same split; whether they rank the user's seen "
              "items was not checked, while the runs above do: reference points, not a like-for-like "

@@ -1,6 +1,6 @@
 """Where a training step's time goes: hid, sid and h2rec with its parts switched off.
 
-    python benchmarks/h2rec_speed.py [--data ../shared/data] [--dataset beauty] [--steps 60]
+    python -m benchmarks.h2rec_speed [--data ../shared/data] [--dataset beauty] [--steps 60]
                                      [--device auto] [--out benchmarks/results/h2rec_speed]
 
 Times the same 60 bucketed batches of the dataset (batch 256, d = 64, SASRec) for each variant,
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from datasets import DATASETS, DEFAULT_DATA, interactions_file  # noqa: E402
-from study import SemanticIDs, machine, prepare  # noqa: E402
+from benchmarks.machine import machine
+from benchmarks.shared_data import DATASETS, DEFAULT_DATA, interactions_file
+from benchmarks.study.experiments import SemanticIDs
+from benchmarks.study.runner import prepare
 
 OUT = Path(__file__).parent / "results"
 VARIANTS = {
@@ -90,7 +91,7 @@ def main() -> None:
             rounds[name].append(timer())
     ms = {name: statistics.median(v) for name, v in rounds.items()}
     base = ms["hid (SASRec)"]
-    command = " ".join(["python benchmarks/h2rec_speed.py", *sys.argv[1:]])
+    command = " ".join(["python -m benchmarks.h2rec_speed", *sys.argv[1:]])
     lines = [f"# Milliseconds per training step on {args.dataset} (batch 256, d = 64, SASRec backbone)", "",
              f"Machine: {machine()}. Median of 3 interleaved rounds of the same {args.steps} batches. "
              f"Produced by `{command}`.", "",

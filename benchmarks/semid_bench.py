@@ -1,7 +1,7 @@
 """semid benchmarks on Amazon Beauty (12,101 titles) and Yelp (20,033 name + categories).
 
-    python benchmarks/semid_bench.py            # everything, ~15 min on 2 CPU cores
-    python benchmarks/semid_bench.py --only tables
+    python -m benchmarks.semid_bench            # everything, ~15 min on 2 CPU cores
+    python -m benchmarks.semid_bench --only tables
 
 1. stages: `semid encode` on Beauty in a fresh process with an empty cache: time per stage (read,
    embed, fit, encode, from stats.json) and the process's peak RSS (os.wait4).
@@ -12,7 +12,7 @@
    perplexity, reconstruction error, fit time. Embeddings come from the cache, one embedding per dataset.
 
 Results: benchmarks/results/semid_bench.json and semid_tables.md (with the machine they ran on).
-Item files come from benchmarks/datasets.py (the shared readers of ../shared/data; written once to
+Item files come from benchmarks/shared_data.py (the shared readers of ../shared/data; written once to
 benchmarks/work/<dataset>/items.jsonl, gitignored). Item text: Beauty = title, Yelp = name + categories.
 """
 
@@ -27,13 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+import semid
 import torch
+from semid import EmbedConfig, QuantizerConfig, ReadConfig
+from semid.embed import Embedder, pool
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import semid  # noqa: E402
-from datasets import DATASETS, REPO, WORK, items_file  # noqa: E402  (benchmarks/datasets.py)
-from semid import EmbedConfig, QuantizerConfig, ReadConfig  # noqa: E402
-from semid.embed import Embedder, pool  # noqa: E402
+from benchmarks.shared_data import DATASETS, REPO, WORK, items_file
 
 NAMES = ("beauty", "yelp")
 RESULTS = REPO / "benchmarks" / "results"

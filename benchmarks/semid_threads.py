@@ -1,6 +1,6 @@
 """Do the semantic IDs depend on torch's CPU thread count? (docs/semid.md, "Same seed, same codes")
 
-    python benchmarks/semid_threads.py --dataset beauty --threads 1 2     # ~3 min on 2 CPU cores
+    python -m benchmarks.semid_threads --dataset beauty --threads 1 2     # ~3 min on 2 CPU cores
 
 For each thread count: embed the dataset's item texts with no cache (the encoder runs at that count)
 and fit the study's default quantizer (rqvae 4x128, seed 42), then fit the quantizer once more at
@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 from pathlib import Path
 
 import numpy as np
+import semid
 import torch
+from safetensors.numpy import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import semid  # noqa: E402
-from datasets import DATASETS, REPO, WORK, items_file  # noqa: E402  (benchmarks/datasets.py)
-from safetensors.numpy import load_file  # noqa: E402
+from benchmarks.shared_data import DATASETS, REPO, WORK, items_file
 
 RESULTS = REPO / "benchmarks" / "results" / "semid_threads.json"
 

@@ -1,6 +1,6 @@
 """The validation sweep behind three defaults the paper leaves open (docs/model.md), on Amazon Beauty.
 
-    python benchmarks/tune_beauty.py [--data ../shared/data]
+    python -m benchmarks.tune_beauty [--data ../shared/data]
 
 Model selection only: every number here is validation NDCG@10 (full ranking, seed 42, at most 30
 epochs, patience 5); test data is not looked at. Writes benchmarks/results/tune_beauty.{json,md}.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from datasets import DEFAULT_DATA, WORK, interactions_file  # noqa: E402
-from study import SemanticIDs, machine, prepare  # noqa: E402
+from benchmarks.machine import machine
+from benchmarks.shared_data import DEFAULT_DATA, WORK, interactions_file
+from benchmarks.study.experiments import SemanticIDs
+from benchmarks.study.runner import prepare
 
 OUT = Path(__file__).parent / "results"
 # every choice spelled out, so the rows stay what they were when the defaults change
@@ -56,7 +56,7 @@ def main() -> None:
         rows[name] = {"valid_NDCG@10": res["valid"]["full"]["overall"]["NDCG@10"], "best_epoch": res["best_epoch"]}
     lines = ["# Validation sweep on Amazon Beauty (model selection only)", "",
              f"Machine: {machine()}. Seed 42, full ranking, at most 30 epochs, patience 5. "
-             "Produced by `python benchmarks/tune_beauty.py`.", "",
+             "Produced by `python -m benchmarks.tune_beauty`.", "",
              "| variant | valid NDCG@10 | best epoch |", "|---|---|---|"]
     lines += [f"| {name} | {r['valid_NDCG@10']:.4f} | {r['best_epoch']} |" for name, r in rows.items()]
     OUT.mkdir(exist_ok=True)

@@ -1,30 +1,26 @@
-"""The study's bookkeeping (benchmarks/study.py): which runs are done, and the committed records
+"""The study's bookkeeping (benchmarks/study/): which runs are done, and the committed records
 that let a new checkout rebuild docs/results.md without the gitignored run folders."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# the repository root is on sys.path (pyproject's pytest `pythonpath`), as when the study runs as
+# `python -m benchmarks.study` from there
+from benchmarks.study import experiments, runner
 
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    module = importlib.import_module("study")
-    monkeypatch.setattr(module, "RUNS", tmp_path / "work" / "runs")
-    monkeypatch.setattr(module, "RECORDS", tmp_path / "records")
-    monkeypatch.setattr(module, "WORK", tmp_path / "work")
-    yield module
-    # benchmarks/datasets.py would shadow Hugging Face's `datasets` for the rest of the session
-    for name in ("study", "datasets"):
-        if str(BENCHMARKS) in str(getattr(sys.modules.get(name), "__file__", "")):
-            del sys.modules[name]
+    monkeypatch.setattr(experiments, "RUNS", tmp_path / "work" / "runs")
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(experiments, "WORK", tmp_path / "work")
+    return SimpleNamespace(Run=experiments.Run, every_run=experiments.every_run, archive=runner.archive,
+                           execute=runner.execute)
 
 
 def test_distinct_runs_have_distinct_records(study):
@@ -68,5 +64,5 @@ def test_archive_writes_the_record_and_execute_skips_it(study, tmp_path, monkeyp
 
     # with a record and no run folder (a new checkout), the run is done: nothing is trained
     (run.folder / "results.json").unlink()
-    monkeypatch.setattr(study, "train_in_child", lambda *a: pytest.fail("a recorded run was trained again"))
+    monkeypatch.setattr(runner, "train_in_child", lambda *a: pytest.fail("a recorded run was trained again"))
     assert study.execute(run, tmp_path, "cpu") == record

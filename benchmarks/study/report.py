@@ -1,9 +1,9 @@
-"""Tables and plots of the study (`python benchmarks/study.py report`), from whatever runs exist.
+"""Tables and plots of the study (`python -m benchmarks.study report`), from whatever runs exist.
 
-Reads the committed run records (benchmarks/results/study/records/, see study.archive) after archiving
-any finished run that has none yet. Writes the generated part of docs/results.md (between the
-`<!-- generated -->` markers; the findings around it are written by hand),
-benchmarks/results/study/study.json (every number the tables show) and PNG plots in docs/img/.
+Reads the committed run records (benchmarks/results/study/records/, written by runner.archive) and
+nothing else. Writes the generated part of docs/results.md (between the `<!-- generated -->` markers;
+the findings around it are written by hand), benchmarks/results/study/study.json (every number the
+tables show) and PNG plots in docs/img/.
 """
 
 from __future__ import annotations
@@ -16,47 +16,23 @@ import numpy as np
 from h2rec.compare import paired_p_value
 from scipy import stats
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.shared_data import REPO
+from benchmarks.study import experiments
+from benchmarks.study.experiments import RESULTS
+
 DOC = REPO / "docs" / "results.md"
 IMG = REPO / "docs" / "img"
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 COLUMNS = [("overall", "NDCG@10"), ("overall", "HR@10"), ("tail", "NDCG@10"), ("tail", "HR@10"),
            ("head", "NDCG@10"), ("head", "HR@10")]
 
-# The paper's numbers (its own Yelp / Beauty versions, 1 + 100 sampled protocol), in COLUMNS order.
-PAPER = {
-    ("table2", "yelp"): {"BERT4Rec (hid)": [0.3147, 0.5314, 0.0068, 0.0177, 0.3876, 0.6919],
-                         "SASRec (hid)": [0.3601, 0.5940, 0.0588, 0.1175, 0.4592, 0.7413],
-                         "H2Rec": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324]},
-    ("table2", "beauty"): {"BERT4Rec (hid)": [0.2401, 0.3992, 0.0052, 0.0123, 0.2971, 0.4988],
-                           "SASRec (hid)": [0.3043, 0.4401, 0.0675, 0.0921, 0.4007, 0.5291],
-                           "H2Rec": [0.3957, 0.5742, 0.1524, 0.2557, 0.4538, 0.6502]},
-    ("table3", "yelp"): {"H2Rec": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324],
-                         "w/o FN": [0.4123, 0.6605, 0.1013, 0.2347, 0.5404, 0.8208],
-                         "w/o L_CA": [0.4044, 0.6455, 0.1067, 0.2161, 0.4920, 0.7719],
-                         "w/o MCA": [0.4072, 0.6523, 0.1105, 0.2190, 0.5218, 0.8077],
-                         "w/o L_MSG": [0.4202, 0.6667, 0.1091, 0.2285, 0.5398, 0.8258]},
-    ("code_match", "yelp"): {"removed": [0.4095, 0.6505, 0.1177, 0.2211, 0.4970, 0.7769],
-                             "p=1": [0.4059, 0.6473, 0.1058, 0.2044, 0.4955, 0.7712],
-                             "p=2": [0.4199, 0.6582, 0.1204, 0.2591, 0.5385, 0.8247],
-                             "p=3": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324]},
-    ("window", "yelp"): {"removed": [0.4148, 0.6522, 0.1176, 0.2230, 0.5072, 0.7911],
-                         "o=1": [0.4190, 0.6523, 0.1208, 0.2294, 0.5205, 0.8062],
-                         "o=3": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324],
-                         "o=5": [0.4205, 0.6637, 0.1244, 0.2638, 0.5441, 0.8299]},
-    ("table6", "yelp"): {"VQ + H2Rec": [0.4091, 0.6531, 0.0943, 0.1986, 0.5018, 0.7869],
-                         "PQ + H2Rec": [0.4124, 0.6597, 0.1091, 0.2285, 0.5118, 0.7958],
-                         "RQVAE + H2Rec": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324]},
-    ("table7", "yelp"): {"gru4rec + H2Rec": [0.3804, 0.6239, 0.0983, 0.2058, 0.4634, 0.7470],
-                         "bert4rec + H2Rec": [0.4298, 0.6724, 0.0991, 0.1735, 0.5545, 0.8344]},
-    ("table8", "yelp"): {"3x128": [0.4145, 0.6510, 0.1152, 0.2480, 0.5365, 0.8150],
-                         "3x256": [0.4192, 0.6585, 0.1215, 0.2565, 0.5402, 0.8215],
-                         "3x512": [0.4235, 0.6640, 0.1268, 0.2630, 0.5445, 0.8270],
-                         "4x128": [0.4272, 0.6692, 0.1306, 0.2693, 0.5483, 0.8324],
-                         "4x256": [0.4338, 0.6785, 0.1385, 0.2790, 0.5540, 0.8410]},
-}
-PAPER_COLLISIONS = {"3x128": (33.92, "0.54"), "3x256": (29.92, "0.068"), "3x512": (25.85, "0.008"),
-                    "4x128": (22.28, "0.004"), "4x256": (11.87, "<0.001")}
+# The paper's own figures (benchmarks/study/paper.json): {(table, dataset): {row: [values in COLUMNS order]}}
+_PAPER_JSON = json.loads((Path(__file__).with_name("paper.json")).read_text())
+assert _PAPER_JSON["columns"] == [f"{g} {m}" for g, m in COLUMNS], "paper.json lists its columns in COLUMNS order"
+PAPER = {(table, dataset): rows for table, by_dataset in _PAPER_JSON["tables"].items()
+         for dataset, rows in by_dataset.items()}
+PAPER_COLLISIONS = {shape: (c["collision_rate_percent"], c["utilisation_percent"])
+                    for shape, c in _PAPER_JSON["collisions"].items()}
 TITLES = {
     "table2": "Table 2: overall performance",
     "table3": "Table 3: ablations",
@@ -74,7 +50,7 @@ PROTOCOL_NAMES = {"full": "full ranking", "sampled_100": "1 + 100 sampled"}
 
 
 def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 50)) -> dict:
-    """{(table, dataset): {row name: [results of each finished seed]}}, following study.EXPERIMENTS.
+    """{(table, dataset): {row name: [results of each finished seed]}}, following experiments.EXPERIMENTS.
 
     The default H2Rec run is a row of nearly every table; a table is kept for a dataset only once
     one of its own runs (one no other table shares) has finished, so that Table 3 on Beauty does
@@ -82,12 +58,10 @@ def collect(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 
     have: the default H2Rec run of seed 43 (from Table 2) must not make the one-seed sweeps compare
     a two-seed mean against one-seed variants.
     """
-    import study
-
     found: dict = defaultdict(lambda: defaultdict(list))
     owners: dict = defaultdict(set)  # run folder -> tables that use it
     own_seeds: dict = defaultdict(set)  # (table, dataset) -> seeds of its finished runs of its own
-    runs = study.every_run(datasets, seeds)
+    runs = experiments.every_run(datasets, seeds)
     for run in runs:
         owners[run.folder].add(run.table)
     shared = {folder for folder, tables in owners.items() if len(tables) > 1}
@@ -239,17 +213,6 @@ def dataset_line(rows: dict[str, list[dict]]) -> str:
             f"{data['repeat_share']:.1%} of test targets repeat an item of the user's history.")
 
 
-def archive_finished(datasets=("yelp", "beauty", "scientific", "games"), seeds=range(40, 50)) -> None:
-    """Records for runs that finished without one (trained before records existed, or by a worker
-    interrupted between training and archiving)."""
-    import study
-
-    for run in study.every_run(datasets, seeds):
-        if not run.record.is_file() and (run.folder / "results.json").is_file():
-            study.archive(run)
-            print(f"archived {run.record}")
-
-
 def code_set_warnings(named: dict) -> list[str]:
     """Every run of one dataset and codebook shape must use the same semantic IDs. Records carry the
     collision rate of theirs (at the precision the tables print), so a set remade differently, say
@@ -265,8 +228,7 @@ def code_set_warnings(named: dict) -> list[str]:
             for codes, found in sorted(rates.items()) if len(found) > 1]
 
 
-def write_report(results_dir: Path) -> None:
-    archive_finished()
+def write_report(results_dir: Path = RESULTS) -> None:
     named = collect()
     out: list[str] = []
     numbers: dict = {}
@@ -440,16 +402,14 @@ def contrasts(table: str, rows: dict) -> list[tuple[str, list[str]]]:
 
 
 def progress_table() -> list[str]:
-    """How far each `study.py` command has got and how long its runs took here, so that a reader
+    """How far each `benchmarks.study` command has got and how long its runs took here, so that a reader
     can plan the rest (a run shared by two commands counts in both). A run still to do is estimated
     by the finished runs of the same dataset, model kind and loss, anywhere in the study."""
-    import study
-
     def kind(run) -> tuple:
         return run.dataset, run.overrides.get("model.kind", "h2rec"), run.overrides.get("train.loss", "bpr")
 
-    plans = {command: experiment(study.DEFAULT_DATASETS.get(command, ["yelp"]), [42] if command == "sweeps"
-                                 else [42, 43, 44]) for command, experiment in study.EXPERIMENTS.items()}
+    plans = {command: experiment(experiments.DEFAULT_DATASETS.get(command, ["yelp"]), [42] if command == "sweeps"
+                                 else [42, 43, 44]) for command, experiment in experiments.EXPERIMENTS.items()}
 
     def hours(run) -> float:
         return json.loads(run.record.read_text())["hours"]
@@ -467,10 +427,10 @@ def progress_table() -> list[str]:
         todo = [r for r in runs if not r.record.is_file()]
         guesses = [np.mean(finished[kind(r)]) if finished[kind(r)] else np.nan for r in todo]
         left = "-" if np.isnan(sum(guesses)) else f"{sum(guesses):.1f}"
-        lines.append(f"| `study.py {command}` | {', '.join(sorted({r.dataset for r in runs}))} | "
+        lines.append(f"| `benchmarks.study {command}` | {', '.join(sorted({r.dataset for r in runs}))} | "
                      f"{', '.join(sorted({str(r.seed) for r in runs}))} | {len(done)} / {len(runs)} | "
                      f"{sum(done):.1f} | {left} |")
-    return lines + ["", "Times are training plus per-epoch validation on this machine; `study.py prepare` "
+    return lines + ["", "Times are training plus per-epoch validation on this machine; `benchmarks.study prepare` "
                         "(semantic IDs) adds about a minute per dataset and codebook shape once the text is "
                         "embedded (the first embedding of Scientific's long descriptions took 6 minutes beside "
                         "two workers); '-' where no run of that kind has finished yet.", ""]
