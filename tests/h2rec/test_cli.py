@@ -138,7 +138,7 @@ def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, case, two_models
 
 def test_every_command_has_help():
     runner = CliRunner()
-    for command in ("train", "evaluate", "recommend", "compare", "demo", "tune", "prepare"):
+    for command in ("train", "evaluate", "recommend", "export", "compare", "demo", "tune", "prepare"):
         result = runner.invoke(main, [command, "-h"])
         assert result.exit_code == 0 and "Usage:" in result.output
         assert len(result.output.splitlines()) > 5

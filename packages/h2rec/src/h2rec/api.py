@@ -10,6 +10,8 @@ from .assemble import build_model, prepare, resolve_device
 from .checkpoint import best_weights_path, load_weights, read_json
 from .errors import H2RecError
 from .evaluate import final_results, recommend_items
+from .export import export_vectors
+from .recommend_all import write_recommendations
 from .runfolder import read_run_config
 
 
@@ -23,7 +25,8 @@ class Recommender:
         runfolder.check_data(self.run_dir, self.config, self.sids, self.dataset)
         self.device = resolve_device(device)
         self.model = build_model(self.config, self.sids).to(self.device).eval()
-        load_weights(self.model, best_weights_path(self.run_dir))
+        self.weights = best_weights_path(self.run_dir)
+        load_weights(self.model, self.weights)
         self._user_row = {u: i for i, u in enumerate(self.dataset.user_ids)}
 
     def history(self, user: str) -> list[dict]:
@@ -43,6 +46,24 @@ class Recommender:
         history = self.dataset.sequences[self._row(user)]
         return recommend_items(self.model, history.tolist(), self.config.data.max_len, self.dataset.item_ids,
                                self.sids.texts, k, exclude_history)
+
+    def recommend_all(self, path: str | Path, k: int = 10, exclude_history: bool = True,
+                      batch_size: int | None = None, overwrite: bool = False, progress: bool = False) -> int:
+        """Every user's top-``k`` as ``recommend`` gives it, into a table file (.parquet, .csv, .jsonl by
+        suffix; columns user_id, rank, item_id, score), ``batch_size`` users at a time (default the
+        run's eval.batch_size). Returns the rows written."""
+        return write_recommendations(self.model, self.dataset, self.config.data.max_len, path, k, exclude_history,
+                                     batch_size or self.config.eval.batch_size, overwrite, progress)
+
+    def export(self, out_dir: str | Path, batch_size: int | None = None, overwrite: bool = False,
+               progress: bool = False) -> dict:
+        """User and item vectors whose inner product is the model's score, with their ids, a manifest
+        and (faiss installed) an inner-product index, into ``out_dir`` (see h2rec.export). Returns the manifest."""
+        # the checkpoint loaded, named by its file (best-E: the weights of epoch E)
+        record = {"run": str(self.run_dir.resolve()), "checkpoint": self.weights.name,
+                  "data": runfolder.data_fingerprint(self.run_dir)}
+        return export_vectors(self.model, self.dataset, self.config.data.max_len, out_dir, record,
+                              batch_size or self.config.eval.batch_size, overwrite, progress)
 
     def evaluate(self, negatives: int | None = None, exclude_history: bool | None = None,
                  progress: bool = False) -> dict:

@@ -1,4 +1,4 @@
-"""``h2rec``: train, evaluate, recommend, compare, tune, demo. A thin shell over the Python API."""
+"""``h2rec``: train, evaluate, recommend, export, compare, tune, demo. A thin shell over the Python API."""
 
 from __future__ import annotations
 
@@ -320,15 +320,56 @@ def evaluate(run_dir, eval_negatives, exclude_history, device, as_json, threads)
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--user", required=True, help="User id as spelled in the interaction file.")
+@click.option("--user", help="User id as spelled in the interaction file.")
 @click.option("-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many items.")
 @click.option("--include-history", is_flag=True, help="Allow items the user already has.")
+@click.option("--all-users", is_flag=True,
+              help="Every user's top-k into the file -o instead: columns user_id, rank, item_id, score.")
+@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False),
+              help="With --all-users: the table to write, .parquet (needs pip install 'h2rec[parquet]'), "
+                   ".csv or .jsonl; written whole or not at all.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="With --all-users: users scored at once (default: the run's eval.batch_size); memory is "
+                   "about 4 bytes x this x the catalogue size.")
+@click.option("--overwrite", is_flag=True, help="With --all-users: replace an existing -o file.")
+@click.option("--quiet", is_flag=True, help="With --all-users: no progress bar.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True,
               help="Where to run (auto: cuda when available).")
 @threads_option
 @reports_errors
-def recommend(run_dir, user, k, include_history, device, threads):
-    """Top-k next items for one user, with their text."""
+def recommend(run_dir, user, k, include_history, all_users, out_file, batch_size, overwrite, quiet, device, threads):
+    """Top-k next items for one user (--user), with their text; or for every user into a file
+    (--all-users -o recs.parquet)."""
+    batch_flags = [flag for flag, value in (("-o", out_file), ("--batch-size", batch_size),
+                                            ("--overwrite", overwrite), ("--quiet", quiet)) if value]
+    if all_users:
+        if user is not None:
+            raise InputError("--user and --all-users: give one of them")
+        if out_file is None:
+            raise InputError("--all-users writes a file: give it with -o, e.g. -o recs.parquet (or .csv, .jsonl)")
+        _recommend_all(run_dir, Path(out_file), k, include_history, batch_size, overwrite, quiet, device, threads)
+        return
+    if user is None:
+        raise InputError("give --user ID for one user, or --all-users -o FILE for every user")
+    if batch_flags:
+        raise InputError(f"{', '.join(batch_flags)}: only with --all-users")
+    _recommend_one(run_dir, user, k, include_history, device, threads)
+
+
+def _recommend_all(run_dir, out_file: Path, k, include_history, batch_size, overwrite, quiet, device, threads):
+    from .api import load
+    from .tables import check_table_path
+
+    use_threads(threads, quiet)
+    check_table_path(out_file, overwrite, flag="-o")  # a bad name fails before the model loads
+    with log_to_stderr(quiet):
+        rows = load(run_dir, device).recommend_all(out_file, k, not include_history, batch_size, overwrite,
+                                                   progress=not quiet)
+    click.echo(f"{out_file}: {rows} rows (user_id, rank, item_id, score), the top {k} of every user; items "
+               f"the user already has: {'allowed' if include_history else 'left out'}")
+
+
+def _recommend_one(run_dir, user, k, include_history, device, threads):
     from .api import load
 
     use_threads(threads)
@@ -347,6 +388,36 @@ def recommend(run_dir, user, k, include_history, device, threads):
         click.echo(f"  {rank:>4}  {row['item_id']:<{_width(rows)}}  {row['score']:>+7.3f}  {_one_line(row['text'])}")
     click.echo("\nscore: the model's logit for the item being next (higher = more likely); it ranks the items of one "
                "list and is not a probability.")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write: user_vectors.npy, item_vectors.npy, user_ids.json, item_ids.json, "
+                   "manifest.json, and items.faiss when faiss is installed (pip install 'h2rec[faiss]').")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Users encoded at once (default: the run's eval.batch_size).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUT.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
+              help="Where to run (auto: cuda when available).")
+@threads_option
+@reports_errors
+def export(run_dir, out_dir, batch_size, overwrite, quiet, device, threads):
+    """User and item vectors of RUN_DIR's best checkpoint for a nearest-neighbour server.
+
+    user_vectors[u] @ item_vectors[i] is the model's score of item i for user u after the user's
+    whole history (what recommend ranks; the user's own items are not left out)."""
+    from .api import load
+    from .export import check_export_dir
+
+    use_threads(threads, quiet)
+    check_export_dir(Path(out_dir), overwrite, flag="-o")  # before the model loads
+    with log_to_stderr(quiet):
+        manifest = load(run_dir, device).export(out_dir, batch_size, overwrite, progress=not quiet)
+    faiss = f", {manifest['files']['faiss_index']}" if manifest["files"]["faiss_index"] else ""
+    click.echo(f"{out_dir}: {manifest['users']} user and {manifest['items']} item vectors of dimension "
+               f"{manifest['dimension']} ({manifest['model']['kind']}/{manifest['model']['backbone']}{faiss})")
 
 
 RECENT = 5  # history items `recommend` shows

@@ -26,7 +26,7 @@ from srs_backbones import append_mask_token
 from .config import Config, EvalConfig
 from .data import Dataset, EvalSplit, pad_right, sample_candidates
 from .errors import H2RecError
-from .model import H2Rec
+from .model import H2Rec, UserState
 from .progress import progress_bar
 
 
@@ -52,18 +52,38 @@ def model_inputs(model: H2Rec, histories: list[np.ndarray], max_len: int) -> tor
     return items.to(model.device)
 
 
+def next_item_states(model: H2Rec, histories: list[np.ndarray], max_len: int) -> UserState:
+    """The user side of Eq. 9 after each of ``histories`` (item indices, oldest first): (B, ...)."""
+    encoded, _ = model(model_inputs(model, histories, max_len))
+    return encoded.last()
+
+
+def leave_out_history(scores: torch.Tensor, histories: list[np.ndarray]) -> None:
+    """Scores each row's own history items -inf in ``scores`` (B, n + 1), in place."""
+    seen_by = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
+    scores[seen_by, np.concatenate(histories)] = float("-inf")
+
+
 @torch.no_grad()
+def top_items(model: H2Rec, histories: list[np.ndarray], max_len: int, k: int,
+              exclude_history: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and item indices (B, min(k, n)) of the top-``k`` next items after each history, best
+    first; with ``exclude_history`` a history's own items score -inf (so they come last, if at all)."""
+    scores = model.score_all(next_item_states(model, histories, max_len))  # (B, n + 1)
+    if exclude_history:
+        leave_out_history(scores, histories)
+    top = torch.topk(scores, min(k, model.n_items))  # Eq. 1: the argmax of P(v_{N+1} = v_i | S_u), k deep
+    return top.values, top.indices
+
+
 def recommend_items(model: H2Rec, history: Sequence[int], max_len: int, item_ids: Sequence[str],
                     texts: Sequence[str] | None, k: int, exclude_history: bool = True) -> list[dict]:
     """Top-``k`` next items after ``history`` (item indices, oldest first): their ids, scores (the
     model's logits) and texts; the history's own items left out when ``exclude_history``."""
-    encoded, _ = model(model_inputs(model, [np.asarray(history, dtype=np.int64)], max_len))
-    scores = model.score_all(encoded.last())[0]
-    if exclude_history:
-        scores[torch.as_tensor(list(history), device=scores.device)] = float("-inf")
-    top = torch.topk(scores, min(k, len(item_ids)))  # Eq. 1: the argmax of P(v_{N+1} = v_i | S_u), k deep
+    values, indices = top_items(model, [np.asarray(history, dtype=np.int64)], max_len,
+                                min(k, len(item_ids)), exclude_history)
     return [{"item_id": item_ids[i - 1], "score": round(float(s), 4), "text": texts[i - 1] if texts else None}
-            for s, i in zip(top.values.tolist(), top.indices.tolist())]
+            for s, i in zip(values[0].tolist(), indices[0].tolist())]
 
 
 def count_at_or_above(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -91,8 +111,7 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
     for start in progress_bar(starts, progress or "", progress is not None, total=len(starts)):
         rows = order[start : start + cfg.batch_size]
         histories = [split.histories[r] for r in rows]
-        encoded, _ = model(model_inputs(model, histories, max_len))
-        scores = model.score_all(encoded.last())  # (B, n + 1)
+        scores = model.score_all(next_item_states(model, histories, max_len))  # (B, n + 1)
         targets = torch.as_tensor(split.targets[rows], device=scores.device)[:, None]
         if candidates is not None:
             pool = torch.cat([targets, torch.as_tensor(candidates[rows], device=scores.device)], 1)
@@ -101,8 +120,7 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
         else:
             target_score = scores.gather(1, targets)
             if cfg.exclude_history:
-                seen_by = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
-                scores[seen_by, np.concatenate(histories)] = float("-inf")
+                leave_out_history(scores, histories)
                 scores.scatter_(1, targets, target_score)  # a repeated item (Yelp has them) may be the target
         # items scoring above the target or tying with it (pessimistic), less the target itself
         ranks[torch.as_tensor(rows)] = (count_at_or_above(scores, target_score) - 1).cpu()

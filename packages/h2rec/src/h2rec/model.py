@@ -288,3 +288,41 @@ class H2Rec(nn.Module):
         scores = self.score_range(state, 0, self.n_items + 1)  # not the mask token's row
         scores[:, 0] = float("-inf")  # padding, never ranked; in place, so no second (P, n + 1) copy
         return scores
+
+    # ----------------------------------------------------------------- Eq. 9 as one inner product
+    @property
+    def levels_follow_the_user(self) -> bool:
+        """Whether a candidate's level weights in Eq. 9 are the user's intent (Eq. 3, from the fusion
+        network), so differ per user. Uniform weights, or "w/o FN" (alpha fixed at 1/L), do not."""
+        return self.has_sid and self.cfg.candidate_weights == "intent" and self.fusion is not None
+
+    def user_vectors(self, state: UserState) -> Tensor:
+        """The user side of Eq. 9 as one vector per position, (P, D), such that
+        ``user_vectors(state) @ item_vectors().T == score_all(state)[:, 1:]`` (up to rounding).
+
+        [u^hid ⊕ alpha_1 u^sid ⊕ ... ⊕ alpha_L u^sid] when the level weights follow the user: the
+        weighted sum over levels moves to the user side, since u^sid · Σ_l alpha_l E^l[c_j^l] =
+        Σ_l (alpha_l u^sid) · E^l[c_j^l]. Otherwise [u^hid ⊕ u^sid]; absent branches drop out."""
+        parts = []
+        if self.has_hid:
+            parts.append(state.u_hid)
+        if self.has_sid:
+            if self.levels_follow_the_user:
+                w = self.candidate_weights(state)  # (P, L)
+                parts.append((w[:, :, None] * state.u_sid[:, None, :]).flatten(1))  # (P, L·d)
+            else:
+                parts.append(state.u_sid)
+        return torch.cat(parts, 1)
+
+    def item_vectors(self) -> Tensor:
+        """The item side of ``user_vectors`` for items 1..n, (n, D): [e^hid ⊕ E^1[c^1] ⊕ ... ⊕ E^L[c^L]]
+        when the level weights follow the user, else [e^hid ⊕ e^sid] with e^sid the mean of the levels
+        (the fixed weights are 1/L)."""
+        items = torch.arange(1, self.n_items + 1, device=self.device)
+        parts = []
+        if self.has_hid:
+            parts.append(self.hid(items))
+        if self.has_sid:
+            levels = self.code_levels(items)  # (n, L, d)
+            parts.append(levels.flatten(1) if self.levels_follow_the_user else levels.mean(1))
+        return torch.cat(parts, 1)

@@ -83,6 +83,16 @@ def write_data_record(run_dir: Path, config: Config, sids: semid.SemanticIDs, ds
     write_json(run_dir / DATA_FILE, data_record(config, sids, ds))
 
 
+def data_fingerprint(run_dir: Path) -> dict[str, Any] | None:
+    """What data.json says identifies the training data (the files' digests, not the split's index
+    maps), for records that travel without the run; None for a run folder older than data.json."""
+    path = run_dir / DATA_FILE
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    return {key: saved[key] for key in ("interactions", "semid")}
+
+
 def check_data(run_dir: Path, config: Config, sids: semid.SemanticIDs, ds: Dataset) -> None:
     """Refuses (H2RecError naming what changed) when the data differ from what the run trained on.
     Run folders older than data.json carry no fingerprint: they are used as they are, with a warning."""
