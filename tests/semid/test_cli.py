@@ -27,7 +27,8 @@ def embedded(tmp_path, clustered):
 @pytest.mark.parametrize("command, expected", [
     ("encode", ["--out", "--format", "--id-field", "--text-fields", "--template", "--quantizer", "--levels",
                 "--codebook-size", "--dedup", "--model", "--embeddings", "--ids", "--seed", "--device",
-                "--epochs", "--export", "--pooling", "--no-normalize", "--cache-dir", "--threads", "--quiet"]),
+                "--epochs", "--export", "--pooling", "--no-normalize", "--cache-dir", "--threads", "--quiet",
+                "--fit-sample", "--kmeans-backend", "rqkmeans"]),
     ("embed", ["--out", "--format", "--id-field", "--text-fields", "--template", "--model", "--pooling",
                "--device", "--max-length", "--batch-size", "--no-cache"]),
     ("stats", ["OUT_DIR", "--json"]),

@@ -76,3 +76,47 @@ def test_format_stats_mentions_every_figure():
     for expected in ("collision rate         50.00 %", "largest group          3", "utilisation            50 %",
                      "distinct prefixes      2 / 3", "relative recon. error  0.2500"):
         assert expected in text
+
+
+def dedup_reference_loop(codes: torch.Tensor) -> torch.Tensor:
+    """The dedup column by its definition: one pass over the rows, counting each tuple seen so far."""
+    seen: dict[tuple[int, ...], int] = {}
+    column = []
+    for row in codes.tolist():
+        key = tuple(row)
+        column.append(seen.get(key, 0))
+        seen[key] = column[-1] + 1
+    return torch.cat([codes, torch.tensor(column).unsqueeze(1)], dim=1)
+
+
+def dedup_previous_torch(codes: torch.Tensor) -> torch.Tensor:
+    """semid's dedup before it moved to numpy (torch.unique over rows, then a stable argsort)."""
+    _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+    n = codes.shape[0]
+    order = torch.argsort(inverse, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n) - starts[inverse[order]]
+    return torch.cat([codes, rank.unsqueeze(1)], dim=1)
+
+
+@pytest.mark.parametrize("shape, high", [((5000, 3), (3, 2, 4)), ((3000, 4), (256, 256, 256, 256)),
+                                         ((1, 2), (5, 5)), ((400, 1), (7,))])
+def test_dedup_equals_the_reference_loop_and_the_previous_implementation(shape, high):
+    generator = torch.Generator().manual_seed(sum(shape))
+    codes = torch.stack([torch.randint(0, h, (shape[0],), generator=generator) for h in high], dim=1)
+    if shape[0] > 10:
+        codes[shape[0] // 2:] = codes[: shape[0] - shape[0] // 2]  # repeat the first half: collisions at any K
+    deduped = dedup_codes(codes)
+    assert torch.equal(deduped, dedup_reference_loop(codes))
+    assert torch.equal(deduped, dedup_previous_torch(codes))
+
+
+def test_statistics_agree_with_torch_unique_on_random_codes():
+    generator = torch.Generator().manual_seed(1)
+    codes = torch.randint(0, 4, (3000, 3), generator=generator)
+    stats = collision_stats(codes, [4, 4, 4])
+    _, counts = torch.unique(codes, dim=0, return_counts=True)
+    assert stats["unique_tuples"] == counts.numel() and stats["largest_group"] == int(counts.max())
+    assert stats["colliding_items_share"] == int(counts[counts > 1].sum()) / 3000
+    assert stats["distinct_prefixes"] == [torch.unique(codes[:, :d], dim=0).shape[0] for d in (1, 2, 3)]

@@ -26,7 +26,7 @@ def test_shapes_ranges_and_protocol(kind, clustered):
     assert q.decode(codes).shape == clustered.shape
     books = q.codebooks
     assert len(books) == 3 and all(b.shape[0] == 8 and b.dtype == torch.float32 for b in books)
-    expected_dim = {"rqvae": 8, "rq": 48, "pq": 16, "vq": 48}[kind]
+    expected_dim = {"rqvae": 8, "rq": 48, "pq": 16, "vq": 48, "rqkmeans": 48}[kind]
     assert all(b.shape[1] == expected_dim for b in books)
 
 
@@ -59,7 +59,7 @@ def test_save_load_round_trip_gives_identical_codes_and_reconstructions(kind, cl
     assert all(torch.equal(a, b) for a, b in zip(loaded.codebooks, q.codebooks))
 
 
-@pytest.mark.parametrize("kind", ["rqvae", "rq", "pq"])
+@pytest.mark.parametrize("kind", ["rqvae", "rq", "pq", "rqkmeans"])
 def test_per_level_codebook_sizes_may_differ(kind, clustered):
     q = fitted(kind, clustered, codebook_size=(16, 8, 4))
     codes = q.encode(clustered)
@@ -68,7 +68,7 @@ def test_per_level_codebook_sizes_may_differ(kind, clustered):
     assert q.decode(codes).shape == clustered.shape
 
 
-@pytest.mark.parametrize("kind", ["rq", "vq"])
+@pytest.mark.parametrize("kind", ["rq", "vq", "rqkmeans"])
 def test_kmeans_initialisation_sees_all_items(kind):
     # Rows 0..149 sit around +e1, rows 150..299 around -e1. With k-means on ALL items and K = 2, the
     # two groups get the two codes; a first-batch-only init (all +e1) would split the first group.

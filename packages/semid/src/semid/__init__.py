@@ -1,4 +1,4 @@
-"""semid: item text -> embeddings -> Semantic IDs (RQ-VAE, RQ, PQ, VQ) with collision statistics.
+"""semid: item text -> embeddings -> Semantic IDs (RQ-VAE, RQ, PQ, VQ, RQ-KMeans) with collision statistics.
 
     import semid
     s = semid.encode_catalogue("items.jsonl", "out/")   # or: semid encode items.jsonl -o out/

@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 
 from semid.collisions import format_stats
-from semid.config import DEVICES, FORMATS, POOLINGS, QUANTIZERS, EmbedConfig, QuantizerConfig, ReadConfig
+from semid.config import (
+    DEVICES,
+    FORMATS,
+    KMEANS_BACKENDS,
+    POOLINGS,
+    QUANTIZERS,
+    EmbedConfig,
+    QuantizerConfig,
+    ReadConfig,
+)
 from semid.errors import SemidError
 from semid.io import STATS, check_complete, read_json
 from semid.pipeline import EXPORTS, USER_CACHE, embed_to_folder, encode_catalogue
@@ -130,7 +139,7 @@ def _warn(warnings: list[str]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semid")
 def main() -> None:
-    """Item text -> embeddings -> Semantic IDs (RQ-VAE, RQ, PQ, VQ), with collision statistics."""
+    """Item text -> embeddings -> Semantic IDs (RQ-VAE, RQ, PQ, VQ, RQ-KMeans), with collision statistics."""
 
 
 @main.command()
@@ -140,7 +149,8 @@ def main() -> None:
 @_read_options
 @click.option("--quantizer", type=click.Choice(QUANTIZERS), default="rqvae", show_default=True,
               help="rqvae: MLP autoencoder + residual VQ (TIGER); rq: residual VQ of the embeddings; "
-                   "pq: product quantization; vq: one codebook per level over the whole vector.")
+                   "pq: product quantization; vq: one codebook per level over the whole vector; "
+                   "rqkmeans: residual k-means, no autoencoder (GRID's default).")
 @click.option("--levels", type=int, default=4, show_default=True, help="Code levels L.")
 @click.option("--codebook-size", type=CodebookSize(), default="128", show_default=True,
               help="Codes per level: one number, or one per level (256,256,128).")
@@ -153,12 +163,16 @@ def main() -> None:
 @click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same codes.")
 @click.option("--epochs", type=int, default=QuantizerConfig.epochs, show_default=True,
               help="rqvae training passes over all items.")
+@click.option("--fit-sample", type=click.IntRange(min=0), default=QuantizerConfig.fit_sample, show_default=True,
+              help="Fit the quantizer on a seeded random sample of this many items, then encode all; 0 = all items.")
+@click.option("--kmeans-backend", type=click.Choice(KMEANS_BACKENDS), default=QuantizerConfig.kmeans_backend,
+              show_default=True, help="rqkmeans: auto = faiss when installed (pip install 'semid[faiss]'), else torch.")
 @click.option("--export", "exports", type=click.Choice(EXPORTS), multiple=True,
               help="Extra output: recbole = semid.item with a sid:token_seq column.")
 @_embed_options
 def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, levels, codebook_size, dedup,
-           embeddings_file, ids_file, seed, epochs, exports, model, pooling, normalize, max_length, batch_size,
-           cache_dir, no_cache, device, threads, quiet):
+           embeddings_file, ids_file, seed, epochs, fit_sample, kmeans_backend, exports, model, pooling, normalize,
+           max_length, batch_size, cache_dir, no_cache, device, threads, quiet):
     """Turn ITEMS (jsonl, csv, tsv or RecBole .item) into Semantic IDs in OUT_DIR.
 
     Writes semantic_ids.jsonl, semid.safetensors (codes, codebooks, ids), quantizer.json +
@@ -169,7 +183,8 @@ def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, leve
 
     def job():
         quantizer_config = QuantizerConfig(kind=quantizer, levels=levels, codebook_size=codebook_size,
-                                           seed=seed, epochs=epochs, device=device)
+                                           seed=seed, epochs=epochs, device=device, fit_sample=fit_sample,
+                                           kmeans_backend=kmeans_backend)
         return encode_catalogue(
             items, out_dir,
             read=_read_config(fmt, id_field, text_fields, template),

@@ -6,7 +6,9 @@ Definitions (also in docs/semid.md):
 - per level: codes used, usage = used / K_l, and perplexity = exp(entropy of the level's code
   distribution), which reads K_l for a uniform level and 1 for a collapsed one (usage alone can read
   100% on a level where one code takes almost every item).
-All counting is vectorised torch (torch.unique over rows), no Python loops over items.
+Everything comes from one stable lexicographic sort of the rows (numpy lexsort), no Python loop over
+items: groups of equal tuples, their sizes, the dedup ranks and the distinct prefixes of every depth.
+10^6 rows take well under a second (benchmarks/semid_scale.py).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from semid.errors import fail
 
 
-def _check_codes(codes: torch.Tensor, codebook_sizes: Sequence[int]) -> torch.Tensor:
-    codes = torch.as_tensor(codes, dtype=torch.long)
+def _check_codes(codes: torch.Tensor, codebook_sizes: Sequence[int]) -> np.ndarray:
+    codes = torch.as_tensor(codes, dtype=torch.long).cpu()
     if codes.ndim != 2 or codes.shape[0] == 0:
         raise fail(None, None, "codes", f"must be a non-empty [items, levels] matrix, got {tuple(codes.shape)}")
     if codes.shape[1] != len(codebook_sizes):
@@ -29,20 +32,30 @@ def _check_codes(codes: torch.Tensor, codebook_sizes: Sequence[int]) -> torch.Te
     sizes = torch.tensor(list(codebook_sizes))
     if bool((codes < 0).any()) or bool((codes >= sizes).any()):
         raise fail(None, None, "codes", f"must lie in [0, K) per column, K = {list(codebook_sizes)}")
-    return codes
+    return codes.numpy()
 
 
-def group_sizes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inverse, counts): the tuple group of each row, and the size of each group."""
-    _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
-    return inverse, counts
+def sorted_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, changes) of a code table [n, L] (n >= 1, L >= 1).
+
+    order: the rows sorted by tuple; lexsort is stable, so rows sharing a tuple keep their row order.
+    changes[i, l]: sorted row i differs from sorted row i - 1 in its first l + 1 codes (row 0: True).
+    A column of `changes` marks where a new prefix of that depth starts; the last column, a new tuple.
+    """
+    n, levels = codes.shape
+    order = np.lexsort(codes.T[::-1])  # lexsort sorts by its LAST key first: reversed, column 0 leads
+    ordered = codes[order]
+    changes = np.empty((n, levels), dtype=bool)
+    changes[0] = True
+    np.logical_or.accumulate(ordered[1:] != ordered[:-1], axis=1, out=changes[1:])
+    return order, changes
 
 
-def perplexity(column: torch.Tensor, size: int) -> float:
+def perplexity(column: np.ndarray | torch.Tensor, size: int) -> float:
     """exp(entropy) of the code distribution of one column (natural log)."""
-    p = torch.bincount(column, minlength=size).double()
+    p = np.bincount(np.asarray(column), minlength=size).astype(np.float64)
     p = p[p > 0] / p.sum()
-    return math.exp(float(-(p * p.log()).sum()))
+    return math.exp(float(-(p * np.log(p)).sum()))
 
 
 def collision_stats(
@@ -54,13 +67,15 @@ def collision_stats(
     """Statistics of a code table [items, levels] (see the module docstring for definitions)."""
     codes = _check_codes(codes, codebook_sizes)
     n, levels = codes.shape
-    _, counts = group_sizes(codes)
-    unique = int(counts.numel())
+    _, changes = sorted_rows(codes)
+    starts = np.flatnonzero(changes[:, -1])  # sorted position of each tuple group's first row
+    counts = np.diff(np.append(starts, n))  # group sizes
+    unique = int(starts.size)
     capacity = math.prod(int(k) for k in codebook_sizes)  # exact Python int: 512**4 overflows nothing
     per_level = []
     for level, size in enumerate(codebook_sizes):
         column = codes[:, level]
-        used = int(torch.unique(column).numel())
+        used = int(np.count_nonzero(np.bincount(column, minlength=int(size))))
         per_level.append({
             "level": level + 1,
             "codebook_size": int(size),
@@ -68,7 +83,6 @@ def collision_stats(
             "usage": used / int(size),
             "perplexity": perplexity(column, int(size)),
         })
-    prefixes = [int(torch.unique(codes[:, : depth + 1], dim=0).shape[0]) for depth in range(levels)]
     stats: dict[str, Any] = {
         "items": n,
         "levels": levels,
@@ -79,7 +93,7 @@ def collision_stats(
         "largest_group": int(counts.max()),
         "utilisation": unique / capacity,
         "per_level": per_level,
-        "distinct_prefixes": prefixes,
+        "distinct_prefixes": [int(c) for c in changes.sum(axis=0)],
     }
     if reconstruction_error is not None:
         stats["reconstruction_error"] = reconstruction_error
@@ -88,15 +102,17 @@ def collision_stats(
 
 def dedup_codes(codes: torch.Tensor) -> torch.Tensor:
     """Append a column that numbers the items sharing a tuple in row order (0 for the first): [n, L + 1]."""
-    codes = torch.as_tensor(codes, dtype=torch.long)
-    inverse, counts = group_sizes(codes)
+    codes = torch.as_tensor(codes, dtype=torch.long).cpu()
+    if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise fail(None, None, "codes", f"must be a non-empty [items, levels] matrix, got {tuple(codes.shape)}")
     n = codes.shape[0]
-    order = torch.argsort(inverse, stable=True)  # rows grouped by tuple, row order kept inside a group
-    starts = torch.cumsum(counts, 0) - counts  # position of each group's first row in `order`
-    rank_sorted = torch.arange(n) - starts[inverse[order]]
-    rank = torch.empty(n, dtype=torch.long)
-    rank[order] = rank_sorted
-    return torch.cat([codes, rank.unsqueeze(1)], dim=1)
+    order, changes = sorted_rows(codes.numpy())
+    new_group = changes[:, -1]
+    starts = np.flatnonzero(new_group)  # sorted position of each group's first row
+    group = np.cumsum(new_group) - 1  # group number of each sorted row
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - starts[group]  # position inside the group = row-order rank (stable sort)
+    return torch.cat([codes, torch.from_numpy(rank).unsqueeze(1)], dim=1)
 
 
 def format_stats(stats: dict[str, Any]) -> str:

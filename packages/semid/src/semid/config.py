@@ -18,7 +18,8 @@ FORMATS = ("jsonl", "csv", "tsv", "atomic")
 POOLINGS = ("mean", "cls", "last")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-QUANTIZERS = ("rqvae", "rq", "pq", "vq")
+QUANTIZERS = ("rqvae", "rq", "pq", "vq", "rqkmeans")
+KMEANS_BACKENDS = ("auto", "faiss", "torch")
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,18 @@ class QuantizerConfig:
     lr: float = 1e-3  # Adam learning rate
     # rq, pq, vq only: full-batch EMA (k-means-like) refinement passes after the k-means init
     refine_iters: int = 20
+    # rqkmeans only: plain k-means per level (no EMA, dead codes or commitment, so the four fields above
+    # kmeans_iters..commitment_weight do not apply)
+    lloyd_iters: int = 25  # Lloyd iterations per level (faiss's default niter); torch stops early once no item moves
+    kmeans_backend: str = "auto"  # auto: faiss when importable (extra semid[faiss]), else torch (quantize/kmeans.py)
+    # every kind: fit on a seeded random sample of this many items, then encode all (0 = fit on all items).
+    # 100k bounds the fit's time and memory at catalogue scale and changes nothing below 100k items.
+    fit_sample: int = 100_000
 
     def __post_init__(self) -> None:
         _choice("kind", self.kind, QUANTIZERS)
         _choice("device", self.device, DEVICES)
+        _choice("kmeans_backend", self.kmeans_backend, KMEANS_BACKENDS)
         _positive("levels", self.levels)
         sizes = self.codebook_sizes
         if len(sizes) != self.levels:
@@ -93,8 +102,16 @@ class QuantizerConfig:
         # torch seeds are 64-bit; vq seeds level l with seed + l. A larger number used to end in a traceback.
         if not isinstance(self.seed, int) or not -(2**62) < self.seed < 2**62:
             raise fail(None, None, "seed", f"must be an integer between -2**62 and 2**62, got {self.seed!r}")
-        for name in ("kmeans_iters", "latent_dim", "epochs", "batch_size"):
+        for name in ("kmeans_iters", "latent_dim", "epochs", "batch_size", "lloyd_iters"):
             _positive(name, getattr(self, name))
+        largest = max(sizes)
+        # k-means needs at least one item per code; a sample smaller than K could not fill the codebook.
+        if not isinstance(self.fit_sample, int) or isinstance(self.fit_sample, bool) or self.fit_sample < 0:
+            raise fail(None, None, "fit_sample",
+                       f"must be 0 (all items) or a positive integer, got {self.fit_sample!r}")
+        if 0 < self.fit_sample < largest:
+            raise fail(None, None, "fit_sample", f"is {self.fit_sample}, fewer items than the largest codebook size "
+                       f"{largest}; use --fit-sample 0 (all items) or at least {largest}")
         if self.refine_iters < 0:
             raise fail(None, None, "refine_iters", "must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

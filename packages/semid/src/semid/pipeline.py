@@ -36,7 +36,8 @@ from semid.io import (
     remove_stale_temps,
 )
 from semid.items import ItemSet, read_items, texts_jsonl
-from semid.quantize import build_quantizer, relative_error
+from semid.quantize import build_quantizer, reconstruction_error
+from semid.quantize.kmeans import resolve_backend
 from semid.semantic_ids import SemanticIDs, codes_bytes, load, recbole_item, semantic_ids_jsonl
 from semid.vectors import embeddings_bytes, read_embeddings
 from semid.version import __version__
@@ -212,6 +213,8 @@ def encode_catalogue(
             raise fail(None, None, "export", f"is {name!r}; choose from {', '.join(EXPORTS)}")
     if items is None and embeddings is None:
         raise SemidError("give an item file, or --embeddings FILE (with ids)")
+    if quantizer.kind == "rqkmeans":
+        resolve_backend(quantizer.kmeans_backend)  # --kmeans-backend faiss without faiss fails before the slow part
     # The lock is taken first: an unwritable, busy or misnamed OUT_DIR fails before the slow part.
     with _sole_writer(out_dir, "semid encode"):
         if embeddings is not None:
@@ -224,9 +227,9 @@ def encode_catalogue(
         model = build_quantizer(quantizer).fit(catalogue.embeddings, progress=progress, source=catalogue.source)
         timings["fit"] = time.perf_counter() - start
         start = time.perf_counter()
-        codes = model.encode(catalogue.embeddings)
+        codes = model.encode(catalogue.embeddings)  # all items, in chunks, whatever the fit saw (fit_sample)
         timings["encode"] = time.perf_counter() - start
-        error = relative_error(catalogue.embeddings, model.decode(codes))
+        error = reconstruction_error(model, catalogue.embeddings, codes)
 
         sizes = list(quantizer.codebook_sizes)
         codebooks: list[torch.Tensor | None] = list(model.codebooks)
@@ -237,6 +240,7 @@ def encode_catalogue(
             "embedding_dim": int(catalogue.embeddings.shape[1]),
             "source": catalogue.info,
             "quantizer": config_to_dict(quantizer),
+            "fit": model.fit_info,  # items the quantizer was fit on (fit_sample), k-means backend for rqkmeans
             "reconstruction_error": error,
             "collisions": collision_stats(codes, sizes, reconstruction_error=error),
             "dedup": dedup,

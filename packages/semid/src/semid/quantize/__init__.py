@@ -1,4 +1,5 @@
-"""Quantizers behind one interface (`Quantizer`): rqvae, rq, pq, vq, all built on vector-quantize-pytorch."""
+"""Quantizers behind one interface (`Quantizer`): rqvae, rq, pq, vq (built on vector-quantize-pytorch) and
+rqkmeans (plain residual k-means: faiss when installed, else torch)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ from os import PathLike
 
 from semid.config import QuantizerConfig
 from semid.io import check_complete
-from semid.quantize.base import Quantizer, TorchQuantizer, check_embeddings, read_quantizer_info, relative_error
+from semid.quantize.base import (
+    Quantizer,
+    TorchQuantizer,
+    check_embeddings,
+    read_quantizer_info,
+    reconstruction_error,
+    relative_error,
+)
 from semid.quantize.flat import ProductQuantizer, ResidualQuantizer, VectorQuantizer
+from semid.quantize.rqkmeans import RQKMeans
 from semid.quantize.rqvae import RQVAE
 
 # kind -> class: the one place a quantizer name is resolved.
@@ -16,6 +25,7 @@ QUANTIZER_CLASSES: dict[str, type[TorchQuantizer]] = {
     "rq": ResidualQuantizer,
     "pq": ProductQuantizer,
     "vq": VectorQuantizer,
+    "rqkmeans": RQKMeans,
 }
 
 
@@ -38,5 +48,6 @@ __all__ = [
     "build_quantizer",
     "check_embeddings",
     "load_quantizer",
+    "reconstruction_error",
     "relative_error",
 ]

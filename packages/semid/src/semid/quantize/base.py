@@ -8,6 +8,7 @@ the same weights and the same codes on the CPU.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from os import PathLike
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -28,6 +29,8 @@ from semid.io import (
     tensors_to_bytes,
 )
 
+log = logging.getLogger(__name__)
+
 QUANTIZER_FORMAT = "semid-quantizer/1"
 ENCODE_BATCH = 8192  # rows per encode/decode step: bounds the [rows, K] distance matrix
 
@@ -37,9 +40,11 @@ class Quantizer(Protocol):
     """What the pipeline (and anyone else) needs from a quantizer."""
 
     config: QuantizerConfig
+    fit_info: dict  # how the last fit ran: items it saw (fit_sample), and kind-specific facts; stats.json keeps it
 
     def fit(self, x: torch.Tensor, progress: bool = False, source: str | PathLike | None = None) -> Quantizer:
-        """Learn codebooks (and weights) from all rows of x [n, d]; `source` names the input in errors."""
+        """Learn codebooks (and weights) from x [n, d] (a seeded sample of config.fit_sample rows when n is
+        larger); `source` names the input in errors."""
         ...
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +106,30 @@ def check_embeddings(x: torch.Tensor, source: str | PathLike | None = None) -> t
     return x
 
 
+def reconstruction_error(quantizer: Quantizer, x: torch.Tensor, codes: torch.Tensor) -> float:
+    """relative_error(x, quantizer.decode(codes)), ENCODE_BATCH rows at a time: no second [n, d] matrix."""
+    total, kept = 0.0, 0
+    for rows, row_codes in zip(x.split(ENCODE_BATCH), codes.split(ENCODE_BATCH)):
+        norms = rows.norm(dim=-1)
+        keep = norms > 0
+        errors = (rows - quantizer.decode(row_codes)).norm(dim=-1)
+        total += float((errors[keep] / norms[keep]).double().sum())
+        kept += int(keep.sum())
+    return total / kept if kept else float("nan")
+
+
+def sample_rows(n: int, sample: int, seed: int) -> torch.Tensor | None:
+    """Row indices (ascending) of a seeded random sample of `sample` of n rows; None when sample is 0 or >= n.
+
+    None means "fit on x as it is": a sample covering every row must give exactly the full fit, so it is
+    not a permutation of the rows (the order of rows steers k-means starts and rqvae batches).
+    """
+    if sample == 0 or sample >= n:
+        return None
+    generator = torch.Generator().manual_seed(seed)  # its own stream: the fit's draws stay those of a full fit
+    return torch.randperm(n, generator=generator)[:sample].sort().values
+
+
 def _cuda_indices(device: torch.device) -> list[int]:
     """The CUDA device whose RNG state fork_rng must save and restore (none on CPU)."""
     if device.type != "cuda":
@@ -119,6 +148,7 @@ class TorchQuantizer:
         self.config = config
         self.dim: int | None = None
         self.module: nn.Module | None = None
+        self.fit_info: dict = {}
         self.device = resolve_device(config.device)
 
     # -- subclass hooks -------------------------------------------------------------------------
@@ -144,6 +174,11 @@ class TorchQuantizer:
         if largest > x.shape[0]:
             raise fail(source, None, "codebook_size",
                        f"is {largest}, more codes than the {x.shape[0]} items; use a smaller --codebook-size")
+        rows = sample_rows(x.shape[0], self.config.fit_sample, self.config.seed)
+        if rows is not None:
+            log.info("%s: fitting on a seeded sample of %d of %d items (fit_sample)", self.kind, len(rows), x.shape[0])
+            x = x[rows]
+        self.fit_info = {"items": int(x.shape[0]), "sampled": rows is not None}
         # fork_rng: seeding must not change the caller's global RNG stream.
         with torch.random.fork_rng(devices=_cuda_indices(self.device)):
             torch.manual_seed(self.config.seed)
