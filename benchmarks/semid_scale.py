@@ -1,8 +1,8 @@
 """semid at catalogue scale, on synthetic data: dedup and collision statistics of n code rows, and an
 RQ-KMeans fit + encode of n vectors (docs/semid.md, sections 3 and 4).
 
-    python benchmarks/semid_scale.py --sizes 100000 1000000          # one thread by default
-    python benchmarks/semid_scale.py --sizes 10000 --out /tmp/s.json  # a smoke run, kept out of results/
+    python -m benchmarks.semid_scale --sizes 100000 1000000          # one thread by default
+    python -m benchmarks.semid_scale --sizes 10000 --out /tmp/s.json  # a smoke run, kept out of results/
 
 For each size n:
 1. dedup: `semid.dedup_codes` and `semid.collision_stats` on n random rows of 3 codes, once with K = 256
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -32,20 +31,10 @@ import semid
 import torch
 from semid.quantize import reconstruction_error
 
+from benchmarks.machine import machine
+
 RESULTS = Path(__file__).resolve().parent / "results" / "semid_scale.json"
 LEVELS, CODEBOOK, DIM = 3, 256, 384  # GRID's 3 x 256; MiniLM's embedding width
-
-
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "semid": semid.__version__,
-            "load_average_at_start": os.getloadavg()}
 
 
 def timed(job):
@@ -91,8 +80,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    record = {"benchmark": "semid_scale", "machine": machine(), "levels": LEVELS, "codebook_size": CODEBOOK,
-              "dim": DIM, "runs": []}
+    record = {"benchmark": "semid_scale", "machine": machine(), "cores": os.cpu_count(), "semid": semid.__version__,
+              "load_average_at_start": os.getloadavg(), "levels": LEVELS, "codebook_size": CODEBOOK, "dim": DIM,
+              "runs": []}
     for n in args.sizes:
         run: dict = {"items": n, "dedup": [dedup_run(n, k, args.seed) for k in (CODEBOOK, 16)]}
         if not args.skip_rqkmeans:
