@@ -120,6 +120,9 @@ class EvalConfig:
     # True selects the checkpoint on full_unseen, the protocol of the strong public SASRec figures
     exclude_history: bool = False
     batch_size: int = 512
+    # full ranking scores this many items at a time: memory is (batch_size, item_chunk) scores, not
+    # (batch_size, catalogue); catalogues up to this size are ranked in one pass
+    item_chunk: int = 65536
     ks: tuple[int, ...] = (5, 10, 20)
 
 
@@ -213,7 +216,7 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
 # crash deep inside torch or numpy, or train without a word and report nonsense (tau = 0: inf metrics).
 _POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
              "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items", "bucket_batches",
-             "window_stride", "fusion_hidden"}
+             "window_stride", "fusion_hidden", "item_chunk"}
 _NON_NEGATIVE = {"patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core",
                  "beta", "gamma", "code_match", "window", "negatives"}
 _ABOVE_ZERO = {"lr", "tau", "init_std"}  # real numbers > 0

@@ -11,6 +11,10 @@ Three protocols, named as in ``results.json``:
 
 Ties count against the target (pessimistic), so a model that gives every item the same score
 ranks the target last, not first.
+
+Catalogues larger than ``EvalConfig.item_chunk`` are scored a chunk of items at a time (ranks by
+counting, top-k by a running merge), so memory holds (batch, chunk) scores, never (batch, catalogue):
+10^6 items rank within a fixed budget. Up to one chunk, everything is one pass, as before chunks.
 """
 
 from __future__ import annotations
@@ -58,22 +62,48 @@ def next_item_states(model: H2Rec, histories: list[np.ndarray], max_len: int) ->
     return encoded.last()
 
 
-def leave_out_history(scores: torch.Tensor, histories: list[np.ndarray]) -> None:
-    """Scores each row's own history items -inf in ``scores`` (B, n + 1), in place."""
+def leave_out_history(scores: torch.Tensor, histories: list[np.ndarray], start: int = 0) -> None:
+    """Scores each row's own history items -inf in ``scores`` (B, C), in place; column j is item
+    ``start + j`` (a chunk of the catalogue; the whole of it, (B, n + 1), by default)."""
     seen_by = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
-    scores[seen_by, np.concatenate(histories)] = float("-inf")
+    items = np.concatenate(histories) - start
+    inside = (items >= 0) & (items < scores.shape[1])
+    scores[seen_by[inside], items[inside]] = float("-inf")
+
+
+def scored_chunks(model: H2Rec, state: UserState, histories: list[np.ndarray] | None, chunk: int):
+    """(start, scores (B, C) of items start..start+C-1) over the catalogue, ``chunk`` items at a
+    time; padding (item 0) and, given ``histories``, each row's seen items score -inf."""
+    n = model.n_items + 1  # not the mask token's row
+    for start in range(0, n, chunk):
+        scores = model.score_range(state, start, min(start + chunk, n))
+        if start == 0:
+            scores[:, 0] = float("-inf")  # padding, never ranked
+        if histories is not None:
+            leave_out_history(scores, histories, start)
+        yield start, scores
+
+
+ITEM_CHUNK = EvalConfig().item_chunk  # for callers without a config (recommend, export)
 
 
 @torch.no_grad()
 def top_items(model: H2Rec, histories: list[np.ndarray], max_len: int, k: int,
-              exclude_history: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+              exclude_history: bool = True, item_chunk: int = ITEM_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and item indices (B, min(k, n)) of the top-``k`` next items after each history, best
-    first; with ``exclude_history`` a history's own items score -inf (so they come last, if at all)."""
-    scores = model.score_all(next_item_states(model, histories, max_len))  # (B, n + 1)
-    if exclude_history:
-        leave_out_history(scores, histories)
-    top = torch.topk(scores, min(k, model.n_items))  # Eq. 1: the argmax of P(v_{N+1} = v_i | S_u), k deep
-    return top.values, top.indices
+    first; with ``exclude_history`` a history's own items score -inf (so they come last, if at all).
+    Eq. 1: the argmax of P(v_{N+1} = v_i | S_u), k deep, merged chunk by chunk."""
+    state = next_item_states(model, histories, max_len)
+    k = min(k, model.n_items)
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
+    for start, scores in scored_chunks(model, state, histories if exclude_history else None, item_chunk):
+        values, indices = torch.topk(scores, min(k, scores.shape[1]))
+        if best is not None:  # running merge: the top k of (the best so far, this chunk's best)
+            merged = torch.cat([best[0], values], 1)
+            values, order = torch.topk(merged, min(k, merged.shape[1]))
+            indices = torch.cat([best[1], indices + start], 1).gather(1, order)
+        best = values, indices
+    return best
 
 
 def recommend_items(model: H2Rec, history: Sequence[int], max_len: int, item_ids: Sequence[str],
@@ -111,21 +141,69 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
     for start in progress_bar(starts, progress or "", progress is not None, total=len(starts)):
         rows = order[start : start + cfg.batch_size]
         histories = [split.histories[r] for r in rows]
-        scores = model.score_all(next_item_states(model, histories, max_len))  # (B, n + 1)
-        targets = torch.as_tensor(split.targets[rows], device=scores.device)[:, None]
+        state = next_item_states(model, histories, max_len)
+        targets = torch.as_tensor(split.targets[rows], device=model.device)[:, None]
         if candidates is not None:
-            pool = torch.cat([targets, torch.as_tensor(candidates[rows], device=scores.device)], 1)
-            scores = scores.gather(1, pool)
-            target_score = scores[:, :1].clone()  # not a view: the count overwrites scores
+            pool = torch.cat([targets, torch.as_tensor(candidates[rows], device=model.device)], 1)
+            counts = count_in_pool(model, state, pool, cfg.item_chunk)
         else:
-            target_score = scores.gather(1, targets)
-            if cfg.exclude_history:
-                leave_out_history(scores, histories)
-                scores.scatter_(1, targets, target_score)  # a repeated item (Yelp has them) may be the target
-        # items scoring above the target or tying with it (pessimistic), less the target itself
-        ranks[torch.as_tensor(rows)] = (count_at_or_above(scores, target_score) - 1).cpu()
+            counts = count_in_catalogue(model, state, targets, histories if cfg.exclude_history else None,
+                                        cfg.item_chunk)
+        ranks[torch.as_tensor(rows)] = (counts - 1).cpu()  # less the target itself
     model.train(was_training)
     return ranks.numpy()
+
+
+def count_in_pool(model: H2Rec, state: UserState, pool: torch.Tensor, item_chunk: int) -> torch.Tensor:
+    """Per row, the candidates of ``pool`` (B, 1 + K; the target first) scoring at or above the target."""
+    if model.n_items + 1 <= item_chunk:
+        scores = model.score_all(state).gather(1, pool)  # one pass, as the full ranking's scores
+    else:
+        scores = model.score(state, pool)  # (B, 1 + K): no (B, catalogue) matrix
+    return count_at_or_above(scores, scores[:, :1].clone())  # a copy: the count overwrites scores
+
+
+def state_rows(state: UserState, rows: torch.Tensor) -> UserState:
+    """The user states of ``rows`` only."""
+    return dataclasses.replace(state, **{f.name: getattr(state, f.name)[rows] for f in dataclasses.fields(state)
+                                         if getattr(state, f.name) is not None})
+
+
+def target_scores(model: H2Rec, state: UserState, targets: torch.Tensor, item_chunk: int) -> torch.Tensor:
+    """Each row's target score (B, 1), computed as the chunked ranking computes it: by score_range
+    over the target's own chunk (only for the rows whose target lies there, so B x item_chunk work in
+    all). Not by ``model.score``: SID-only models give colliding items bit-identical scores, and a
+    target scored by another formula would round differently from the items it ties with."""
+    out = torch.empty(len(targets), 1, device=targets.device)
+    first = targets[:, 0] - targets[:, 0] % item_chunk  # the start of each target's chunk
+    for start in first.unique().tolist():
+        rows = (first == start).nonzero()[:, 0]
+        scores = model.score_range(state_rows(state, rows), start, min(start + item_chunk, model.n_items + 1))
+        out[rows] = scores.gather(1, targets[rows] - start)
+    return out
+
+
+def count_in_catalogue(model: H2Rec, state: UserState, targets: torch.Tensor, histories: list[np.ndarray] | None,
+                       item_chunk: int) -> torch.Tensor:
+    """Per row, the catalogue items scoring at or above the target (B, 1), the target included:
+    items scoring above it or tying with it (pessimistic). Given ``histories``, each row's seen items
+    are left out, but never its target (a repeated item, which Yelp has, may be the target)."""
+    if model.n_items + 1 <= item_chunk:  # one pass: the target's score is read from the same matrix
+        (_, scores), = scored_chunks(model, state, None, item_chunk)
+        target_score = scores.gather(1, targets)
+        if histories is not None:
+            leave_out_history(scores, histories)
+            scores.scatter_(1, targets, target_score)
+        return count_at_or_above(scores, target_score)
+    target_score = target_scores(model, state, targets, item_chunk)  # chunks before the target's own need it
+    count = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
+    for start, scores in scored_chunks(model, state, histories, item_chunk):
+        # the target's column holds exactly target_score, so it counts once whatever the rounding of
+        # the chunk's computation, and also when it was a seen item
+        inside = ((targets >= start) & (targets < start + scores.shape[1])).squeeze(1)
+        scores[inside, targets[inside, 0] - start] = target_score[inside, 0]
+        count += count_at_or_above(scores, target_score)
+    return count
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:

@@ -34,8 +34,8 @@ DATA_FILE = "data.json"
 # Settings that may change on --resume (the rest are refused): stopping, placement, reporting, and the
 # data paths, whose content the fingerprint still pins (data moved to another disk).
 RESUMABLE = ("data.interactions", "data.semid", "train.epochs", "train.patience", "train.patience_steps",
-             "train.eval_every", "train.device", "eval.batch_size", "eval.negatives", "eval.negatives_seed",
-             "eval.ks")
+             "train.eval_every", "train.device", "eval.batch_size", "eval.item_chunk", "eval.negatives",
+             "eval.negatives_seed", "eval.ks")
 
 
 def read_run_config(run_dir: Path):
