@@ -62,6 +62,10 @@ BEAUTY_ROWS = {
         "train.epochs": 60},
     "SASRec, CE, dropout 0.5, seen items out of the softmax": {**SASREC, "model.dropout": 0.5,
                                                               "train.exclude_seen": True},
+    # H2Rec initialises its ID table from the text embeddings' principal components (Algorithm 1
+    # line 6): how much of its gain over SASRec does that initialisation alone give SASRec?
+    "SASRec, CE, dropout 0.5, ID table from the text embeddings (PCA)": {**SASREC, "model.dropout": 0.5,
+                                                                         "model.pca_init": True},
     "H2Rec, CE, dropout 0.5": {**H2REC, "model.dropout": 0.5},
     "H2Rec, CE, dropout 0.5, seen items out of the softmax": {**H2REC, "model.dropout": 0.5,
                                                              "train.exclude_seen": True},
