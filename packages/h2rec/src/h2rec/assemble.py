@@ -16,6 +16,7 @@ from .config import Config
 from .data import Dataset, build_dataset
 from .errors import H2RecError
 from .model import H2Rec
+from .rivals.llmesr import LLMESR
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,18 +39,23 @@ def load_semid(path: str) -> semid.SemanticIDs:
 def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
     """Fills the choices left to the data: PCA initialisation when text embeddings exist."""
     model = config.model
+    if model.kind == "llmesr" and sids.embeddings is None:
+        raise H2RecError(f"{config.data.semid}: model.kind 'llmesr' reads the items' text embeddings (its semantic "
+                         "view), and this folder has none; encode the items' texts with `semid encode`")
     if model.pca_init is None:
-        model = dataclasses.replace(model, pca_init=model.kind == "h2rec" and sids.embeddings is not None)
+        model = dataclasses.replace(model, pca_init=model.kind in ("h2rec", "llmesr") and sids.embeddings is not None)
     if model.pca_init and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.pca_init needs text embeddings, and this folder has none")
     return dataclasses.replace(config, model=model)
 
 
-def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec:
+def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR:
     m = config.model
-    codes = None if m.kind == "hid" else sids.embedding(dim=m.dim, combine="levels", padding_idx0=True,
-                                                       init_std=m.init_std)
+    codes = None if m.kind in ("hid", "llmesr") else sids.embedding(dim=m.dim, combine="levels", padding_idx0=True,
+                                                                   init_std=m.init_std)
     try:
+        if m.kind == "llmesr":  # a rival: text embeddings and IDs, no semantic IDs (h2rec.rivals)
+            return LLMESR(m, len(sids.ids), config.data.max_len, sids.embeddings)
         return H2Rec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
     except ValueError as err:  # e.g. an encoder option srs_backbones does not know
         raise H2RecError(f"model configuration: {err}") from err

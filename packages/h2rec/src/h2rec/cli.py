@@ -51,6 +51,7 @@ TRAIN_OPTIONS = {
     "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
     "loss": "train.loss", "negatives": "train.num_negatives", "beta": "train.beta", "gamma": "train.gamma",
     "tau": "train.tau", "rec_reduction": "train.rec_reduction",
+    "distill_weight": "train.distill_weight", "similar_users": "train.similar_users",
     "code_match": "train.code_match", "window": "train.window",
     "emb_dropout": "model.emb_dropout", "attn_dropout": "model.attn_dropout",
     "label_smoothing": "train.label_smoothing", "exclude_seen": "train.exclude_seen",
@@ -169,8 +170,9 @@ def main():
 
 @main.command()
 @data_options
-@click.option("--model", type=click.Choice(["h2rec", "hid", "sid"]),
-              help="h2rec (both branches), hid (hash IDs only) or sid (semantic IDs only).")
+@click.option("--model", type=click.Choice(["h2rec", "hid", "sid", "llmesr"]),
+              help="h2rec (both branches), hid (hash IDs only), sid (semantic IDs only), or the rival llmesr "
+                   "(LLM-ESR: text embeddings and IDs; needs a semid folder with embeddings).")
 @click.option("--backbone", type=click.Choice(["sasrec", "gru4rec", "bert4rec"]),
               help="Sequence encoder of each branch (default sasrec).")
 @click.option("--dim", type=int, help="Embedding and hidden size d (default 64).")
@@ -205,6 +207,10 @@ def main():
 @click.option("--tau", type=float, help="Temperature of Eq. 6-8 (default 1.0).")
 @click.option("--rec-reduction", type=click.Choice(["user_sum", "mean"]),
               help="Eq. 10 over a batch: per-user sum averaged over users (default), or mean over positions.")
+@click.option("--distill-weight", type=float,
+              help="llmesr: weight α of the retrieval-augmented self-distillation (default 0.1; 0 = off).")
+@click.option("--similar-users", type=int,
+              help="llmesr: similar users retrieved per user for the self-distillation (default 10).")
 @click.option("--code-match", type=int, help="Code-matching threshold p of Eq. 7 (default 3; 0 = removed).")
 @click.option("--window", type=int, help="Context window o of Eq. 7 (default 3; 0 = removed).")
 # the first spellings, kept for a release: --o looked like -o/--out

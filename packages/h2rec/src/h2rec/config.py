@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import H2RecError
 
-ModelKind = Literal["h2rec", "hid", "sid"]
+ModelKind = Literal["h2rec", "hid", "sid", "llmesr"]
 Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
 RankingLoss = Literal["ce", "sampled_softmax", "gbce", "bce", "bpr"]
 WindowScheme = Literal["sliding", "random", "last"]
@@ -45,6 +45,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     kind: ModelKind = "h2rec"  # "hid": hash IDs only; "sid": semantic IDs only; "h2rec": both branches
+    # ("llmesr": the rival LLM-ESR, text embeddings and IDs, h2rec.rivals; docs/model.md "LLM-ESR")
     backbone: Backbone = "sasrec"
     dim: int = 64
     num_layers: int = 2
@@ -61,7 +62,9 @@ class ModelConfig:
     prior_decay: float = 0.5  # b_prior starts at -prior_decay * l: coarse levels first (§3.2.1); 0 = uniform
     mca: bool = True  # Eq. 4-5 multi-granularity cross attention (Table 3 "w/o MCA")
     candidate_weights: Literal["intent", "uniform"] = "intent"  # level weights of a candidate's e^sid in Eq. 9
-    pca_init: bool | None = None  # Algorithm 1 line 6; None = on for h2rec when text embeddings exist, off otherwise
+    # Algorithm 1 line 6; None = on for h2rec when text embeddings exist, off otherwise (llmesr: on, its
+    # collaborative view's init; false = the LLM-ESR ablation with a random ID table)
+    pca_init: bool | None = None
     init_std: float = 0.02
 
 
@@ -91,6 +94,9 @@ class TrainConfig:
     window: int = 3  # o: items within o positions in the same sequence are positives (Eq. 7); 0 = removed
     ca_max_items: int = 256  # B of Eq. 6-7: item positions per batch that enter L_CA (cost is quadratic in B)
     mask_prob: float = 0.2  # BERT4Rec cloze masking ratio
+    # --- LLM-ESR's retrieval-augmented self-distillation (model.kind "llmesr" only)
+    distill_weight: float = 0.1  # α of L = L_rec + α L_sd (the authors' setting); 0 = no self-distillation
+    similar_users: int = 10  # N: users retrieved per user by their training items' text (the paper's default)
     # --- which rows an epoch trains on: every training target once per epoch unless "last"
     windows: WindowScheme = "sliding"  # "random": a new window phase each epoch; "last": last window only
     window_stride: int | None = None  # sliding/random: items between window ends; None = max_len
@@ -216,9 +222,9 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
 # crash deep inside torch or numpy, or train without a word and report nonsense (tau = 0: inf metrics).
 _POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
              "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items", "bucket_batches",
-             "window_stride", "fusion_hidden", "item_chunk"}
+             "window_stride", "fusion_hidden", "similar_users", "item_chunk"}
 _NON_NEGATIVE = {"patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core",
-                 "beta", "gamma", "code_match", "window", "negatives"}
+                 "beta", "gamma", "code_match", "window", "negatives", "distill_weight"}
 _ABOVE_ZERO = {"lr", "tau", "init_std"}  # real numbers > 0
 _SEEDS = {"seed", "negatives_seed"}  # numpy takes seeds in [0, 2**32 - 1]
 _UNIT_INTERVAL = {"min_catalogue_coverage": (0.0, 1.0), "label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0),
@@ -291,6 +297,9 @@ def _check_values(section: Any, name: str, where: Callable[[str, str], str]) -> 
                 raise H2RecError(f"{where(name, key)} must lie in [{low}, {high}], got {value!r}")
 
 
+_LLMESR_ONLY = ("distill_weight", "similar_users")
+
+
 def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
     """Rules between fields, checked here so that a run fails before it reads data or writes a file."""
     bounds = config.data.group_bounds
@@ -301,6 +310,10 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
         raise H2RecError(f"{where('eval', 'ks')} must be cut-offs >= 1 that include 10, got {list(ks)}")
     if config.train.exclude_seen and (config.train.loss != "ce" or config.train.label_smoothing > 0):
         raise H2RecError(f"{where('train', 'exclude_seen')} works with train.loss 'ce' without label smoothing")
+    for key in _LLMESR_ONLY:  # set for another model, they would do nothing without a word
+        if config.model.kind != "llmesr" and getattr(config.train, key) != getattr(TrainConfig(), key):
+            raise H2RecError(f"{where('train', key)} belongs to LLM-ESR's self-distillation (model.kind 'llmesr'), "
+                             f"not to model.kind {config.model.kind!r}")
     if config.eval.select_on == "sampled" and not config.eval.negatives:
         raise H2RecError(f"{where('eval', 'select_on')} is 'sampled', which needs eval.negatives > 0 "
                          "(--eval-negatives N)")

@@ -48,13 +48,9 @@ FAISS_INDEX = "items.faiss"
 
 
 def vector_layout(model: H2Rec) -> list[dict[str, Any]]:
-    """Which columns of a vector hold which part of Eq. 9, in ``H2Rec.user_vectors``' order."""
-    parts = ["hid"] if model.has_hid else []
-    if model.has_sid:
-        parts += ([f"sid_level_{level + 1}" for level in range(model.n_levels)] if model.levels_follow_the_user
-                  else ["sid"])
+    """Which columns of a vector hold which part of the score, in ``user_vectors``' order."""
     d = model.cfg.dim
-    return [{"part": name, "columns": [i * d, (i + 1) * d]} for i, name in enumerate(parts)]
+    return [{"part": name, "columns": [i * d, (i + 1) * d]} for i, name in enumerate(model.vector_parts())]
 
 
 def check_export_dir(out_dir: Path, overwrite: bool, flag: str | None = None) -> None:

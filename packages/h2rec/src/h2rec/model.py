@@ -296,6 +296,14 @@ class H2Rec(nn.Module):
         network), so differ per user. Uniform weights, or "w/o FN" (alpha fixed at 1/L), do not."""
         return self.has_sid and self.cfg.candidate_weights == "intent" and self.fusion is not None
 
+    def vector_parts(self) -> list[str]:
+        """The blocks of ``user_vectors`` / ``item_vectors``, in order, each ``cfg.dim`` wide."""
+        parts = ["hid"] if self.has_hid else []
+        if self.has_sid:
+            parts += ([f"sid_level_{level + 1}" for level in range(self.n_levels)] if self.levels_follow_the_user
+                      else ["sid"])
+        return parts
+
     def user_vectors(self, state: UserState) -> Tensor:
         """The user side of Eq. 9 as one vector per position, (P, D), such that
         ``user_vectors(state) @ item_vectors().T == score_all(state)[:, 1:]`` (up to rounding).

@@ -54,6 +54,7 @@ from .losses import (
 )
 from .model import H2Rec, at_last
 from .progress import progress_bar
+from .rivals.llmesr_distill import RetrievalDistillation, build_distillation
 from .runfolder import read_run_config
 from .version import __version__
 
@@ -160,11 +161,14 @@ def next_item_targets(rows: torch.Tensor, first_target: torch.Tensor | None = No
 
 
 def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
-                  first_target: torch.Tensor | None = None, log_q: torch.Tensor | None = None
+                  first_target: torch.Tensor | None = None, log_q: torch.Tensor | None = None,
+                  distill: RetrievalDistillation | None = None, owners: torch.Tensor | None = None
                   ) -> dict[str, torch.Tensor]:
     """Eq. 11 on one batch of right-padded training rows (CPU); returns the loss parts.
     ``first_target`` (B,): causal input positions before it only give context (see
-    :class:`~h2rec.data.TrainingWindows`); ``log_q``: the sampled-softmax proposal."""
+    :class:`~h2rec.data.TrainingWindows`); ``log_q``: the sampled-softmax proposal; ``distill`` and
+    ``owners`` (B,): LLM-ESR's self-distillation and the user of each row that is its user's latest
+    window (-1 otherwise; see h2rec.rivals.llmesr_distill)."""
     if model.causal:
         items, targets = next_item_targets(rows, first_target)
     else:  # BERT4Rec's cloze task, in both branches (cloze windows do not overlap)
@@ -197,6 +201,9 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
     if use_msg:
         parts["msg"] = masked_granularity(encoded.last().u_sid, at_last(masked, encoded.padding_mask), cfg.tau)
         total = total + cfg.gamma * parts["msg"]  # Eq. 11
+    if distill is not None:
+        parts["distill"] = distill.loss(model, encoded, owners)
+        total = total + cfg.distill_weight * parts["distill"]  # LLM-ESR (L8): L = L_rec + α L_sd
     parts["total"] = total
     return parts
 
@@ -280,6 +287,7 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
     if not len(tiling):
         raise H2RecError(f"{config.data.interactions}: no user has enough items to train on")
     log_q = sampler_log_q(tc, ds.popularity)
+    distill = build_distillation(config, ds, model)  # LLM-ESR's; None for other models
     # the decay horizon of the learning-rate schedule: train.epochs epochs of the deterministic tiling
     total_steps = tc.epochs * math.ceil(len(tiling) / tc.batch_size)
 
@@ -316,8 +324,11 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         start = time.perf_counter()
         sums: dict[str, float] = {}
         # a new random phase each epoch, drawn from the run's generator (so resume redraws it exactly)
+        phase_state = gen.get_state()  # what the phases are drawn from: the distillation redraws them on a copy
         windows = tiling if tc.windows != "random" else training_windows(
             ds.train, config.data.max_len, model.causal, "random", tc.window_stride, gen)
+        owners = None if distill is None else distill.owners(windows, model.causal, tc.windows, tc.window_stride,
+                                                             phase_state)
         lengths = windows.lengths
         batches = epoch_batches(lengths, tc.batch_size, tc.bucket_batches, gen)
         n_batches = len(batches)
@@ -326,7 +337,8 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
             rows = windows.rows[index, : int(lengths[index].max())]  # right padding: drop all-padding columns
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(tc, state["step"], total_steps)
-            parts = training_step(model, rows, tc, gen, windows.first_target[index], log_q)
+            parts = training_step(model, rows, tc, gen, windows.first_target[index], log_q, distill,
+                                  None if owners is None else owners[index])
             optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
             if tc.grad_clip > 0:
