@@ -29,6 +29,15 @@ def bag_of_words_embeddings(items_path: Path, dim: int = 48) -> tuple[np.ndarray
     return matrix, [item["id"] for item in items]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dataset_cache(tmp_path_factory):
+    """The dataset cache of every test in a folder of the session's own, never the user's cache folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("h2rec-cache")
+        patch.setenv("H2REC_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """{"items", "interactions", "semid"}: 160 items, 240 users, 3 x 8 RQ codes."""

@@ -39,6 +39,18 @@ def _with_config(yaml_text: str):
     return lambda tiny, tmp: _train(tiny, tmp, "--config", str(_write(tmp, "bad.yaml", yaml_text)))
 
 
+def _with_parquet(columns: dict):
+    """A train case on a Parquet file holding ``columns`` (name -> values)."""
+    def args(tiny, tmp):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp / "inter.parquet"
+        pq.write_table(pa.table(columns), path)
+        return _train(tiny, tmp, interactions=path)
+    return args
+
+
 def _big_csv_with_a_bad_byte(line: int) -> bytes:
     """Far more than one read chunk (8 KiB) of valid rows, then a Latin-1 byte on ``line``."""
     rows = [b"user_id,item_id,timestamp"] + [b"u%05d,i%05d,%d" % (n % 50 + 1, n % 150 + 1, n) for n in range(3000)]
@@ -99,6 +111,18 @@ TRAIN_CASES = {
                           "inter.csv:2500: not valid UTF-8 at byte 11 of the line"),
     "not_utf8_json": (_with_file("inter.json", b'{"u1": [\n"i00001",\n"caf\xe9"]}\n'),
                       "inter.json:3: not valid UTF-8"),
+    # Parquet: typed columns, so the message names the row (1 = the first) and the field
+    "parquet_missing_column": (_with_parquet({"user": ["u1"], "item_id": ["i00001"]}),
+                               "inter.parquet: no field 'user_id'; the file has ['user', 'item_id']"),
+    "parquet_null_id": (_with_parquet({"user_id": ["u1", None], "item_id": ["i00001", "i00002"]}),
+                        "inter.parquet: row 2: field 'user_id' is missing (null)"),
+    "parquet_timestamp_text": (_with_parquet({"user_id": ["u1"], "item_id": ["i00001"], "timestamp": ["2021-03-04"]}),
+                               "inter.parquet: field 'timestamp' holds string values; a time must be a number"),
+    "parquet_timestamp_nan": (_with_parquet({"user_id": ["u1"] * 2, "item_id": ["i00001"] * 2,
+                                             "timestamp": [1.0, float("nan")]}),
+                              "inter.parquet: row 2: field 'timestamp' is nan; a time must be a finite number"),
+    "parquet_not_parquet": (_with_file("inter.parquet", "user_id,item_id\nu1,i00001\n"),
+                            "inter.parquet: cannot tell the layout: the name ends in .parquet"),
 }
 
 

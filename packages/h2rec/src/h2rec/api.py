@@ -18,9 +18,11 @@ from .runfolder import read_run_config
 class Recommender:
     """The best checkpoint of a run folder, with the data and semantic IDs it was trained on."""
 
-    def __init__(self, run_dir: str | Path, device: str = "auto"):
+    def __init__(self, run_dir: str | Path, device: str = "auto", cache: bool | None = None):
         self.run_dir = Path(run_dir)
         config = read_run_config(self.run_dir)
+        if cache is not None:  # whether the interactions come through the dataset cache (same data either way)
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=cache))
         self.config, self.sids, self.dataset = prepare(config)
         runfolder.check_data(self.run_dir, self.config, self.sids, self.dataset)
         self.device = resolve_device(device)
@@ -92,5 +94,7 @@ class Recommender:
         return push_to_hub(self.run_dir, repo_id, token=token, private=private)
 
 
-def load(run_dir: str | Path, device: str = "auto") -> Recommender:
-    return Recommender(run_dir, device)
+def load(run_dir: str | Path, device: str = "auto", cache: bool | None = None) -> Recommender:
+    """A run folder's best model. ``cache``: read the interactions through the dataset cache (True),
+    from the file (False), or as the run was trained (None)."""
+    return Recommender(run_dir, device, cache)

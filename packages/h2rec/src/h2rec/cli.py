@@ -46,6 +46,7 @@ TRAIN_OPTIONS = {
     "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
     "user_field": "data.user_field", "item_field": "data.item_field", "time_field": "data.time_field",
     "k_core": "data.k_core", "max_len": "data.max_len", "min_catalogue_coverage": "data.min_catalogue_coverage",
+    "cache": "data.cache",
     "model": "model.kind", "backbone": "model.backbone", "dim": "model.dim", "layers": "model.num_layers",
     "heads": "model.num_heads", "dropout": "model.dropout", "fusion": "model.fusion", "mca": "model.mca",
     "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
@@ -70,10 +71,12 @@ def data_options(fn):
     """The dataset flags that train and tune share."""
     options = [
         click.option("--interactions", type=click.Path(dir_okay=False),
-                     help="Interactions: .csv/.tsv/.jsonl, RecBole .inter, P5 .txt sequences or LC-Rec .json."),
+                     help="Interactions: .csv/.tsv/.jsonl/.parquet, RecBole .inter, P5 .txt sequences or "
+                          "LC-Rec .json."),
         click.option("--semid", "semid_dir", type=click.Path(file_okay=False),
                      help="Folder written by `semid encode` for the same items."),
-        click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "inter", "sequences", "json"]),
+        click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "parquet", "inter", "sequences",
+                                                    "json"]),
                      help="Interaction layout (default: from the suffix)."),
         click.option("--user-field", help="User column of CSV/TSV/JSONL interactions (default user_id)."),
         click.option("--item-field", help="Item column (default item_id)."),
@@ -84,16 +87,23 @@ def data_options(fn):
         click.option("--min-catalogue-coverage", type=float,
                      help="Refuse a semid folder of which fewer than this share of items occur in the "
                           "interactions: another catalogue? (default 0.5; 0 = accept any)."),
+        no_cache_option,
     ]
     for option in reversed(options):  # decorators apply bottom-up; keep the listed order in --help
         fn = option(fn)
     return fn
 
 
+no_cache_option = click.option(
+    "--no-cache", "cache", flag_value=False, default=None,
+    help="Parse the interactions file afresh instead of its prepared copy in the cache folder "
+         "($H2REC_CACHE_DIR, else the user cache folder), and write none.")
+
+
 def threads_option(fn):
     return click.option("--threads", type=click.IntRange(min=1),
-                        help="CPU threads for torch (default: all cores). On a machine shared with other jobs, "
-                             "the number of free cores: oversubscribed threads are many times slower.")(fn)
+                        help="CPU threads for torch and pyarrow (default: all cores). On a machine shared with "
+                             "other jobs, the number of free cores: oversubscribed threads are many times slower.")(fn)
 
 
 def tracking_options(fn):
@@ -135,9 +145,13 @@ def log_to_stderr(quiet: bool):
 
 
 def use_threads(threads: int | None, quiet: bool = False) -> None:
-    """torch's CPU threads; a one-line warning on stderr when the cores are already busy."""
+    """torch's and pyarrow's CPU threads; a one-line warning on stderr when the cores are already busy."""
     from semid.devices import set_threads
 
+    if threads:  # pyarrow parses the interactions with a pool of its own
+        import pyarrow
+
+        pyarrow.set_cpu_count(threads)
     warning = set_threads(threads)
     if warning and not quiet:
         click.echo(f"h2rec: {warning}", err=True)
@@ -311,16 +325,17 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
 @click.option("--device", type=DEVICE, default="auto", show_default=True,
               help="Where to run (auto: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
+@no_cache_option
 @threads_option
 @reports_errors
-def evaluate(run_dir, eval_negatives, exclude_history, device, as_json, threads):
+def evaluate(run_dir, eval_negatives, exclude_history, device, as_json, cache, threads):
     """Evaluate the best checkpoint of RUN_DIR on validation and test."""
     from .api import load
     from .evaluate import format_results
 
     use_threads(threads)
 
-    results = load(run_dir, device).evaluate(eval_negatives, exclude_history, progress=not as_json)
+    results = load(run_dir, device, cache).evaluate(eval_negatives, exclude_history, progress=not as_json)
     click.echo(json.dumps(results, indent=2) if as_json else format_results(results))
 
 
@@ -341,9 +356,11 @@ def evaluate(run_dir, eval_negatives, exclude_history, device, as_json, threads)
 @click.option("--quiet", is_flag=True, help="With --all-users: no progress bar.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True,
               help="Where to run (auto: cuda when available).")
+@no_cache_option
 @threads_option
 @reports_errors
-def recommend(run_dir, user, k, include_history, all_users, out_file, batch_size, overwrite, quiet, device, threads):
+def recommend(run_dir, user, k, include_history, all_users, out_file, batch_size, overwrite, quiet, device, cache,
+              threads):
     """Top-k next items for one user (--user), with their text; or for every user into a file
     (--all-users -o recs.parquet)."""
     batch_flags = [flag for flag, value in (("-o", out_file), ("--batch-size", batch_size),
@@ -353,33 +370,34 @@ def recommend(run_dir, user, k, include_history, all_users, out_file, batch_size
             raise InputError("--user and --all-users: give one of them")
         if out_file is None:
             raise InputError("--all-users writes a file: give it with -o, e.g. -o recs.parquet (or .csv, .jsonl)")
-        _recommend_all(run_dir, Path(out_file), k, include_history, batch_size, overwrite, quiet, device, threads)
+        _recommend_all(run_dir, Path(out_file), k, include_history, batch_size, overwrite, quiet, device, cache,
+                       threads)
         return
     if user is None:
         raise InputError("give --user ID for one user, or --all-users -o FILE for every user")
     if batch_flags:
         raise InputError(f"{', '.join(batch_flags)}: only with --all-users")
-    _recommend_one(run_dir, user, k, include_history, device, threads)
+    _recommend_one(run_dir, user, k, include_history, device, cache, threads)
 
 
-def _recommend_all(run_dir, out_file: Path, k, include_history, batch_size, overwrite, quiet, device, threads):
+def _recommend_all(run_dir, out_file: Path, k, include_history, batch_size, overwrite, quiet, device, cache, threads):
     from .api import load
     from .tables import check_table_path
 
     use_threads(threads, quiet)
     check_table_path(out_file, overwrite, flag="-o")  # a bad name fails before the model loads
     with log_to_stderr(quiet):
-        rows = load(run_dir, device).recommend_all(out_file, k, not include_history, batch_size, overwrite,
-                                                   progress=not quiet)
+        rows = load(run_dir, device, cache).recommend_all(out_file, k, not include_history, batch_size, overwrite,
+                                                          progress=not quiet)
     click.echo(f"{out_file}: {rows} rows (user_id, rank, item_id, score), the top {k} of every user; items "
                f"the user already has: {'allowed' if include_history else 'left out'}")
 
 
-def _recommend_one(run_dir, user, k, include_history, device, threads):
+def _recommend_one(run_dir, user, k, include_history, device, cache, threads):
     from .api import load
 
     use_threads(threads)
-    model = load(run_dir, device)
+    model = load(run_dir, device, cache)
     history = model.history(user)
     rows = model.recommend(user, k, not include_history)
     cfg = model.config
@@ -407,9 +425,10 @@ def _recommend_one(run_dir, user, k, include_history, device, threads):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True,
               help="Where to run (auto: cuda when available).")
+@no_cache_option
 @threads_option
 @reports_errors
-def export(run_dir, out_dir, batch_size, overwrite, quiet, device, threads):
+def export(run_dir, out_dir, batch_size, overwrite, quiet, device, cache, threads):
     """User and item vectors of RUN_DIR's best checkpoint for a nearest-neighbour server.
 
     user_vectors[u] @ item_vectors[i] is the model's score of item i for user u after the user's
@@ -420,7 +439,7 @@ def export(run_dir, out_dir, batch_size, overwrite, quiet, device, threads):
     use_threads(threads, quiet)
     check_export_dir(Path(out_dir), overwrite, flag="-o")  # before the model loads
     with log_to_stderr(quiet):
-        manifest = load(run_dir, device).export(out_dir, batch_size, overwrite, progress=not quiet)
+        manifest = load(run_dir, device, cache).export(out_dir, batch_size, overwrite, progress=not quiet)
     faiss = f", {manifest['files']['faiss_index']}" if manifest["files"]["faiss_index"] else ""
     click.echo(f"{out_dir}: {manifest['users']} user and {manifest['items']} item vectors of dimension "
                f"{manifest['dimension']} ({manifest['model']['kind']}/{manifest['model']['backbone']}{faiss})")
@@ -460,7 +479,7 @@ TUNE_OPTIONS = {
     "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
     "user_field": "data.user_field", "item_field": "data.item_field", "time_field": "data.time_field",
     "k_core": "data.k_core", "max_len": "data.max_len", "min_catalogue_coverage": "data.min_catalogue_coverage",
-    "device": "train.device",
+    "cache": "data.cache", "device": "train.device",
 }
 
 

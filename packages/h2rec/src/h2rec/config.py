@@ -26,9 +26,9 @@ WindowScheme = Literal["sliding", "random", "last"]
 
 @dataclass(frozen=True)
 class DataConfig:
-    interactions: str = ""  # CSV/TSV/JSONL, RecBole .inter, P5 sequences (.txt) or LC-Rec {user: [items]} JSON
+    interactions: str = ""  # CSV/TSV/JSONL/Parquet, RecBole .inter, P5 sequences (.txt), LC-Rec {user: [items]} JSON
     semid: str = ""  # a `semid encode` output folder: the items' semantic IDs, codebooks, text embeddings
-    format: str = "auto"  # "auto" guesses from the file name; or csv, tsv, jsonl, inter, sequences, json
+    format: str = "auto"  # "auto" guesses from the file name; or csv, tsv, jsonl, parquet, inter, sequences, json
     user_field: str = "user_id"  # column names for CSV/TSV/JSONL interactions
     item_field: str = "item_id"
     time_field: str = "timestamp"  # used when present; otherwise file order is chronological order
@@ -40,6 +40,9 @@ class DataConfig:
     head_share: float = 0.2  # top 20% of items by training interactions are Head (paper §4.1.4)
     # five popularity groups by training count: 4 cut points, e.g. (5, 10, 20, 40); None = item quintiles
     group_bounds: tuple[int, ...] | None = None
+    # read the interactions through their prepared copy in the user cache folder (h2rec.dataset_cache),
+    # written on the first read; false = parse the file every time and write nothing
+    cache: bool = True
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 Item index ``i`` (1..n) is row ``i - 1`` of the ``semid`` folder; 0 is padding. Sequences are
 right-padded (the convention of ``srs_backbones``): oldest item first, padding after the last.
+Every user's sequence lives in one flat array; the split's parts are :class:`Ragged` views of it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,8 +17,10 @@ import numpy as np
 import torch
 
 from .config import DataConfig
+from .dataset_cache import cached_interactions
 from .errors import H2RecError
-from .readers import read_interactions
+from .interactions import Interactions
+from .ragged import Ragged
 
 
 @dataclass
@@ -24,7 +28,7 @@ class EvalSplit:
     """One evaluation case per user: predict ``targets[u]`` from ``histories[u]`` (oldest first)."""
 
     users: np.ndarray  # (U,) user rows
-    histories: list[np.ndarray]
+    histories: Sequence[np.ndarray]  # a Ragged view of the sequences, or any list of arrays
     targets: np.ndarray  # (U,) item indices
 
     def __len__(self) -> int:
@@ -35,8 +39,8 @@ class EvalSplit:
 class Dataset:
     user_ids: list[str]
     item_ids: list[str]  # item index i -> item_ids[i - 1]
-    sequences: list[np.ndarray]  # every user's full sequence (train + valid + test items)
-    train: list[np.ndarray]  # the part each user's training sees
+    sequences: Ragged  # every user's full sequence (train + valid + test items)
+    train: Ragged  # the part each user's training sees (views of the same array)
     valid: EvalSplit
     test: EvalSplit
     popularity: np.ndarray  # (n + 1,) training interactions per item; validation and test items not counted
@@ -52,19 +56,7 @@ class Dataset:
 
 def k_core(sequences: dict[str, list[str]], k: int) -> dict[str, list[str]]:
     """Drops users and items with fewer than ``k`` interactions until none is left."""
-    while True:
-        counts: dict[str, int] = {}
-        for items in sequences.values():
-            for item in items:
-                counts[item] = counts.get(item, 0) + 1
-        kept = {}
-        for user, items in sequences.items():
-            items = [i for i in items if counts[i] >= k]
-            if len(items) >= k:
-                kept[user] = items
-        if kept == sequences:
-            return kept
-        sequences = kept
+    return Interactions.from_sequences(sequences).k_core(k).to_dict()
 
 
 def popularity_groups(popularity: np.ndarray, bounds: tuple[int, ...] | None) -> tuple[np.ndarray, list[str]]:
@@ -102,56 +94,50 @@ def head_items(popularity: np.ndarray, share: float) -> np.ndarray:
 
 
 def build_dataset(cfg: DataConfig, item_ids: list[str]) -> Dataset:
-    """Reads ``cfg.interactions``, maps items onto the semantic-ID catalogue and splits leave-one-out.
+    """Reads ``cfg.interactions`` (through the prepared copy in the cache unless ``cfg.cache`` is
+    off), maps items onto the semantic-ID catalogue and splits leave-one-out.
 
     Users with at least 3 items get a test case (last item), a validation case (second last) and
     train on the rest. Shorter users are kept for training only; ``stats`` counts them.
     """
-    raw = read_interactions(cfg)
-    n_raw_users = len(raw)
-    if cfg.k_core:
-        raw = k_core(raw, cfg.k_core)
-        if not raw:
-            raise H2RecError(f"{cfg.interactions}: no user is left after the {cfg.k_core}-core filter")
+    table = cached_interactions(cfg)
+    if not table.user_ids:
+        raise H2RecError(f"{cfg.interactions}: no user is left after the {cfg.k_core}-core filter")
     index = {item: i + 1 for i, item in enumerate(item_ids)}
-    unknown = sorted({item for items in raw.values() for item in items if item not in index})
+    lookup = np.fromiter((index.get(item, 0) for item in table.item_ids), dtype=np.int64, count=len(table.item_ids))
+    used = np.bincount(table.items, minlength=len(table.item_ids)) > 0
+    unknown = sorted(table.item_ids[c] for c in np.flatnonzero(used & (lookup == 0)).tolist())
     if unknown:
         raise H2RecError(
             f"{cfg.interactions}: {len(unknown)} item id(s) have no semantic ID in {cfg.semid} "
             f"(e.g. {unknown[:5]}); encode them with `semid encode` or filter the interactions"
         )
-    user_ids = list(raw)
-    sequences = [np.array([index[i] for i in raw[u]], dtype=np.int64) for u in user_ids]
-
-    train, eval_users, valid_h, valid_t, test_h, test_t = [], [], [], [], [], []
-    for u, seq in enumerate(sequences):
-        if len(seq) >= 3:
-            train.append(seq[:-2])
-            eval_users.append(u)
-            valid_h.append(seq[:-2])
-            valid_t.append(seq[-2])
-            test_h.append(seq[:-1])
-            test_t.append(seq[-1])
-        else:
-            train.append(seq)
-    users = np.array(eval_users, dtype=np.int64)
-    valid = EvalSplit(users, valid_h, np.array(valid_t, dtype=np.int64))
-    test = EvalSplit(users, test_h, np.array(test_t, dtype=np.int64))
+    values = lookup[table.items]  # (N,) item indices, each user's oldest first
+    starts, ends = table.offsets[:-1], table.offsets[1:]
+    evaluated = ends - starts >= 3  # a training item, a validation item and a test item
+    users = np.flatnonzero(evaluated).astype(np.int64)
+    last = ends[users]
+    sequences = Ragged(values, starts, ends)
+    train = Ragged(values, starts, ends - 2 * evaluated)
+    valid = EvalSplit(users, Ragged(values, starts[users], last - 2), values[last - 2])
+    test = EvalSplit(users, Ragged(values, starts[users], last - 1), values[last - 1])
 
     n = len(item_ids)
-    popularity = np.bincount(np.concatenate(train), minlength=n + 1).astype(np.int64)
+    in_train = np.ones(len(values), dtype=bool)
+    in_train[last - 1] = in_train[last - 2] = False
+    popularity = np.bincount(values[in_train], minlength=n + 1).astype(np.int64)
     popularity[0] = 0
     head = head_items(popularity, cfg.head_share)
     groups, labels = popularity_groups(popularity, cfg.group_bounds)
-    lengths = np.array([len(s) for s in sequences])
+    lengths = ends - starts
     stats = {
         "interactions_file": str(Path(cfg.interactions)),
-        "users_in_file": n_raw_users,
-        "users": len(user_ids),
+        "users_in_file": table.users_in_file,
+        "users": len(table.user_ids),
         "users_evaluated": len(users),
-        "users_train_only": len(user_ids) - len(users),  # fewer than 3 items: no validation/test case
+        "users_train_only": len(table.user_ids) - len(users),  # fewer than 3 items: no validation/test case
         "catalogue_items": n,
-        "items_interacted": int(len(np.unique(np.concatenate(sequences)))),
+        "items_interacted": int(np.count_nonzero(np.bincount(values, minlength=n + 1)[1:])),
         "interactions": int(lengths.sum()),
         "mean_length": round(float(lengths.mean()), 2),
         "k_core": cfg.k_core,
@@ -160,7 +146,8 @@ def build_dataset(cfg: DataConfig, item_ids: list[str]) -> Dataset:
         "test_targets_tail": int((~head[test.targets]).sum()),
         "groups": labels,
     }
-    return Dataset(user_ids, list(item_ids), sequences, train, valid, test, popularity, head, groups, labels, stats)
+    return Dataset(table.user_ids, list(item_ids), sequences, train, valid, test, popularity, head, groups, labels,
+                   stats)
 
 
 def pad_right(seqs: list[np.ndarray], width: int) -> torch.Tensor:

@@ -1,6 +1,9 @@
-"""Interaction files in the four layouts found in the wild, read into ``{user: [item, ...]}`` (oldest first).
+"""Interaction files in the layouts found in the wild, read into an :class:`~h2rec.interactions.Interactions`
+table (each user's items oldest first), or ``{user: [item, ...]}`` by :func:`read_interactions`.
 
 - ``csv`` / ``tsv`` / ``jsonl``: one interaction per row with user, item and optional timestamp fields;
+- ``parquet``: the same columns in a Parquet file (read by ``columnar.py``; ids strings or integers,
+  times numbers, timestamps or dates; errors name the row);
 - ``inter``: RecBole atomic files (``field:type`` header, tab separated), either one interaction per
   row or one user per row with an ``item_id_list`` history plus the last ``item_id`` (UniSRec style);
 - ``sequences``: P5 / S3Rec ``user item item ...`` lines;
@@ -10,22 +13,36 @@ With timestamps, each user's items are sorted by time (stable, so ties keep file
 file order is chronological order. A timestamp is a finite number (Unix time or any increasing
 count): text, dates, NaN or infinity are refused, naming the file, line and field. CSV/TSV follow
 RFC 4180 (a quoted field may hold the delimiter or a line break); a malformed quote is refused.
-Files are UTF-8 (a leading byte-order mark is allowed). Ids are kept as strings.
+Files are UTF-8 (a leading byte-order mark is allowed). Ids are kept as strings, stripped of
+surrounding white space.
+
+CSV, TSV and row-per-interaction ``.inter`` files are parsed by pyarrow (``columnar.py``). The line
+readers here are the reference: they read every other layout, and a delimited file pyarrow
+refuses or that fails a check, so that every error names its file, line and field as before.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from .config import DataConfig
 from .errors import H2RecError
+from .interactions import Interactions
 
-FORMATS = ("csv", "tsv", "jsonl", "inter", "sequences", "json")
-_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".inter": "inter", ".txt": "sequences", ".json": "json"}
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet", "inter", "sequences", "json")
+_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".inter": "inter",
+             ".txt": "sequences", ".json": "json"}
+PARQUET_MAGIC = b"PAR1"  # the first (and last) 4 bytes of every Parquet file
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
@@ -34,10 +51,20 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
         if fmt not in FORMATS:
             raise H2RecError(f"unknown interaction format {fmt!r}; choose one of {list(FORMATS)} or 'auto'")
         return fmt
-    if path.suffix.lower() in _SUFFIXES:
-        return _SUFFIXES[path.suffix.lower()]
+    fmt = _SUFFIXES.get(path.suffix.lower())
+    if fmt == "parquet" and not _starts_with(path, PARQUET_MAGIC):
+        raise H2RecError(f"{path}: cannot tell the layout: the name ends in .parquet, but the file does not start "
+                         f"with Parquet's {PARQUET_MAGIC!r} (empty, or another format); pass format= one of "
+                         f"{list(FORMATS)}")
+    if fmt:
+        return fmt
     raise H2RecError(f"{path}: cannot tell the layout from the suffix {path.suffix!r}; "
                      f"pass format= one of {list(FORMATS)}")
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(magic)) == magic
 
 
 def _not_utf8(path: Path, err: UnicodeDecodeError) -> H2RecError:
@@ -89,35 +116,42 @@ def _time(value, path: Path, line: int, field: str) -> float:
 
 
 class _Collector:
-    """Gathers (user, item, time) rows, then orders each user's items."""
+    """Gathers (user, item, time) rows in file order, coding each id as it first appears; the
+    ordering itself is :meth:`Interactions.from_columns`' (vectorised)."""
 
-    def __init__(self) -> None:
-        self.rows: dict[str, list[tuple[float, int, str]]] = {}
-        self.count = 0
+    def __init__(self, timed: bool = False) -> None:
+        self.user_code: dict[str, int] = {}
+        self.item_code: dict[str, int] = {}
+        self.users, self.items, self.times = array("q"), array("q"), array("d")
+        self.timed = timed
 
     def add(self, user: str, item: str, time: float = 0.0) -> None:
-        self.rows.setdefault(user, []).append((time, self.count, item))
-        self.count += 1
+        self.users.append(self.user_code.setdefault(user, len(self.user_code)))
+        self.items.append(self.item_code.setdefault(item, len(self.item_code)))
+        if self.timed:
+            self.times.append(time)
 
-    def sequences(self, path: Path) -> dict[str, list[str]]:
-        if not self.count:
+    def interactions(self, path: Path) -> Interactions:
+        if not self.users:
             raise H2RecError(f"{path}: no interactions found (empty file?)")
-        return {u: [item for _, _, item in sorted(rows)] for u, rows in self.rows.items()}
+        times = np.frombuffer(self.times, dtype=np.float64) if self.timed else None
+        return Interactions.from_columns(np.frombuffer(self.users, dtype=np.int64),
+                                         np.frombuffer(self.items, dtype=np.int64), times,
+                                         list(self.user_code), list(self.item_code))
 
 
-def _read_rows(path: Path, rows: Iterator[tuple[int, dict]], cfg: DataConfig,
-               fields: list[str]) -> dict[str, list[str]]:
+def _read_rows(path: Path, rows: Iterator[tuple[int, dict]], cfg: DataConfig, fields: list[str]) -> Interactions:
     for name in (cfg.user_field, cfg.item_field):
         if name not in fields:
             raise H2RecError(f"{path}: no field {name!r}; the file has {fields}. Set user_field/item_field.")
     has_time = cfg.time_field in fields
-    out = _Collector()
+    out = _Collector(timed=has_time)
     for line, row in rows:
         user = _id(row.get(cfg.user_field), path, line, cfg.user_field)
         item = _id(row.get(cfg.item_field), path, line, cfg.item_field)
         time = _time(row.get(cfg.time_field), path, line, cfg.time_field) if has_time else 0.0
         out.add(user, item, time)
-    return out.sequences(path)
+    return out.interactions(path)
 
 
 def _records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -144,7 +178,7 @@ def _records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
         start = reader.line_num + 1
 
 
-def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> dict[str, list[str]]:
+def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> Interactions:
     records = _records(path, delimiter)
     try:
         _, fields = next(records)
@@ -160,7 +194,7 @@ def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> dict[str, li
     return _read_rows(path, rows(), cfg, fields)
 
 
-def _read_jsonl(path: Path, cfg: DataConfig) -> dict[str, list[str]]:
+def _read_jsonl(path: Path, cfg: DataConfig) -> Interactions:
     def rows():
         for line, text in _lines(path):
             if not text.strip():
@@ -182,7 +216,7 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> dict[str, list[str]]:
     return _read_rows(path, rows(), cfg, list(first))
 
 
-def _read_atomic(path: Path, cfg: DataConfig) -> dict[str, list[str]]:
+def _read_atomic(path: Path, cfg: DataConfig) -> Interactions:
     lines = _lines(path)
     try:
         _, header = next(lines)
@@ -217,10 +251,10 @@ def _read_atomic(path: Path, cfg: DataConfig) -> dict[str, list[str]]:
         for item in (row.get(list_field) or "").split():
             out.add(user, item)
         out.add(user, _id(row.get(cfg.item_field), path, line, cfg.item_field))
-    return out.sequences(path)
+    return out.interactions(path)
 
 
-def _read_sequences(path: Path) -> dict[str, list[str]]:
+def _read_sequences(path: Path) -> Interactions:
     out = _Collector()
     seen: set[str] = set()
     for line, text in _lines(path):
@@ -235,10 +269,10 @@ def _read_sequences(path: Path) -> dict[str, list[str]]:
         seen.add(user)
         for item in items:
             out.add(user, item)
-    return out.sequences(path)
+    return out.interactions(path)
 
 
-def _read_json(path: Path) -> dict[str, list[str]]:
+def _read_json(path: Path) -> Interactions:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as err:
@@ -253,15 +287,50 @@ def _read_json(path: Path) -> dict[str, list[str]]:
             raise H2RecError(f"{path}: user {user!r}: expected a list of items, got {type(items).__name__}")
         for item in items:
             out.add(_id(user, path, 0, "user"), _id(item, path, 0, f"items of user {user!r}"))
-    return out.sequences(path)
+    return out.interactions(path)
 
 
-def read_interactions(cfg: DataConfig) -> dict[str, list[str]]:
-    """``{user: [item, ...]}`` oldest first, from ``cfg.interactions`` in ``cfg.format``."""
+def _header(path: Path, fmt: str) -> list[str] | None:
+    """The field names of a delimited file, read as the line readers read them (None: no header)."""
+    if fmt == "inter":
+        first = next(_lines(path), None)
+        return None if first is None else [name.split(":", 1)[0] for name in first[1].rstrip("\r\n").split("\t")]
+    first = next(_records(path, "," if fmt == "csv" else "\t"), None)
+    return None if first is None else first[1]
+
+
+def _read_columnar(path: Path, cfg: DataConfig, fmt: str) -> Interactions | None:
+    """A CSV, TSV or row-per-interaction .inter file parsed by pyarrow; None leaves the file to the
+    line readers (a one-row-per-user .inter file, pyarrow missing, or anything pyarrow's parse would
+    not reproduce exactly: they then read it, or name the line that is wrong)."""
+    fields = _header(path, fmt)
+    if fields is None or (fmt == "inter" and cfg.item_field + "_list" in fields):
+        return None
+    try:
+        from . import columnar
+    except ImportError:  # pyarrow is a dependency, but an install without it still reads every text layout
+        log.debug("pyarrow is not installed: %s is read line by line", path)
+        return None
+    return columnar.read_delimited(path, cfg, fields, delimiter="," if fmt == "csv" else "\t",
+                                   quoted=fmt != "inter")
+
+
+def load_interactions(cfg: DataConfig) -> Interactions:
+    """The interactions of ``cfg.interactions`` in ``cfg.format``, each user's items oldest first."""
     path = Path(cfg.interactions)
     if not path.is_file():
         raise H2RecError(f"{path}: interaction file not found")
     fmt = detect_format(path, cfg.format)
+    if fmt == "parquet":
+        try:
+            from .columnar import read_parquet
+        except ImportError:
+            raise H2RecError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
+        return read_parquet(path, cfg)
+    if fmt in ("csv", "tsv", "inter"):
+        table = _read_columnar(path, cfg, fmt)
+        if table is not None:
+            return table
     if fmt in ("csv", "tsv"):
         return _read_delimited(path, cfg, "," if fmt == "csv" else "\t")
     if fmt == "jsonl":
@@ -271,3 +340,8 @@ def read_interactions(cfg: DataConfig) -> dict[str, list[str]]:
     if fmt == "sequences":
         return _read_sequences(path)
     return _read_json(path)
+
+
+def read_interactions(cfg: DataConfig) -> dict[str, list[str]]:
+    """``{user: [item, ...]}`` oldest first, from ``cfg.interactions`` in ``cfg.format``."""
+    return load_interactions(cfg).to_dict()

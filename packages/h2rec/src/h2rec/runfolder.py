@@ -27,15 +27,17 @@ from .checkpoint import check_run_folder, read_json, write_json
 from .config import SECTIONS, Config, build_config
 from .data import Dataset
 from .errors import H2RecError
+from .fingerprint import file_digest
 
 log = logging.getLogger(__name__)
 
 DATA_FILE = "data.json"
-# Settings that may change on --resume (the rest are refused): stopping, placement, reporting, and the
-# data paths, whose content the fingerprint still pins (data moved to another disk).
-RESUMABLE = ("data.interactions", "data.semid", "train.epochs", "train.patience", "train.patience_steps",
-             "train.eval_every", "train.device", "eval.batch_size", "eval.item_chunk", "eval.negatives",
-             "eval.negatives_seed", "eval.ks")
+# Settings that may change on --resume (the rest are refused): stopping, placement, reporting, the
+# data paths, whose content the fingerprint still pins (data moved to another disk), and whether the
+# prepared interactions come from the cache (the same table either way).
+RESUMABLE = ("data.interactions", "data.semid", "data.cache", "train.epochs", "train.patience",
+             "train.patience_steps", "train.eval_every", "train.device", "eval.batch_size", "eval.item_chunk",
+             "eval.negatives", "eval.negatives_seed", "eval.ks")
 
 
 def read_run_config(run_dir: Path):
@@ -50,15 +52,6 @@ def absolute_paths(config: Config) -> Config:
     resolved = {name: str(Path(getattr(data, name)).expanduser().resolve())
                 for name in ("interactions", "semid") if getattr(data, name)}
     return dataclasses.replace(config, data=dataclasses.replace(data, **resolved))
-
-
-def file_digest(path: str | Path) -> dict[str, Any]:
-    """Size and SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
 
 
 def semid_digest(sids: semid.SemanticIDs) -> dict[str, Any]:
