@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 from h2rec.cli import main
@@ -172,29 +173,27 @@ def test_code_match_and_window_flags_and_their_old_spellings(tiny, tmp_path):
     assert "--p " not in runner.invoke(main, ["train", "-h"]).output  # hidden
 
 
-def test_the_defaults_train_help_states_are_the_configs():
-    """Flags and config defaults live in two places: every "(default X)" in `h2rec train -h` that
-    names a value must be the dataclass default, so that neither can drift from the other."""
-    import re
+def test_every_config_field_is_a_flag_or_file_only():
+    """Flags are generated from the config fields (h2rec.flags): each flag names an existing key, and
+    every key is a flag or declared file-only, so a new field cannot be forgotten on the command line."""
+    from h2rec.flags import FILE_ONLY, TRAIN_COMMAND_FLAGS, config_keys
 
-    from h2rec.cli import TRAIN_OPTIONS
-    from h2rec.config import Config
+    flagged = [f.key for f in TRAIN_COMMAND_FLAGS]
+    assert len(flagged) == len(set(flagged))
+    assert set(flagged) | FILE_ONLY == config_keys()
+    assert not set(flagged) & FILE_ONLY
 
-    config, checked = Config(), 0
-    for param in main.commands["train"].params:
-        if param.name not in TRAIN_OPTIONS or not param.help:
-            continue
-        stated = re.search(r"\(default:? ([^;),:]+)", param.help)
-        if not stated or " " in stated.group(1).strip() or stated.group(1).startswith("--"):
-            continue  # none stated, or a description ("from the suffix", "--dropout")
-        said = stated.group(1).strip()
-        section, key = TRAIN_OPTIONS[param.name].split(".")
-        value = getattr(getattr(config, section), key)
-        if isinstance(value, bool):
-            assert {"on": True, "off": False}[said] == value, param.name
-        elif isinstance(value, (int, float)):
-            assert float(said) == value, (param.name, said, value)
-        else:
-            assert said == value, (param.name, said, value)
-        checked += 1
-    assert checked >= 30
+
+def test_train_flags_take_type_choices_and_default_from_the_config():
+    import typing
+
+    from h2rec.config import Config, ModelKind, TrainConfig
+
+    params = {p.name: p for p in main.commands["train"].params}
+    assert list(params["model__kind"].type.choices) == list(typing.get_args(ModelKind))
+    assert list(params["train__lr_schedule"].type.choices) == list(
+        typing.get_args(typing.get_type_hints(TrainConfig)["lr_schedule"]))
+    assert params["model__dim"].type is click.INT and params["train__lr"].type is click.FLOAT
+    assert f"(default {Config().model.dropout:g})" in params["model__dropout"].help
+    assert f"(default {Config().train.patience_steps})" in params["train__patience_steps"].help
+    assert "(default --dropout)" in params["model__emb_dropout"].help

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from .errors import H2RecError
+from .flags import DATA_FLAGS, DEVICE, TRAIN_COMMAND_FLAGS, TUNE_COMMAND_FLAGS, add_flags, flag_names
+from .flags import overrides as flag_overrides
 
 
 class InputError(click.ClickException):
@@ -34,70 +36,9 @@ def reports_errors(fn):
     return wrapper
 
 
-def flag_names(options: dict[str, str]) -> dict[str, str]:
-    """Dotted config key -> the current command's flag that sets it ({"train.lr": "--lr"}), so that
-    a bad value is reported under the flag the user typed."""
-    params = click.get_current_context().command.params
-    return {options[p.name]: max(p.opts, key=len) for p in params if p.name in options}
-
-
-# CLI option -> dotted config key. Options left unset keep the value from --config or the default.
-TRAIN_OPTIONS = {
-    "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
-    "user_field": "data.user_field", "item_field": "data.item_field", "time_field": "data.time_field",
-    "k_core": "data.k_core", "max_len": "data.max_len", "min_catalogue_coverage": "data.min_catalogue_coverage",
-    "cache": "data.cache",
-    "model": "model.kind", "backbone": "model.backbone", "dim": "model.dim", "layers": "model.num_layers",
-    "heads": "model.num_heads", "dropout": "model.dropout", "fusion": "model.fusion", "mca": "model.mca",
-    "pca_init": "model.pca_init", "candidate_weights": "model.candidate_weights",
-    "loss": "train.loss", "negatives": "train.num_negatives", "beta": "train.beta", "gamma": "train.gamma",
-    "tau": "train.tau", "rec_reduction": "train.rec_reduction",
-    "distill_weight": "train.distill_weight", "similar_users": "train.similar_users",
-    "code_match": "train.code_match", "window": "train.window",
-    "emb_dropout": "model.emb_dropout", "attn_dropout": "model.attn_dropout",
-    "label_smoothing": "train.label_smoothing", "exclude_seen": "train.exclude_seen",
-    "sampled_negatives": "train.sampled_negatives",
-    "sampler": "train.sampler", "logq": "train.logq", "gbce_t": "train.gbce_t",
-    "windows": "train.windows", "window_stride": "train.window_stride",
-    "epochs": "train.epochs", "patience": "train.patience", "patience_steps": "train.patience_steps",
-    "eval_every": "train.eval_every", "batch_size": "train.batch_size", "lr": "train.lr",
-    "weight_decay": "train.weight_decay", "lr_schedule": "train.lr_schedule", "warmup_steps": "train.warmup_steps",
-    "grad_clip": "train.grad_clip", "seed": "train.seed", "device": "train.device",
-    "eval_negatives": "eval.negatives", "select_on": "eval.select_on", "exclude_history": "eval.exclude_history",
-}
-
-
-def data_options(fn):
-    """The dataset flags that train and tune share."""
-    options = [
-        click.option("--interactions", type=click.Path(dir_okay=False),
-                     help="Interactions: .csv/.tsv/.jsonl/.parquet, RecBole .inter, P5 .txt sequences or "
-                          "LC-Rec .json."),
-        click.option("--semid", "semid_dir", type=click.Path(file_okay=False),
-                     help="Folder written by `semid encode` for the same items."),
-        click.option("--format", type=click.Choice(["auto", "csv", "tsv", "jsonl", "parquet", "inter", "sequences",
-                                                    "json"]),
-                     help="Interaction layout (default: from the suffix)."),
-        click.option("--user-field", help="User column of CSV/TSV/JSONL interactions (default user_id)."),
-        click.option("--item-field", help="Item column (default item_id)."),
-        click.option("--time-field", help="Timestamp column, used when present (default timestamp)."),
-        click.option("--k-core", type=int,
-                     help="Drop users and items with fewer than k interactions (default 0: off)."),
-        click.option("--max-len", type=int, help="Most recent items a history keeps (default 50)."),
-        click.option("--min-catalogue-coverage", type=float,
-                     help="Refuse a semid folder of which fewer than this share of items occur in the "
-                          "interactions: another catalogue? (default 0.5; 0 = accept any)."),
-        no_cache_option,
-    ]
-    for option in reversed(options):  # decorators apply bottom-up; keep the listed order in --help
-        fn = option(fn)
-    return fn
-
-
-no_cache_option = click.option(
-    "--no-cache", "cache", flag_value=False, default=None,
-    help="Parse the interactions file afresh instead of its prepared copy in the cache folder "
-         "($H2REC_CACHE_DIR, else the user cache folder), and write none.")
+# the flag's own help, so that evaluate, recommend and export say what train says
+no_cache_option = click.option("--no-cache", "cache", flag_value=False, default=None,
+                               help=next(f.help for f in DATA_FLAGS if f.key == "data.cache"))
 
 
 def threads_option(fn):
@@ -157,25 +98,6 @@ def use_threads(threads: int | None, quiet: bool = False) -> None:
         click.echo(f"h2rec: {warning}", err=True)
 
 
-class DeviceType(click.ParamType):
-    """auto, cpu, cuda, cuda:N or mps: checked when the flag is read, listed in --help."""
-
-    name = "device"
-
-    def get_metavar(self, param, ctx=None):
-        return "[auto|cpu|cuda|cuda:N|mps]"
-
-    def convert(self, value, param, ctx):
-        import re
-
-        if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
-            return value
-        self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
-
-
-DEVICE = DeviceType()
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="h2rec")
 def main():
@@ -183,78 +105,10 @@ def main():
 
 
 @main.command()
-@data_options
-@click.option("--model", type=click.Choice(["h2rec", "hid", "sid", "llmesr"]),
-              help="h2rec (both branches), hid (hash IDs only), sid (semantic IDs only), or the rival llmesr "
-                   "(LLM-ESR: text embeddings and IDs; needs a semid folder with embeddings).")
-@click.option("--backbone", type=click.Choice(["sasrec", "gru4rec", "bert4rec"]),
-              help="Sequence encoder of each branch (default sasrec).")
-@click.option("--dim", type=int, help="Embedding and hidden size d (default 64).")
-@click.option("--layers", type=int, help="Encoder layers (default 2).")
-@click.option("--heads", type=int, help="Attention heads (default 1).")
-@click.option("--dropout", type=float, help="Hidden dropout: feed-forward and residual branches (default 0.5).")
-@click.option("--emb-dropout", type=float, help="Dropout on the input embeddings (default: --dropout).")
-@click.option("--attn-dropout", type=float, help="Dropout on the attention weights (default: --dropout).")
-@click.option("--no-fusion", "fusion", flag_value=False, default=None,
-              help="Fixed equal level weights instead of the fusion network (Eq. 2-3).")
-@click.option("--no-mca", "mca", flag_value=False, default=None,
-              help="Drop the multi-granularity cross attention (Eq. 4-5).")
-@click.option("--pca-init/--no-pca-init", default=None,
-              help="Initialise hash-ID embeddings from the PCA of the text embeddings (default: on for h2rec).")
-@click.option("--candidate-weights", type=click.Choice(["intent", "uniform"]),
-              help="Level weights of a candidate's SID embedding in Eq. 9.")
-@click.option("--loss", type=click.Choice(["ce", "sampled_softmax", "gbce", "bce", "bpr"]),
-              help="Ranking loss (default ce: full softmax; the paper's Eq. 10 is bpr).")
-@click.option("--label-smoothing", type=float, help="ce: label smoothing (default 0).")
-@click.option("--exclude-seen/--no-exclude-seen", default=None,
-              help="ce: leave each position's earlier items out of its softmax, as --exclude-history leaves "
-                   "them out of the ranking (data without repeats; default off).")
-@click.option("--sampled-negatives", type=int, help="sampled_softmax: negatives shared by a batch (default 1024).")
-@click.option("--sampler", type=click.Choice(["uniform", "popularity", "in_batch"]),
-              help="sampled_softmax: where the shared negatives come from (default uniform).")
-@click.option("--logq/--no-logq", default=None,
-              help="sampled_softmax: logQ correction of the sampling bias (default on).")
-@click.option("--negatives", type=int, help="bpr/bce/gbce: negatives sampled per position (default 1).")
-@click.option("--gbce-t", type=float, help="gbce: calibration t in [0, 1] (default 0.75).")
-@click.option("--beta", type=float, help="Weight of the code-guided alignment loss (Eq. 11, default 0.5; 0 = off).")
-@click.option("--gamma", type=float, help="Weight of the masked granularity loss (Eq. 11, default 0.3; 0 = off).")
-@click.option("--tau", type=float, help="Temperature of Eq. 6-8 (default 1.0).")
-@click.option("--rec-reduction", type=click.Choice(["user_sum", "mean"]),
-              help="Eq. 10 over a batch: per-user sum averaged over users (default), or mean over positions.")
-@click.option("--distill-weight", type=float,
-              help="llmesr: weight α of the retrieval-augmented self-distillation (default 0.1; 0 = off).")
-@click.option("--similar-users", type=int,
-              help="llmesr: similar users retrieved per user for the self-distillation (default 10).")
-@click.option("--code-match", type=int, help="Code-matching threshold p of Eq. 7 (default 3; 0 = removed).")
-@click.option("--window", type=int, help="Context window o of Eq. 7 (default 3; 0 = removed).")
-# the first spellings, kept for a release: --o looked like -o/--out
+@add_flags(TRAIN_COMMAND_FLAGS)
+# the first spellings of --code-match and --window, kept for a release: --o looked like -o/--out
 @click.option("--p", "old_p", type=int, hidden=True)
 @click.option("--o", "old_o", type=int, hidden=True)
-@click.option("--windows", type=click.Choice(["sliding", "random", "last"]),
-              help="Training rows: every target once per epoch in sliding (default) or randomly phased windows, "
-                   "or each history's last window only.")
-@click.option("--window-stride", type=int, help="Items between window ends (default: --max-len).")
-@click.option("--epochs", type=int, help="Maximum epochs (default 200).")
-@click.option("--patience", type=int, help="Epochs without a better validation NDCG@10 before stopping (default 10).")
-@click.option("--patience-steps", type=int,
-              help="... and at least this many optimizer steps without one (default 1000; 0 = epochs only).")
-@click.option("--eval-every", type=int, help="Evaluate on validation every k epochs (default 1).")
-@click.option("--batch-size", type=int, help="Training windows per batch (default 256).")
-@click.option("--lr", type=float, help="AdamW learning rate (default 1e-3).")
-@click.option("--weight-decay", type=float, help="AdamW weight decay on matrices, not biases or norms (default 0).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "linear"]),
-              help="Learning-rate decay to 0 at --epochs (default constant).")
-@click.option("--warmup-steps", type=int, help="Linear learning-rate warm-up steps (default 0).")
-@click.option("--grad-clip", type=float, help="Clip the gradient norm to this (default 0: off).")
-@click.option("--seed", type=int, help="Random seed (default 42).")
-@click.option("--device", type=DEVICE, help="Where to run (default auto: cuda when available).")
-@click.option("--eval-negatives", type=int,
-              help="Also report the paper's protocol: 1 positive + this many sampled negatives (e.g. 100). "
-                   "Full ranking is always reported.")
-@click.option("--select-on", type=click.Choice(["full", "sampled"]),
-              help="Protocol of the validation NDCG@10 that picks the checkpoint (default full).")
-@click.option("--exclude-history", flag_value=True, default=None,
-              help="Drop the user's past items from the full ranking.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML file with sections data/model/train/eval; flags override it.")
 @click.option("--preset", type=click.Choice(["paper"]),
@@ -281,10 +135,11 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
     from .training import train as run_training
 
     use_threads(threads, quiet)
-    for old, new in ((old_p, "code_match"), (old_o, "window")):
-        if old is not None and options[new] is None:
-            options[new] = old
-    overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
+    overrides = flag_overrides(options, TRAIN_COMMAND_FLAGS)
+    for old, key in ((old_p, "train.code_match"), (old_o, "train.window")):
+        if old is not None:
+            overrides.setdefault(key, old)
+    flags = flag_names(TRAIN_COMMAND_FLAGS)
     if resume:
         if preset:
             raise InputError("--preset chooses how a new run starts; a resumed run continues as it started")
@@ -295,12 +150,11 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
         for section, section_values in (read_config_values(config_file) if config_file else {}).items():
             values[section] = ({**values.get(section, {}), **section_values} if isinstance(section_values, dict)
                                else section_values)  # build_config names a section that is not a mapping
-        config = build_config(values, overrides, source=config_file or "command line", flags=flag_names(TRAIN_OPTIONS))
+        config = build_config(values, overrides, source=config_file or "command line", flags=flags)
     elif config_file:
-        config = load_config_file(config_file, overrides, preset=preset, flags=flag_names(TRAIN_OPTIONS))
+        config = load_config_file(config_file, overrides, preset=preset, flags=flags)
     else:
-        config = build_config(overrides=overrides, source="command line", preset=preset,
-                              flags=flag_names(TRAIN_OPTIONS))
+        config = build_config(overrides=overrides, source="command line", preset=preset, flags=flags)
     if not track and (tensorboard_dir or mlflow_uri):
         raise InputError("--tensorboard-dir and --mlflow-uri go with --track tensorboard / --track mlflow")
     # a missing package or a bad MLflow store stops here, before training
@@ -475,14 +329,6 @@ def compare(run_dirs, split, protocol, baseline, target, as_json):
 
 
 # `h2rec tune` option -> dotted config key: the data flags of `train`, and the device.
-TUNE_OPTIONS = {
-    "interactions": "data.interactions", "semid_dir": "data.semid", "format": "data.format",
-    "user_field": "data.user_field", "item_field": "data.item_field", "time_field": "data.time_field",
-    "k_core": "data.k_core", "max_len": "data.max_len", "min_catalogue_coverage": "data.min_catalogue_coverage",
-    "cache": "data.cache", "device": "train.device",
-}
-
-
 @main.command()
 @click.option("--space", "space_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="YAML search space: dotted config key -> {float: [lo, hi]} (log: true, step: s), "
@@ -495,8 +341,7 @@ TUNE_OPTIONS = {
               help="Stop when the study holds this many finished trials (earlier runs included).")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
               help="Start no trial after this many minutes of this run.")
-@data_options
-@click.option("--device", type=DEVICE, help="Where to run (default auto: cuda when available).")
+@add_flags(TUNE_COMMAND_FLAGS)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @threads_option
 @reports_errors
@@ -511,11 +356,11 @@ def tune(space_file, config_file, out_dir, trials, minutes, quiet, threads, **op
     use_threads(threads, quiet)
     if trials is None and minutes is None:
         raise InputError("no budget: give --trials N (finished trials in the study) and/or --minutes M (this run)")
-    overrides = {TUNE_OPTIONS[k]: v for k, v in options.items() if v is not None}
+    overrides, flags = flag_overrides(options, TUNE_COMMAND_FLAGS), flag_names(TUNE_COMMAND_FLAGS)
     if config_file:
-        config = load_config_file(config_file, overrides, flags=flag_names(TUNE_OPTIONS))
+        config = load_config_file(config_file, overrides, flags=flags)
     else:
-        config = build_config(overrides=overrides, source="command line", flags=flag_names(TUNE_OPTIONS))
+        config = build_config(overrides=overrides, source="command line", flags=flags)
     with log_to_stderr(quiet):
         summary = run_tune(space_file, out_dir, config, trials=trials, minutes=minutes, progress=not quiet)
     if summary["best_trial"] is None:
