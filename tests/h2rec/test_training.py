@@ -109,3 +109,16 @@ def test_other_backbones_and_losses_train(tiny_config, tmp_path, backbone, loss)
                             "model.num_heads": 2 if backbone == "bert4rec" else 1, "train.epochs": 1, **loss})
     results = h2rec.train(config, tmp_path / "run", progress=False)
     assert results["epochs_run"] == 1 and results["test"]["full"]["overall"]["n"] > 0
+
+
+def test_a_catalogue_above_ce_max_items_trains_with_the_sampled_softmax(tiny_config):
+    # the tiny catalogue has 160 items: with ce_max_items below that, ce resolves to sampled_softmax
+    # (what config.json records); 0 or a ce-only option keeps ce
+    from h2rec.assemble import prepare
+
+    big = {"train.ce_max_items": 100, "train.sampled_negatives": 32}
+    assert prepare(tiny_config(**big))[0].train.loss == "sampled_softmax"
+    assert prepare(tiny_config(**{**big, "train.ce_max_items": 0}))[0].train.loss == "ce"
+    assert prepare(tiny_config(**{**big, "train.label_smoothing": 0.1}))[0].train.loss == "ce"
+    assert prepare(tiny_config(**big, **{"train.loss": "bpr"}))[0].train.loss == "bpr"
+    assert prepare(tiny_config())[0].train.loss == "ce"  # 160 items <= the default 100,000

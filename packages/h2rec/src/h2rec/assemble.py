@@ -5,6 +5,7 @@ the dataset, the model and the seeded random state. Training and inference both 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 
 import numpy as np
@@ -12,12 +13,13 @@ import semid
 import semid.devices
 import torch
 
-from .config import Config
+from .config import Config, TrainConfig
 from .data import Dataset, build_dataset
 from .errors import H2RecError
 from .model import H2Rec
 from .rivals.llmesr import LLMESR
 
+log = logging.getLogger(__name__)
 
 def resolve_device(name: str) -> torch.device:
     """semid's device rule (auto, cpu, cuda, cuda:N, mps), its errors as h2rec's."""
@@ -37,7 +39,8 @@ def load_semid(path: str) -> semid.SemanticIDs:
 
 
 def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
-    """Fills the choices left to the data: PCA initialisation when text embeddings exist."""
+    """Fills the choices left to the data: PCA initialisation when text embeddings exist, and the
+    sampled softmax instead of the full one above ``train.ce_max_items`` items."""
     model = config.model
     if model.kind == "llmesr" and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.kind 'llmesr' reads the items' text embeddings (its semantic "
@@ -46,7 +49,23 @@ def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
         model = dataclasses.replace(model, pca_init=model.kind in ("h2rec", "llmesr") and sids.embeddings is not None)
     if model.pca_init and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.pca_init needs text embeddings, and this folder has none")
-    return dataclasses.replace(config, model=model)
+    return dataclasses.replace(config, model=model, train=catalogue_sized_loss(config.train, len(sids.ids)))
+
+
+def catalogue_sized_loss(train: TrainConfig, n_items: int) -> TrainConfig:
+    """``ce`` above ``ce_max_items`` items becomes ``sampled_softmax`` (with its logQ correction), unless
+    a ce-only option is set: the full softmax's cost grows with the catalogue, the sampled one's does
+    not. The resolved loss is what config.json records."""
+    if train.loss != "ce" or not train.ce_max_items or n_items <= train.ce_max_items:
+        return train
+    if train.label_smoothing or train.exclude_seen:
+        log.info("%d items > train.ce_max_items = %d, but label smoothing / exclude_seen are ce-only: keeping ce",
+                 n_items, train.ce_max_items)
+        return train
+    log.info("%d items > train.ce_max_items = %d: training with sampled_softmax (%d shared negatives, logQ) "
+             "instead of the full softmax; set train.ce_max_items: 0 to keep ce", n_items, train.ce_max_items,
+             train.sampled_negatives)
+    return dataclasses.replace(train, loss="sampled_softmax")
 
 
 def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR:

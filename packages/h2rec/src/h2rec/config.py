@@ -80,6 +80,9 @@ class TrainConfig:
     # out (eval.exclude_history) leaves them out of the ranking; for data without repeat interactions
     exclude_seen: bool = False
     ce_chunk_items: int = 65536  # ce: catalogue items scored at once; bounds memory at 10^6 items
+    # loss "ce" on a catalogue above this size trains as "sampled_softmax" (logQ-corrected): the full
+    # softmax costs O(catalogue) per position; 0 = never switch
+    ce_max_items: int = 100_000
     sampled_negatives: int = 1024  # sampled_softmax: negatives shared by all positions of a batch
     sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"  # sampled_softmax's proposal
     popularity_alpha: float = 0.75  # sampler="popularity": q(i) ∝ training count ** alpha
@@ -226,7 +229,8 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
 _POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
              "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items", "bucket_batches",
              "window_stride", "fusion_hidden", "similar_users", "item_chunk"}
-_NON_NEGATIVE = {"patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core",
+_NON_NEGATIVE = {"ce_max_items",
+                 "patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core",
                  "beta", "gamma", "code_match", "window", "negatives", "distill_weight"}
 _ABOVE_ZERO = {"lr", "tau", "init_std"}  # real numbers > 0
 _SEEDS = {"seed", "negatives_seed"}  # numpy takes seeds in [0, 2**32 - 1]

@@ -143,7 +143,7 @@ EVAL_FLAGS = [
 # Fields set in a --config file only: rarely changed, or structured (a mapping, a list).
 FILE_ONLY = {
     "model.backbone_options", "model.share_encoders", "model.fusion_hidden", "model.prior_decay", "model.init_std",
-    "train.ce_chunk_items", "train.popularity_alpha", "train.ca_max_items", "train.mask_prob",
+    "train.ce_chunk_items", "train.ce_max_items", "train.popularity_alpha", "train.ca_max_items", "train.mask_prob",
     "train.bucket_batches",
     "data.head_share", "data.group_bounds",
     "eval.negatives_seed", "eval.batch_size", "eval.item_chunk", "eval.ks",
