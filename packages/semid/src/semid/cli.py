@@ -18,9 +18,11 @@ from semid.config import (
     QuantizerConfig,
     ReadConfig,
 )
+from semid.devices import resolve_device
+from semid.distributed import join, leave
 from semid.errors import SemidError
 from semid.io import STATS, check_complete, read_json
-from semid.pipeline import EXPORTS, USER_CACHE, embed_to_folder, encode_catalogue
+from semid.pipeline import EXPORTS, USER_CACHE, embed_share_of, embed_to_folder, encode_to_folder
 
 
 class BadInput(click.ClickException):
@@ -84,12 +86,18 @@ def _embed_options(f):
         click.option("--max-length", type=int, default=256, show_default=True,
                      help="Truncate texts to this many tokens."),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per encoder batch."),
+        click.option("--chunk-size", type=click.IntRange(min=1), default=EmbedConfig.chunk_size, show_default=True,
+                     help="Texts per shard: length-sorted, embedded and written to OUT/.embed-work as one file. A "
+                          "killed run resumes after the last whole shard; memory is that of one chunk."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Embedding cache (keyed by model, settings and text hash). Default: $SEMID_CACHE_DIR, "
                           "else the user cache folder (~/.cache/semid on Linux)."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache."),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      help="auto = cuda when available (fp16/bf16 autocast there), else cpu."),
+        click.option("--dtype", type=click.Choice(tuple(DTYPES)), default="auto", show_default=True,
+                     help="Encoder precision: auto = float32 on the CPU, bfloat16 autocast on CUDA (float16 where "
+                          "bf16 is unsupported). Half precision needs CUDA; its speed there is not measured yet."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads for torch. Default: torch's choice (all cores). On a machine shared with "
                           "other jobs, set it to the number of free cores: oversubscribed threads are much slower."),
@@ -104,9 +112,17 @@ def _read_config(fmt, id_field, text_fields, template) -> ReadConfig:
     return ReadConfig(id_field=id_field, text_fields=_comma_list(text_fields), template=template, format=fmt)
 
 
-def _embed_config(model, pooling, normalize, max_length, batch_size, device) -> EmbedConfig:
+# --dtype names (torch's) -> EmbedConfig.precision
+DTYPES = {"auto": "auto", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _embed_config(model, pooling, normalize, max_length, batch_size, chunk_size, device, dtype) -> EmbedConfig:
+    """The encoder's settings; half precision without CUDA fails here, naming --dtype."""
+    if DTYPES[dtype] in ("bf16", "fp16") and resolve_device(device).type != "cuda":
+        raise SemidError(f"--dtype {dtype} needs a CUDA device (--device cuda, or auto where there is one); "
+                         "on the CPU use --dtype auto or float32")
     return EmbedConfig(model=model, pooling=pooling, normalize=normalize, max_length=max_length,
-                       batch_size=batch_size, device=device)
+                       batch_size=batch_size, chunk_size=chunk_size, device=device, precision=DTYPES[dtype])
 
 
 def _cache_dir(given: Path | None, no_cache: bool):
@@ -134,6 +150,25 @@ def _quiet_transformers(quiet: bool) -> None:
 def _warn(warnings: list[str]) -> None:
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+def _in_group(device: str, rank0_job, other_ranks_job):
+    """Run rank 0's job, or (under torchrun, WORLD_SIZE > 1) another rank's; other ranks give None."""
+    group = _run(lambda: join(device))
+    try:
+        if group.rank != 0:
+            _run(lambda: other_ranks_job(group))
+            return None
+        return _run(lambda: rank0_job(group))
+    finally:
+        leave(group)
+
+
+def _report_resume(source: dict) -> None:
+    shards = source.get("embedding_shards") or {}
+    if shards.get("reused"):
+        click.echo(f"resumed: {shards['reused']} of {shards['shards']} shard(s) were embedded by an interrupted run",
+                   err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -172,23 +207,27 @@ def main() -> None:
 @_embed_options
 def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, levels, codebook_size, dedup,
            embeddings_file, ids_file, seed, epochs, fit_sample, kmeans_backend, exports, model, pooling, normalize,
-           max_length, batch_size, cache_dir, no_cache, device, threads, quiet):
+           max_length, batch_size, chunk_size, cache_dir, no_cache, device, dtype, threads, quiet):
     """Turn ITEMS (jsonl, csv, tsv or RecBole .item) into Semantic IDs in OUT_DIR.
 
     Writes semantic_ids.jsonl, semid.safetensors (codes, codebooks, ids), quantizer.json +
     quantizer.safetensors, embeddings.safetensors, texts.jsonl and stats.json; prints the statistics.
+    Under torchrun the ranks share the embedding; rank 0 fits and writes.
     """
     _quiet_transformers(quiet and embeddings_file is None)
     _set_threads(threads, quiet)
+    read = _run(lambda: _read_config(fmt, id_field, text_fields, template))
+    embed_config = None if embeddings_file is not None else \
+        _run(lambda: _embed_config(model, pooling, normalize, max_length, batch_size, chunk_size, device, dtype))
 
-    def job():
+    def rank0(group):
         quantizer_config = QuantizerConfig(kind=quantizer, levels=levels, codebook_size=codebook_size,
                                            seed=seed, epochs=epochs, device=device, fit_sample=fit_sample,
                                            kmeans_backend=kmeans_backend)
-        return encode_catalogue(
+        return encode_to_folder(
             items, out_dir,
-            read=_read_config(fmt, id_field, text_fields, template),
-            embed=_embed_config(model, pooling, normalize, max_length, batch_size, device),
+            read=read,
+            embed=embed_config,
             quantizer=quantizer_config,
             dedup=dedup,
             embeddings=embeddings_file,
@@ -196,11 +235,18 @@ def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, leve
             export=exports,
             cache_dir=_cache_dir(cache_dir, no_cache),
             progress=not quiet,
+            group=group,
         )
 
-    result = _run(job)
-    _warn(result.stats.get("warnings", []))
-    _print_stats(result.stats)
+    def other_ranks(group):
+        embed_share_of(None if embeddings_file else items, out_dir, read=read, embed=embed_config, group=group)
+
+    stats = _in_group(device, rank0, other_ranks)
+    if stats is None:
+        return
+    _warn(stats.get("warnings", []))
+    _report_resume(stats.get("source") or {})
+    _print_stats(stats)
     click.echo(f"wrote {out_dir}", err=True)
 
 
@@ -211,22 +257,29 @@ def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, leve
 @_read_options
 @_embed_options
 def embed(items, out_dir, fmt, id_field, text_fields, template, model, pooling, normalize, max_length,
-          batch_size, cache_dir, no_cache, device, threads, quiet):
-    """Embed the texts of ITEMS only (no codes). The result feeds `semid encode --embeddings`."""
+          batch_size, chunk_size, cache_dir, no_cache, device, dtype, threads, quiet):
+    """Embed the texts of ITEMS only (no codes). The result feeds `semid encode --embeddings`.
+
+    Spread over processes with `torchrun --nproc_per_node N -m semid embed ...`.
+    """
     _quiet_transformers(quiet)
     _set_threads(threads, quiet)
+    read = _run(lambda: _read_config(fmt, id_field, text_fields, template))
+    embed_config = _run(lambda: _embed_config(model, pooling, normalize, max_length, batch_size, chunk_size, device,
+                                              dtype))
 
-    def job():
-        return embed_to_folder(
-            items, out_dir,
-            read=_read_config(fmt, id_field, text_fields, template),
-            embed=_embed_config(model, pooling, normalize, max_length, batch_size, device),
-            cache_dir=_cache_dir(cache_dir, no_cache),
-            progress=not quiet,
-        )
+    def rank0(group):
+        return embed_to_folder(items, out_dir, read=read, embed=embed_config,
+                               cache_dir=_cache_dir(cache_dir, no_cache), progress=not quiet, group=group)
 
-    catalogue = _run(job)
+    def other_ranks(group):
+        embed_share_of(items, out_dir, read=read, embed=embed_config, group=group)
+
+    catalogue = _in_group(device, rank0, other_ranks)
+    if catalogue is None:
+        return
     _warn(catalogue.warnings)
+    _report_resume(catalogue.info)
     rows, dim = catalogue.embeddings.shape
     click.echo(f"wrote {out_dir}: {rows} items x {dim} dims", err=True)
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from semid.config import EmbedConfig
 from semid.devices import autocast, resolve_device, resolve_precision
 from semid.errors import SemidError, fail
-from semid.io import atomic_write_bytes, read_tensor_file, tensors_to_bytes
+from semid.io import read_tensor_file
+from semid.matrix_file import save_matrix
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 CACHE_FORMAT = "semid-embedding-cache/1"
@@ -140,19 +141,27 @@ class Embedder:
             hidden = self.model(**batch).last_hidden_state  # (B, T, d)
         return pool(hidden.float(), batch["attention_mask"], self.config.pooling, self.config.normalize)
 
-    def embed(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
-        """Embed all texts; batches are length-sorted when config.sort_by_length (rows come back in input order)."""
+    def embed(self, texts: Sequence[str], progress: bool | Callable[[int], object] = False) -> torch.Tensor:
+        """Embed all texts; batches are length-sorted when config.sort_by_length (rows come back in input order).
+
+        `progress`: True for a progress bar; or a callable, given the number of texts done after each batch
+        (how a caller embedding chunk after chunk moves one bar over all of them).
+        """
         rows = self.tokenize(texts)
         order = list(range(len(rows)))
         if self.config.sort_by_length:
             order.sort(key=lambda i: -len(rows[i]["input_ids"]))  # longest first: memory peaks show up early
         out = torch.empty(len(rows), self.dim, dtype=torch.float32)
         size = self.config.batch_size
-        with tqdm(total=len(rows), unit="item", desc="embed", disable=not progress, file=sys.stderr) as bar:
+        report = progress if callable(progress) else None
+        with tqdm(total=len(rows), unit="item", desc="embed", disable=report is not None or not progress,
+                  file=sys.stderr) as bar:
             for start in range(0, len(order), size):
                 index = order[start:start + size]
                 out[index] = self.forward(self._pad([rows[i] for i in index])).cpu()
                 bar.update(len(index))
+                if report is not None:
+                    report(len(index))
         return out
 
 
@@ -205,6 +214,17 @@ def cache_path(texts: Sequence[str], config: EmbedConfig, cache_dir: str | PathL
     return Path(cache_dir) / f"{cache_key(texts, config)}.safetensors"
 
 
+def cache_metadata(config: EmbedConfig) -> dict[str, str]:
+    """The metadata of a cache file (its name, the key, says what it holds)."""
+    return {"format": CACHE_FORMAT, "model": config.model or DEFAULT_MODEL_NAME}
+
+
+def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each chunk of `chunk_size` texts (the last may be shorter): what is length-sorted
+    and embedded together, in memory (embed_texts) or as one shard on disk (semid.shards)."""
+    return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+
+
 def embed_texts(
     texts: Sequence[str],
     config: EmbedConfig | None = None,
@@ -212,7 +232,10 @@ def embed_texts(
     cache_dir: str | PathLike | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Embed texts (float32 [n, d], CPU); with `cache_dir`, re-runs on the same texts and settings skip the encoder."""
+    """Embed texts (float32 [n, d], CPU); with `cache_dir`, re-runs on the same texts and settings skip the encoder.
+
+    Chunk by chunk (config.chunk_size), as semid.shards embeds into an OUT_DIR: both give the same rows.
+    """
     config = config or EmbedConfig()
     if not texts:
         raise fail(None, None, "texts", "is empty: nothing to embed")
@@ -223,15 +246,18 @@ def embed_texts(
         if cached is not None and cached.shape[0] == len(texts):
             return cached.float()
     if cache_dir is not None:
-        _check_cache_dir(Path(cache_dir))  # before the encoder runs, not when its result is to be saved
-    embeddings = Embedder(config).embed(texts, progress=progress)
+        check_cache_dir(Path(cache_dir))  # before the encoder runs, not when its result is to be saved
+    embedder = Embedder(config)
+    with tqdm(total=len(texts), unit="item", desc="embed", disable=not progress, file=sys.stderr) as bar:
+        embeddings = torch.cat([embedder.embed(texts[start:stop], progress=bar.update)
+                                for start, stop in chunk_bounds(len(texts), config.chunk_size)])
     if path is not None:
-        metadata = {"format": CACHE_FORMAT, "model": config.model or DEFAULT_MODEL_NAME}
-        atomic_write_bytes(path, tensors_to_bytes({"embeddings": embeddings}, metadata))
+        save_matrix(path, embeddings, cache_metadata(config))
     return embeddings
 
 
-def _check_cache_dir(folder: Path) -> None:
+def check_cache_dir(folder: Path) -> None:
+    """A cache folder that cannot be created or written fails here, before the encoder runs."""
     if folder.exists() and not folder.is_dir():
         raise fail(folder, None, "cache_dir", "is a file, not a folder; pass another --cache-dir or --no-cache")
     try:

@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from filelock import FileLock, Timeout
@@ -108,13 +108,14 @@ def _umask() -> int:
     return mask
 
 
-def _write_temp(folder: Path, name: str, data: bytes) -> Path:
+def _write_temp(folder: Path, name: str, write: Callable[[BinaryIO], object]) -> Path:
+    """A fsynced temp file `.<name>.<random>.tmp` in `folder`, filled by `write(handle)`."""
     fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
         # mkstemp creates 0600; give the final file the mode a plain open() would have.
         os.chmod(temp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
@@ -180,7 +181,7 @@ def atomic_write_bytes(path: str | PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _write_temp(path.parent, path.name, data)
+    temp = _write_temp(path.parent, path.name, lambda handle: handle.write(data))
     try:
         os.replace(temp, path)
     except BaseException:
@@ -205,10 +206,39 @@ def _canonical_header(data: bytes) -> bytes:
     header of another length leaves them valid.
     """
     size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + size])
+    return b"".join((_header_bytes(json.loads(data[8:8 + size])), memoryview(data)[8 + size:]))
+
+
+def _header_bytes(header: dict[str, Any]) -> bytes:
+    """The 8-byte length and the JSON of a safetensors header, keys sorted, padded as _canonical_header says."""
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    return b"".join((len(text).to_bytes(8, "little"), text, memoryview(data)[8 + size:]))
+    return len(text).to_bytes(8, "little") + text
+
+
+def matrix_header(name: str, shape: tuple[int, int], metadata: dict[str, str] | None = None) -> bytes:
+    """The header of a safetensors file holding one float32 matrix `name` [rows, cols], for writers that
+    stream the rows after it: header + rows are byte for byte tensors_to_bytes({name: matrix}, metadata)."""
+    rows, cols = shape
+    header: dict[str, Any] = {name: {"dtype": "F32", "shape": [rows, cols], "data_offsets": [0, rows * cols * 4]}}
+    if metadata:
+        header["__metadata__"] = metadata
+    return _header_bytes(header)
+
+
+def read_header(path: str | PathLike) -> tuple[dict[str, Any], int]:
+    """(the JSON header of a .safetensors file, where its data begins); a SemidError names a file that is none."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size > os.fstat(handle.fileno()).st_size - 8:
+                raise ValueError(f"header length {size} exceeds the file")
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise fail(path, None, None, f"cannot be read as safetensors ({error})") from None
+    if not isinstance(header, dict):
+        raise fail(path, None, None, "cannot be read as safetensors (its header is not a JSON object)")
+    return header, 8 + size
 
 
 def json_bytes(data: Any) -> bytes:
@@ -246,9 +276,13 @@ class StagedOutput:
 
     def add(self, name: str, data: bytes) -> None:
         """Stage `data` as OUT_DIR/name (not visible under that name until commit)."""
+        self.add_streamed(name, lambda handle: handle.write(data))
+
+    def add_streamed(self, name: str, write: Callable[[BinaryIO], object]) -> None:
+        """Stage what `write(handle)` writes as OUT_DIR/name: for files too big to hold as bytes."""
         if name in self._staged:
             self._staged.pop(name).unlink(missing_ok=True)
-        self._staged[name] = _write_temp(self.out_dir, name, data)
+        self._staged[name] = _write_temp(self.out_dir, name, write)
 
     def commit(self, known: Sequence[str] = OUTPUT_FILES) -> None:
         """Move every staged file into place; remove files in `known` that this run did not write.

@@ -3,8 +3,12 @@ items or embeddings -> Semantic IDs in an OUT_DIR (`encode_catalogue`).
 
 Both hold OUT_DIR's lock (semid.io.one_writer) from the start, so a busy, unwritable or
 misnamed OUT_DIR fails before the slow embedding and fit. All inputs are read and checked, and all
-heavy work is done, before the first byte goes to OUT_DIR; the files are then staged and committed
-together (semid.io.StagedOutput, whose docstring explains what a kill mid-commit leaves).
+heavy work is done, before the first output file goes to OUT_DIR; the files are then staged and
+committed together (semid.io.StagedOutput, whose docstring explains what a kill mid-commit leaves).
+Texts are embedded chunk by chunk into shards in OUT_DIR's work area (semid.shards), so a killed run
+resumes there and the matrix is memory-mapped; the area is removed once the files are committed.
+
+Under torchrun, rank 0 runs these jobs and the other ranks run `embed_share_of` (semid.distributed).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from semid.collisions import collision_stats, dedup_codes
 from semid.config import EmbedConfig, QuantizerConfig, ReadConfig, config_to_dict
+from semid.distributed import Group, Order
 from semid.embed import DEFAULT_MODEL_NAME, cache_path, default_cache_dir, embed_texts
 from semid.errors import SemidError, fail
 from semid.io import (
@@ -39,7 +44,8 @@ from semid.items import ItemSet, read_items, texts_jsonl
 from semid.quantize import build_quantizer, reconstruction_error
 from semid.quantize.kmeans import resolve_backend
 from semid.semantic_ids import SemanticIDs, codes_bytes, load, recbole_item, semantic_ids_jsonl
-from semid.vectors import embeddings_bytes, read_embeddings
+from semid.shards import embed_resumable, embed_share, remove_work_area
+from semid.vectors import read_embeddings, stream_embeddings
 from semid.version import __version__
 
 
@@ -62,7 +68,7 @@ class Catalogue:
     """What the quantizer sees: ids, their embedding rows, and where they came from."""
 
     ids: list[str]
-    embeddings: torch.Tensor  # float32 [n, d]
+    embeddings: torch.Tensor  # float32 [n, d]; memory-mapped when embedded into an OUT_DIR
     texts: list[str] | None  # None when precomputed embeddings were given
     source: Path  # the file errors about the whole set name (items file, else embeddings file)
     info: dict[str, Any]  # provenance for stats.json / embeddings.safetensors metadata
@@ -78,18 +84,70 @@ def embed_catalogue(
     cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
 ) -> Catalogue:
-    """Read an item file and embed its texts, cached in `cache_dir` (default: $SEMID_CACHE_DIR, else
-    the user cache folder; None: no cache)."""
+    """Read an item file and embed its texts in memory, cached in `cache_dir` (default: $SEMID_CACHE_DIR,
+    else the user cache folder; None: no cache)."""
     embed = embed or EmbedConfig()
-    if isinstance(cache_dir, UserCache):
-        cache_dir = default_cache_dir()
+    cache_dir = _resolve_cache(cache_dir)
     start = time.perf_counter()
     item_set = read_items(items, read)
     read_s = time.perf_counter() - start
     hit = cache_dir is not None and cache_path(item_set.texts, embed, cache_dir).is_file()
     start = time.perf_counter()
     matrix = embed_texts(item_set.texts, embed, cache_dir=cache_dir, progress=progress)
-    info = {
+    info = _embedding_info(item_set, embed, hit)
+    return _text_catalogue(item_set, matrix, info, {"read": read_s, "embed": time.perf_counter() - start})
+
+
+def _embed_in_shards(
+    items: str | PathLike,
+    out_dir: str | PathLike,
+    *,
+    read: ReadConfig | None,
+    embed: EmbedConfig | None,
+    cache_dir: CacheDir,
+    group: Group,
+    progress: bool,
+) -> Catalogue:
+    """embed_catalogue through OUT_DIR's work area (semid.shards): resumable, split over torchrun ranks,
+    the matrix memory-mapped. Only for a caller that holds OUT_DIR's lock."""
+    embed = embed or EmbedConfig()
+    cache_dir = _resolve_cache(cache_dir)
+    start = time.perf_counter()
+    item_set = read_items(items, read)
+    read_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = embed_resumable(item_set.texts, embed, out_dir, cache_dir=cache_dir, group=group, progress=progress)
+    info = _embedding_info(item_set, embed, result.cache_hit)
+    info["embedding_shards"] = {"shards": result.shards, "reused": result.reused, "chunk_size": embed.chunk_size,
+                                "ranks": group.world_size}
+    return _text_catalogue(item_set, result.matrix, info, {"read": read_s, "embed": time.perf_counter() - start})
+
+
+def embed_share_of(
+    items: str | PathLike | None,
+    out_dir: str | PathLike,
+    *,
+    read: ReadConfig | None = None,
+    embed: EmbedConfig | None = None,
+    group: Group,
+) -> None:
+    """A torchrun rank other than 0 in `semid embed` or `semid encode`: waits for rank 0's order, then
+    embeds its share of the shards into OUT_DIR's work area (semid.shards.embed_share)."""
+    order = group.hear()
+    if order.error is not None:
+        raise SemidError(f"rank 0 stopped: {order.error}")
+    if not order.embed or items is None:
+        return
+    item_set = read_items(items, read)
+    embed_share(item_set.texts, embed or EmbedConfig(), out_dir, order=order, group=group)
+
+
+def _resolve_cache(cache_dir: CacheDir) -> str | PathLike | None:
+    return default_cache_dir() if isinstance(cache_dir, UserCache) else cache_dir
+
+
+def _embedding_info(item_set: ItemSet, embed: EmbedConfig, hit: bool) -> dict[str, Any]:
+    return {
         "items": str(item_set.path),
         "model": embed.model or DEFAULT_MODEL_NAME,
         "pooling": embed.pooling,
@@ -98,6 +156,10 @@ def embed_catalogue(
         "embedding_cache_hit": hit,
         "empty_texts": len(item_set.empty_text_lines),
     }
+
+
+def _text_catalogue(item_set: ItemSet, matrix: torch.Tensor, info: dict[str, Any],
+                    timings: dict[str, float]) -> Catalogue:
     return Catalogue(
         ids=item_set.ids,
         embeddings=matrix,
@@ -105,7 +167,7 @@ def embed_catalogue(
         source=item_set.path,
         info=info,
         warnings=item_set.warnings,
-        timings={"read": read_s, "embed": time.perf_counter() - start},
+        timings=timings,
     )
 
 
@@ -168,11 +230,16 @@ def embed_to_folder(
     embed: EmbedConfig | None = None,
     cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
+    group: Group | None = None,
 ) -> Catalogue:
-    """`semid embed`: embed_catalogue + write_embeddings, holding OUT_DIR's lock from the start."""
-    with _sole_writer(out_dir, "semid embed"):
-        catalogue = embed_catalogue(items, read=read, embed=embed, cache_dir=cache_dir, progress=progress)
+    """`semid embed`: the texts embedded in shards (resumable), then embeddings.safetensors + texts.jsonl,
+    holding OUT_DIR's lock from the start. `group`: this process's torchrun group (rank 0's side)."""
+    group = group or Group()
+    with group.leading(), _sole_writer(out_dir, "semid embed"):
+        catalogue = _embed_in_shards(items, out_dir, read=read, embed=embed, cache_dir=cache_dir, group=group,
+                                     progress=progress)
         _commit_embeddings(out_dir, catalogue)
+        remove_work_area(out_dir)
     return catalogue
 
 
@@ -184,7 +251,7 @@ def _commit_embeddings(out_dir: str | PathLike, catalogue: Catalogue) -> None:
 
 def _stage_embeddings(out: StagedOutput, catalogue: Catalogue) -> None:
     info = {key: str(value) for key, value in catalogue.info.items() if key in ("model", "pooling", "normalize")}
-    out.add(EMBEDDINGS, embeddings_bytes(catalogue.ids, catalogue.embeddings, info))
+    out.add_streamed(EMBEDDINGS, lambda handle: stream_embeddings(handle, catalogue.ids, catalogue.embeddings, info))
     if catalogue.texts is not None:
         out.add(TEXTS, texts_jsonl(catalogue.ids, catalogue.texts))
 
@@ -202,12 +269,36 @@ def encode_catalogue(
     export: Sequence[str] = (),
     cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
+    group: Group | None = None,
 ) -> SemanticIDs:
     """Items (or precomputed embeddings) -> Semantic IDs, statistics and exports in `out_dir`.
 
-    Returns `load(out_dir)`; `result.stats` is what went into stats.json.
+    Returns `load(out_dir)`; `result.stats` is what went into stats.json. encode_to_folder does the same
+    without loading the result (whose embeddings `load` reads into memory).
     """
-    read, quantizer = read or ReadConfig(), quantizer or QuantizerConfig()
+    encode_to_folder(items, out_dir, read=read, embed=embed, quantizer=quantizer, dedup=dedup, embeddings=embeddings,
+                     ids=ids, export=export, cache_dir=cache_dir, progress=progress, group=group)
+    return load(out_dir)
+
+
+def encode_to_folder(
+    items: str | PathLike | None,
+    out_dir: str | PathLike,
+    *,
+    read: ReadConfig | None = None,
+    embed: EmbedConfig | None = None,
+    quantizer: QuantizerConfig | None = None,
+    dedup: bool = False,
+    embeddings: str | PathLike | None = None,
+    ids: str | PathLike | None = None,
+    export: Sequence[str] = (),
+    cache_dir: CacheDir = USER_CACHE,
+    progress: bool = False,
+    group: Group | None = None,
+) -> dict[str, Any]:
+    """`semid encode`: encode_catalogue's job; returns the statistics written to stats.json.
+    `group`: this process's torchrun group (rank 0's side)."""
+    read, quantizer, group = read or ReadConfig(), quantizer or QuantizerConfig(), group or Group()
     for name in export:
         if name not in EXPORTS:
             raise fail(None, None, "export", f"is {name!r}; choose from {', '.join(EXPORTS)}")
@@ -216,11 +307,13 @@ def encode_catalogue(
     if quantizer.kind == "rqkmeans":
         resolve_backend(quantizer.kmeans_backend)  # --kmeans-backend faiss without faiss fails before the slow part
     # The lock is taken first: an unwritable, busy or misnamed OUT_DIR fails before the slow part.
-    with _sole_writer(out_dir, "semid encode"):
+    with group.leading(), _sole_writer(out_dir, "semid encode"):
         if embeddings is not None:
+            group.tell(Order(embed=False))  # now, not after the fit: the other ranks have nothing to do
             catalogue = _precomputed_catalogue(items, embeddings, ids, read)
         else:
-            catalogue = embed_catalogue(items, read=read, embed=embed, cache_dir=cache_dir, progress=progress)
+            catalogue = _embed_in_shards(items, out_dir, read=read, embed=embed, cache_dir=cache_dir, group=group,
+                                         progress=progress)
         timings = dict(catalogue.timings)
 
         start = time.perf_counter()
@@ -264,4 +357,5 @@ def encode_catalogue(
                 out.add(RECBOLE_ITEM, recbole_item(catalogue.ids, codes))
             out.add(STATS, json_bytes(stats))
             out.commit()
-        return load(out_dir)
+        remove_work_area(out_dir)  # its shards are in embeddings.safetensors now (or were another input's)
+        return stats

@@ -7,16 +7,19 @@ from an `--ids` file (one id per line, or a JSON list), from the `ids` metadata 
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from semid.errors import fail
-from semid.io import EMBEDDINGS_FORMAT, metadata_json, read_tensor_file, tensors_to_bytes
+from semid.io import EMBEDDINGS_FORMAT, metadata_json, read_tensor_file
+from semid.matrix_file import ROWS_PER_WRITE, write_matrix
 from semid.quantize.base import check_embeddings
 
 
@@ -32,8 +35,17 @@ class EmbeddingFile:
 
 def embeddings_bytes(ids: list[str], matrix: torch.Tensor, info: dict[str, str] | None = None) -> bytes:
     """embeddings.safetensors: tensor `embeddings` [n, d] and metadata `ids` (JSON list) plus `info`."""
+    buffer = io.BytesIO()
+    stream_embeddings(buffer, ids, matrix, info)
+    return buffer.getvalue()
+
+
+def stream_embeddings(
+    handle: BinaryIO, ids: list[str], matrix: torch.Tensor, info: dict[str, str] | None = None
+) -> None:
+    """embeddings_bytes written a block of rows at a time (a memory-mapped matrix is never read whole)."""
     metadata = {"format": EMBEDDINGS_FORMAT, "ids": json.dumps(ids, ensure_ascii=False), **(info or {})}
-    return tensors_to_bytes({"embeddings": matrix.float()}, metadata)
+    write_matrix(handle, matrix.split(ROWS_PER_WRITE), (int(matrix.shape[0]), int(matrix.shape[1])), metadata)
 
 
 def read_embeddings(path: str | PathLike, ids_file: str | PathLike | None = None) -> EmbeddingFile:

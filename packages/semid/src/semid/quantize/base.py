@@ -98,7 +98,8 @@ def check_embeddings(x: torch.Tensor, source: str | PathLike | None = None) -> t
     if not (x.is_floating_point()):
         raise fail(source, None, "embeddings", f"must hold floats, got {x.dtype}")
     x = x.float()
-    bad = ~torch.isfinite(x).all(dim=1)
+    # In blocks: a memory-mapped catalogue is checked without an [n, d] mask beside it.
+    bad = torch.cat([~torch.isfinite(rows).all(dim=1) for rows in x.split(ENCODE_BATCH)])
     if bool(bad.any()):
         row = int(bad.nonzero()[0]) + 1
         kind = "NaN" if bool(torch.isnan(x[row - 1]).any()) else "an infinite value"
