@@ -1,7 +1,7 @@
-"""Known-answer check of the rival LLM-ESR (``--model llmesr``): LLM-ESR and SASRec on Beauty under
-LLM-ESR's own protocol, set beside the published Beauty numbers.
+"""Known-answer check of the rivals LLM-ESR (``--model llmesr``) and MELT (``--model melt``): LLM-ESR,
+MELT and SASRec on Beauty under LLM-ESR's own protocol, set beside the published Beauty numbers.
 
-    python -m benchmarks.llmesr_check run                     # seeds 42-44, the two main rows; resumable
+    python -m benchmarks.llmesr_check run                     # seeds 42-44, the three main rows; resumable
     python -m benchmarks.llmesr_check run --rows "LLM-ESR w/o self-distillation" --seeds 42
     python -m benchmarks.llmesr_check report                  # benchmarks/results/llmesr_check.md
 
@@ -10,7 +10,10 @@ item against 100 items the user never touched (``eval.negatives=100``); the chec
 validation NDCG@10 under that protocol (``eval.select_on=sampled``); d = 64, 2 layers, 1 head,
 dropout 0.5, the last 200 items of each training history (``train.windows=last``), batch 128, Adam
 at 1e-3, binary cross-entropy with one sampled negative at every position averaged over positions,
-patience 20 epochs, at most 200; LLM-ESR with α = 0.1 and N = 10 similar users.
+patience 20 epochs, at most 200; LLM-ESR with α = 0.1 and N = 10 similar users. MELT with its
+authors' Beauty setting (λ_U = 0.1, λ_I = 0.4, e_max = 180, Pareto 20%) starts, as theirs does, from
+a trained SASRec: the SASRec row's run of the same seed (``train.melt_init``), trained first when
+missing. The H2Rec paper's Table 2 ran MELT under this protocol too.
 
 The known answer is the published gain of LLM-ESR over SASRec, not the absolute numbers, which
 cannot match here:
@@ -60,9 +63,12 @@ ROWS = {
     "SASRec": {"model.kind": "hid", "model.backbone": "sasrec"},
     "LLM-ESR (SASRec)": {"model.kind": "llmesr", "model.backbone": "sasrec"},
     "LLM-ESR w/o self-distillation": {"model.kind": "llmesr", "model.backbone": "sasrec", "train.distill_weight": 0.0},
+    # train.melt_init: the SASRec row's run of the same seed, filled in by execute()
+    "MELT (SASRec)": {"model.kind": "melt", "model.backbone": "sasrec", "train.curriculum_epochs": 180},
 }
-MAIN_ROWS = ["SASRec", "LLM-ESR (SASRec)"]
-BASELINE, TARGET = MAIN_ROWS
+MAIN_ROWS = ["SASRec", "LLM-ESR (SASRec)", "MELT (SASRec)"]
+BASELINE, TARGETS = MAIN_ROWS[0], MAIN_ROWS[1:]
+STARTS_FROM = {"MELT (SASRec)": "SASRec"}  # a row trained on from another row's run of the same seed
 COLUMNS = [("overall", "HR@10"), ("overall", "NDCG@10"), ("tail", "HR@10"), ("tail", "NDCG@10"),
            ("head", "HR@10"), ("head", "NDCG@10")]
 
@@ -72,7 +78,8 @@ PUBLISHED = {
     # The H2Rec paper (../shared/paper/h2rec-paper.txt), Table 2, "Beauty": LLM-ESR run by the H2Rec
     # authors on LLM-ESR's preprocessing, Head = the top 20% of items.
     "H2Rec paper, Table 2": {"SASRec": [0.4401, 0.3043, 0.0921, 0.0675, 0.5291, 0.4007],
-                             "LLM-ESR (SASRec)": [0.5544, 0.3702, 0.2198, 0.1074, 0.6377, 0.4289]},
+                             "LLM-ESR (SASRec)": [0.5544, 0.3702, 0.2198, 0.1074, 0.6377, 0.4289],
+                             "MELT (SASRec)": [0.4890, 0.3357, 0.1536, 0.0877, 0.5815, 0.4106]},
     # LLM-ESR's own Table 1 (arXiv:2405.20646, Beauty, SASRec rows "SASRec" and "LLM-ESR"; Overall,
     # Tail Item, Head Item): not filled, because the paper's text was not at hand when this script was
     # written. Put its figures here in the order of COLUMNS; the report then compares with them too.
@@ -96,7 +103,17 @@ def execute(row: str, seed: int, data: Path, device: str) -> None:
             return
         import h2rec
 
-        overrides = {**PROTOCOL, **ROWS[row], "data.interactions": str(interactions_file("beauty", data)),
+        start = {}
+        if row in STARTS_FROM:  # e.g. MELT from the trained SASRec of the same seed, as its authors start
+            init = RUNS / slug(STARTS_FROM[row], seed)
+            if not (init / "results.json").is_file():
+                execute(STARTS_FROM[row], seed, data, device)
+            if not (init / "results.json").is_file():
+                print(f"[llmesr_check] {row} / seed {seed}: waits for {STARTS_FROM[row]} / seed {seed}, whose run "
+                      f"folder {init} is unfinished or gone (its record alone cannot start {row})", flush=True)
+                return
+            start = {"train.melt_init": str(init)}
+        overrides = {**PROTOCOL, **ROWS[row], **start, "data.interactions": str(interactions_file("beauty", data)),
                      "data.semid": str(prepare("beauty", SemanticIDs(), data)), "train.seed": seed,
                      "train.device": device}
         config = h2rec.build_config(overrides=overrides)
@@ -124,7 +141,7 @@ def report() -> str:
     for r in records:
         by_row.setdefault(r["row"], []).append(r)
     header = " | ".join(f"{group} {metric}" for group, metric in COLUMNS)
-    lines = ["# LLM-ESR against SASRec on Beauty, LLM-ESR's protocol (known-answer check)", "",
+    lines = ["# LLM-ESR and MELT against SASRec on Beauty, LLM-ESR's protocol (known-answer check)", "",
              "Written by `python -m benchmarks.llmesr_check report` from `benchmarks/results/llmesr_check/records/`. "
              "Test metrics of the best validation checkpoint, the target against 100 sampled negatives; "
              "Tail / Head are items (Head = top 20% by training interactions). See the script's docstring "
@@ -144,23 +161,27 @@ def report() -> str:
 
 
 def gain_table(by_row: dict[str, list[dict]]) -> list[str]:
-    """The known answer: LLM-ESR's relative gain over SASRec here and in each published table."""
-    seeds = sorted({r["seed"] for r in by_row.get(BASELINE, [])} & {r["seed"] for r in by_row.get(TARGET, [])})
-    lines = [f"Relative gain of {TARGET} over {BASELINE} (test, {PROTOCOL_NAME}):", "",
+    """The known answer: each rival's relative gain over SASRec here and in each published table."""
+    return [line for target in TARGETS for line in target_gains(by_row, target)]
+
+
+def target_gains(by_row: dict[str, list[dict]], target: str) -> list[str]:
+    seeds = sorted({r["seed"] for r in by_row.get(BASELINE, [])} & {r["seed"] for r in by_row.get(target, [])})
+    lines = [f"Relative gain of {target} over {BASELINE} (test, {PROTOCOL_NAME}):", "",
              "| source | " + " | ".join(f"{g} {m}" for g, m in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     ours = None
     if seeds:
-        pick = {row: {r["seed"]: figures(r) for r in by_row[row]} for row in (BASELINE, TARGET)}
+        pick = {row: {r["seed"]: figures(r) for r in by_row[row]} for row in (BASELINE, target)}
         base = np.mean([pick[BASELINE][s] for s in seeds], 0)
-        new = np.mean([pick[TARGET][s] for s in seeds], 0)
+        new = np.mean([pick[target][s] for s in seeds], 0)
         ours = new / base - 1
         lines.append(f"| this check (seeds {','.join(map(str, seeds))}) | "
                      + " | ".join(f"{100 * g:+.1f}%" for g in ours) + " |")
     for source, table in PUBLISHED.items():
-        if table is None:
+        if table is None or target not in table:
             lines.append(f"| {source} | " + " | ".join("not filled" for _ in COLUMNS) + " |")
             continue
-        published = np.array(table[TARGET]) / np.array(table[BASELINE]) - 1
+        published = np.array(table[target]) / np.array(table[BASELINE]) - 1
         lines.append(f"| {source} | " + " | ".join(f"{100 * g:+.1f}%" for g in published) + " |")
         if ours is not None:
             agree = int(np.sum(np.sign(ours) == np.sign(published)))

@@ -18,6 +18,7 @@ from .data import Dataset, build_dataset
 from .errors import H2RecError
 from .model import H2Rec
 from .rivals.llmesr import LLMESR
+from .rivals.melt import MELT
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,15 @@ def catalogue_sized_loss(train: TrainConfig, n_items: int) -> TrainConfig:
     return dataclasses.replace(train, loss="sampled_softmax")
 
 
-def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR:
+def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MELT:
     m = config.model
-    codes = None if m.kind in ("hid", "llmesr") else sids.embedding(dim=m.dim, combine="levels", padding_idx0=True,
-                                                                   init_std=m.init_std)
+    codes = None if m.kind in ("hid", "llmesr", "melt") else sids.embedding(
+        dim=m.dim, combine="levels", padding_idx0=True, init_std=m.init_std)
     try:
         if m.kind == "llmesr":  # a rival: text embeddings and IDs, no semantic IDs (h2rec.rivals)
             return LLMESR(m, len(sids.ids), config.data.max_len, sids.embeddings)
+        if m.kind == "melt":  # a rival: item IDs with long-tail branches (h2rec.rivals)
+            return MELT(m, len(sids.ids), config.data.max_len, sids.embeddings if m.pca_init else None)
         return H2Rec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
     except ValueError as err:  # e.g. an encoder option srs_backbones does not know
         raise H2RecError(f"model configuration: {err}") from err

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import H2RecError
 
-ModelKind = Literal["h2rec", "hid", "sid", "llmesr"]
+ModelKind = Literal["h2rec", "hid", "sid", "llmesr", "melt"]
 Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
 RankingLoss = Literal["ce", "sampled_softmax", "gbce", "bce", "bpr"]
 WindowScheme = Literal["sliding", "random", "last"]
@@ -49,6 +49,7 @@ class DataConfig:
 class ModelConfig:
     kind: ModelKind = "h2rec"  # "hid": hash IDs only; "sid": semantic IDs only; "h2rec": both branches
     # ("llmesr": the rival LLM-ESR, text embeddings and IDs, h2rec.rivals; docs/model.md "LLM-ESR")
+    # ("melt": the rival MELT, item IDs with long-tail user and item branches; docs/model.md "MELT")
     backbone: Backbone = "sasrec"
     dim: int = 64
     num_layers: int = 2
@@ -103,6 +104,16 @@ class TrainConfig:
     # --- LLM-ESR's retrieval-augmented self-distillation (model.kind "llmesr" only)
     distill_weight: float = 0.1  # α of L = L_rec + α L_sd (the authors' setting); 0 = no self-distillation
     similar_users: int = 10  # N: users retrieved per user by their training items' text (the paper's default)
+    # --- MELT's bilateral branches (model.kind "melt" only; docs/model.md "MELT", (M1)-(M8))
+    user_branch_weight: float = 0.1  # λ_U of L = L_rec + λ_U L_u + λ_I L_i (the authors' Beauty setting); 0 = off
+    item_branch_weight: float = 0.4  # λ_I, the same (the authors' Beauty setting); 0 = off
+    # Pareto share a: the top a of users by training length and of items by training count are head (M1);
+    # 0.2 on Amazon data, as the paper; the authors use 0.5 on Foursquare and Behance
+    melt_head_share: float = 0.2
+    curriculum_epochs: int | None = None  # e_max of the curriculum (M7); None = train.epochs (authors: 180-200)
+    # the authors start MELT from a trained SASRec: a finished "hid" run folder on the same data, backbone
+    # and sizes, whose best weights start the encoder and item table; "" = from scratch
+    melt_init: str = ""
     # --- which rows an epoch trains on: every training target once per epoch unless "last"
     windows: WindowScheme = "sliding"  # "random": a new window phase each epoch; "last": last window only
     window_stride: int | None = None  # sliding/random: items between window ends; None = max_len
@@ -228,10 +239,11 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
 # crash deep inside torch or numpy, or train without a word and report nonsense (tau = 0: inf metrics).
 _POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
              "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items", "bucket_batches",
-             "window_stride", "fusion_hidden", "similar_users", "item_chunk"}
+             "window_stride", "fusion_hidden", "similar_users", "item_chunk", "curriculum_epochs"}
 _NON_NEGATIVE = {"ce_max_items",
                  "patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core",
-                 "beta", "gamma", "code_match", "window", "negatives", "distill_weight"}
+                 "beta", "gamma", "code_match", "window", "negatives", "distill_weight", "user_branch_weight",
+                 "item_branch_weight"}
 _ABOVE_ZERO = {"lr", "tau", "init_std"}  # real numbers > 0
 _SEEDS = {"seed", "negatives_seed"}  # numpy takes seeds in [0, 2**32 - 1]
 _UNIT_INTERVAL = {"min_catalogue_coverage": (0.0, 1.0), "label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0),
@@ -305,6 +317,7 @@ def _check_values(section: Any, name: str, where: Callable[[str, str], str]) -> 
 
 
 _LLMESR_ONLY = ("distill_weight", "similar_users")
+_MELT_ONLY = ("user_branch_weight", "item_branch_weight", "melt_head_share", "curriculum_epochs", "melt_init")
 
 
 def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
@@ -321,6 +334,13 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
         if config.model.kind != "llmesr" and getattr(config.train, key) != getattr(TrainConfig(), key):
             raise H2RecError(f"{where('train', key)} belongs to LLM-ESR's self-distillation (model.kind 'llmesr'), "
                              f"not to model.kind {config.model.kind!r}")
+    for key in _MELT_ONLY:
+        if config.model.kind != "melt" and getattr(config.train, key) != getattr(TrainConfig(), key):
+            raise H2RecError(f"{where('train', key)} belongs to MELT's bilateral branches (model.kind 'melt'), "
+                             f"not to model.kind {config.model.kind!r}")
+    if not 0 < config.train.melt_head_share < 1:  # a = 0 or 1: no head users or no tail users
+        raise H2RecError(f"{where('train', 'melt_head_share')} must lie strictly between 0 and 1, "
+                         f"got {config.train.melt_head_share!r}")
     if config.eval.select_on == "sampled" and not config.eval.negatives:
         raise H2RecError(f"{where('eval', 'select_on')} is 'sampled', which needs eval.negatives > 0 "
                          "(--eval-negatives N)")

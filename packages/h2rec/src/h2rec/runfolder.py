@@ -51,7 +51,11 @@ def absolute_paths(config: Config) -> Config:
     data = config.data
     resolved = {name: str(Path(getattr(data, name)).expanduser().resolve())
                 for name in ("interactions", "semid") if getattr(data, name)}
-    return dataclasses.replace(config, data=dataclasses.replace(data, **resolved))
+    config = dataclasses.replace(config, data=dataclasses.replace(data, **resolved))
+    if config.train.melt_init:  # MELT's starting run folder
+        init = str(Path(config.train.melt_init).expanduser().resolve())
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, melt_init=init))
+    return config
 
 
 def semid_digest(sids: semid.SemanticIDs) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from .losses import (
 from .model import H2Rec, at_last
 from .progress import progress_bar
 from .rivals.llmesr_distill import RetrievalDistillation, build_distillation
+from .rivals.melt_branches import BilateralBranches, build_branches, warm_start
 from .runfolder import read_run_config
 from .version import __version__
 
@@ -162,13 +163,14 @@ def next_item_targets(rows: torch.Tensor, first_target: torch.Tensor | None = No
 
 def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
                   first_target: torch.Tensor | None = None, log_q: torch.Tensor | None = None,
-                  distill: RetrievalDistillation | None = None, owners: torch.Tensor | None = None
-                  ) -> dict[str, torch.Tensor]:
+                  distill: RetrievalDistillation | None = None, owners: torch.Tensor | None = None,
+                  melt: BilateralBranches | None = None) -> dict[str, torch.Tensor]:
     """Eq. 11 on one batch of right-padded training rows (CPU); returns the loss parts.
     ``first_target`` (B,): causal input positions before it only give context (see
     :class:`~h2rec.data.TrainingWindows`); ``log_q``: the sampled-softmax proposal; ``distill`` and
     ``owners`` (B,): LLM-ESR's self-distillation and the user of each row that is its user's latest
-    window (-1 otherwise; see h2rec.rivals.llmesr_distill)."""
+    window (-1 otherwise; see h2rec.rivals.llmesr_distill); ``melt``: MELT's branches, the epoch's next
+    batch of head users and items (see h2rec.rivals.melt_branches)."""
     if model.causal:
         items, targets = next_item_targets(rows, first_target)
     else:  # BERT4Rec's cloze task, in both branches (cloze windows do not overlap)
@@ -204,6 +206,10 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
     if distill is not None:
         parts["distill"] = distill.loss(model, encoded, owners)
         total = total + cfg.distill_weight * parts["distill"]  # LLM-ESR (L8): L = L_rec + α L_sd
+    if melt is not None:
+        parts["user_branch"], parts["item_branch"] = melt.losses(model, gen)
+        # MELT (M8): L = L_rec + λ_U L_u + λ_I L_i
+        total = total + cfg.user_branch_weight * parts["user_branch"] + cfg.item_branch_weight * parts["item_branch"]
     parts["total"] = total
     return parts
 
@@ -288,6 +294,7 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         raise H2RecError(f"{config.data.interactions}: no user has enough items to train on")
     log_q = sampler_log_q(tc, ds.popularity)
     distill = build_distillation(config, ds, model)  # LLM-ESR's; None for other models
+    melt = build_branches(config, ds, model)  # MELT's; None for other models
     # the decay horizon of the learning-rate schedule: train.epochs epochs of the deterministic tiling
     total_steps = tc.epochs * math.ceil(len(tiling) / tc.batch_size)
 
@@ -302,6 +309,8 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         if changes:  # a new patience or length decides afresh whether the run is over
             state["stopped"] = stop_now(state, tc)
     else:
+        if melt is not None and config.train.melt_init:
+            warm_start(model, config, sids, ds)  # MELT's pretrained start
         remove_leftovers(run_dir, {})
         meta = {"h2rec_version": __version__, "format_version": FORMAT_VERSION, **config.to_dict()}
         write_json(run_dir / "config.json", meta)
@@ -332,13 +341,15 @@ def _train(config: Config | None, run_dir: Path, resume: bool, progress: bool,
         lengths = windows.lengths
         batches = epoch_batches(lengths, tc.batch_size, tc.bucket_batches, gen)
         n_batches = len(batches)
+        if melt is not None:  # the curriculum's epoch, the tail items' refresh, the head users and items
+            melt.start_epoch(model, epoch, n_batches, gen)
         bar = progress_bar(batches, f"epoch {epoch}/{tc.epochs}", progress)
         for index in bar:
             rows = windows.rows[index, : int(lengths[index].max())]  # right padding: drop all-padding columns
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(tc, state["step"], total_steps)
             parts = training_step(model, rows, tc, gen, windows.first_target[index], log_q, distill,
-                                  None if owners is None else owners[index])
+                                  None if owners is None else owners[index], melt)
             optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
             if tc.grad_clip > 0:

@@ -2,4 +2,7 @@
 
 - ``llmesr``: LLM-ESR (Liu et al., NeurIPS 2024, arXiv:2405.20646): :mod:`.llmesr` (dual-view
   modelling), :mod:`.llmesr_distill` (retrieval-augmented self-distillation). docs/model.md, "LLM-ESR".
+- ``melt``: MELT (Kim et al., SIGIR 2023, arXiv:2304.08382): :mod:`.melt` (the model, with its tail-user
+  enhancement), :mod:`.melt_branches` (the user and item branches, their curriculum, the tail items'
+  refresh). docs/model.md, "MELT".
 """
