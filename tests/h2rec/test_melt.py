@@ -321,6 +321,10 @@ def test_configuration_mistakes_are_refused_with_a_clear_message(tiny, tiny_conf
     result = CliRunner().invoke(main, ["train", "--config", str(bad), "--interactions", str(tiny["interactions"]),
                                        "--semid", str(tiny["semid"]), "--quiet", "-o", str(tmp_path / "run")])
     assert result.exit_code == 2 and "train.melt_head_share" in result.output, result.output
+    result = CliRunner().invoke(main, ["train", "--model", "hid", "--user-branch-weight", "0.3", "--interactions",
+                                       str(tiny["interactions"]), "--semid", str(tiny["semid"]), "--quiet", "-o",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--user-branch-weight" in result.output and "'melt'" in result.output
 
 
 # ----------------------------------------------------------------------------- the authors' pretrained start

@@ -77,7 +77,8 @@ DATA_FLAGS = [
 
 MODEL_FLAGS = [
     Flag("model.kind", "--model", "h2rec (both branches), hid (hash IDs only), sid (semantic IDs only), or a "
-         "rival: llmesr, LLM-ESR on text embeddings and IDs, which needs a semid folder with embeddings."),
+         "rival: llmesr, LLM-ESR on text embeddings and IDs, which needs a semid folder with embeddings; melt, "
+         "MELT's long-tail user and item branches on item IDs."),
     Flag("model.backbone", "--backbone", "Sequence encoder of each branch."),
     Flag("model.dim", "--dim", "Embedding and hidden size d."),
     Flag("model.num_layers", "--layers", "Encoder layers."),
@@ -112,6 +113,18 @@ TRAIN_FLAGS = [
          "llmesr: weight α of the retrieval-augmented self-distillation; 0 = off."),
     Flag("train.similar_users", "--similar-users", "llmesr: similar users retrieved per user for the "
          "self-distillation."),
+    Flag("train.user_branch_weight", "--user-branch-weight", "melt: weight λ_U of the user branch's loss; 0 = "
+         "no user branch."),
+    Flag("train.item_branch_weight", "--item-branch-weight", "melt: weight λ_I of the item branch's loss; 0 = "
+         "no item branch (and no tail-item refresh)."),
+    Flag("train.melt_head_share", "--melt-head-share", "melt: share a of users (by training length) and of items "
+         "(by training count) that are head, the Pareto rule."),
+    Flag("train.curriculum_epochs", "--curriculum-epochs", "melt: epochs e_max over which the curriculum moves "
+         "each branch's weight from the longest head users and items to those nearest the tail.",
+         default="--epochs"),
+    Flag("train.melt_init", "--melt-init", "melt: start from the best weights of this finished hid run on the same "
+         "data (the authors start from a trained SASRec); unset = from scratch.",
+         type=click.Path(exists=True, file_okay=False)),
     Flag("train.code_match", "--code-match", "Code-matching threshold p of Eq. 7; 0 = removed."),
     Flag("train.window", "--window", "Context window o of Eq. 7; 0 = removed."),
     Flag("train.windows", "--windows", "Training rows: every target once per epoch in sliding or randomly "
