@@ -9,7 +9,7 @@
 
 from semid.code_embedding import CodeEmbedding
 from semid.collisions import collision_stats, dedup_codes, format_stats
-from semid.config import EmbedConfig, QuantizerConfig, ReadConfig
+from semid.config import CollabConfig, EmbedConfig, QuantizerConfig, ReadConfig
 from semid.embed import Embedder, embed_texts
 from semid.errors import SemidError
 from semid.hub import from_pretrained
@@ -23,6 +23,7 @@ from semid.version import __version__
 __all__ = [
     "__version__",
     "CodeEmbedding",
+    "CollabConfig",
     "EmbedConfig",
     "Embedder",
     "ItemSet",

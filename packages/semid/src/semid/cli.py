@@ -14,6 +14,7 @@ from semid.config import (
     KMEANS_BACKENDS,
     POOLINGS,
     QUANTIZERS,
+    CollabConfig,
     EmbedConfig,
     QuantizerConfig,
     ReadConfig,
@@ -125,6 +126,16 @@ def _embed_config(model, pooling, normalize, max_length, batch_size, chunk_size,
                        batch_size=batch_size, chunk_size=chunk_size, device=device, precision=DTYPES[dtype])
 
 
+def _collab_config(path: Path | None, ids: Path | None, weight: float | None) -> CollabConfig | None:
+    """--collab and its two companions, which mean nothing without it."""
+    if path is None:
+        for flag, value in (("--collab-ids", ids), ("--collab-weight", weight)):
+            if value is not None:
+                raise SemidError(f"{flag} is given without --collab")
+        return None
+    return CollabConfig(path=path, ids=ids, weight=CollabConfig.weight if weight is None else weight)
+
+
 def _cache_dir(given: Path | None, no_cache: bool):
     """--no-cache: None; --cache-dir: that folder; neither: USER_CACHE ($SEMID_CACHE_DIR, else the user cache)."""
     if no_cache:
@@ -195,6 +206,16 @@ def main() -> None:
 @click.option("--ids", "ids_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Ids of the --embeddings rows (one per line, or a .json list). Default: ids stored in the "
                    ".safetensors file, else the ITEMS file's order.")
+@click.option("--collab", "collab_path", type=click.Path(path_type=Path), default=None,
+              help="Collaborative item vectors to quantize together with the text embeddings: an `h2rec export` "
+                   "folder (item_vectors.npy + item_ids.json) or a .npy / .safetensors matrix. Matched by id; "
+                   "items without a vector get zeros there. OUT keeps the text embeddings alone.")
+@click.option("--collab-ids", "collab_ids", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ids of the --collab rows (one per line, or a .json list). Default: the export folder's "
+                   "item_ids.json, else the ids stored in the .safetensors file.")
+@click.option("--collab-weight", type=float, default=None,
+              help=f"w in [text/|text| ; w * collab/|collab|]: w^2 weighs behaviour against meaning in the "
+                   f"quantizer's distances; 0 gives the text-only codes. [default: {CollabConfig.weight}]")
 @click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same codes.")
 @click.option("--epochs", type=int, default=QuantizerConfig.epochs, show_default=True,
               help="rqvae training passes over all items.")
@@ -206,17 +227,20 @@ def main() -> None:
               help="Extra output: recbole = semid.item with a sid:token_seq column.")
 @_embed_options
 def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, levels, codebook_size, dedup,
-           embeddings_file, ids_file, seed, epochs, fit_sample, kmeans_backend, exports, model, pooling, normalize,
-           max_length, batch_size, chunk_size, cache_dir, no_cache, device, dtype, threads, quiet):
+           embeddings_file, ids_file, collab_path, collab_ids, collab_weight, seed, epochs, fit_sample,
+           kmeans_backend, exports, model, pooling, normalize, max_length, batch_size, chunk_size, cache_dir,
+           no_cache, device, dtype, threads, quiet):
     """Turn ITEMS (jsonl, csv, tsv or RecBole .item) into Semantic IDs in OUT_DIR.
 
     Writes semantic_ids.jsonl, semid.safetensors (codes, codebooks, ids), quantizer.json +
     quantizer.safetensors, embeddings.safetensors, texts.jsonl and stats.json; prints the statistics.
+    With --collab the codes come from the text embeddings beside collaborative item vectors.
     Under torchrun the ranks share the embedding; rank 0 fits and writes.
     """
     _quiet_transformers(quiet and embeddings_file is None)
     _set_threads(threads, quiet)
     read = _run(lambda: _read_config(fmt, id_field, text_fields, template))
+    collab = _run(lambda: _collab_config(collab_path, collab_ids, collab_weight))
     embed_config = None if embeddings_file is not None else \
         _run(lambda: _embed_config(model, pooling, normalize, max_length, batch_size, chunk_size, device, dtype))
 
@@ -236,6 +260,7 @@ def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, leve
             cache_dir=_cache_dir(cache_dir, no_cache),
             progress=not quiet,
             group=group,
+            collab=collab,
         )
 
     def other_ranks(group):
@@ -328,6 +353,11 @@ def push(out_dir, repo_id, private, token):
 
 def _print_stats(data: dict) -> None:
     click.echo(f"quantizer: {data['quantizer']['kind']}, embeddings: {data['items']} x {data['embedding_dim']}")
+    collab = data.get("collab")
+    if collab:
+        click.echo(f"collab: {collab['path']} ({collab['dim']} dims), weight {collab['weight']:g}, covers "
+                   f"{100 * collab['coverage']:.1f} % of the items ({collab['cold_items']:,} cold); "
+                   f"the quantizer saw {collab['quantizer_input_dim']} dims")
     click.echo(format_stats(data["collisions"]))
     if data.get("collisions_after_dedup"):
         click.echo("\nafter --dedup:")

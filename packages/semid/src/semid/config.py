@@ -1,4 +1,5 @@
-"""Typed, frozen configs for the three stages (read, embed, quantize), and their JSON round trip.
+"""Typed, frozen configs for the three stages (read, embed, quantize), the collaborative vectors
+quantized beside the text (`--collab`), and their JSON round trip.
 
 Each config is documented data: one field, one default, one reason. `config_from_dict` rebuilds a
 config from JSON and rejects unknown keys with the list of valid ones (a misspelt key must not be
@@ -8,8 +9,10 @@ silently ignored).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
+from os import PathLike
 from typing import Any, TypeVar
 
 from semid.errors import SemidError, fail
@@ -129,6 +132,24 @@ class QuantizerConfig:
         if isinstance(self.codebook_size, int):
             return (self.codebook_size,) * self.levels
         return tuple(self.codebook_size)
+
+
+@dataclass(frozen=True)
+class CollabConfig:
+    """Collaborative item vectors quantized together with the text embeddings (semid.collab, docs/semid.md §3.3)."""
+
+    path: str | PathLike  # an `h2rec export` folder (item_vectors.npy + item_ids.json), or a .npy / .safetensors
+    ids: str | PathLike | None = None  # the rows' ids (one per line, or a .json list); None: the folder's
+    # item_ids.json, or the .safetensors file's `ids` metadata
+    # w: the quantizer sees [text / |text| ; w * collab / |collab|], so squared distances are
+    # |Δtext|² + w²|Δcollab|² and 1.0 weighs meaning and behaviour alike (both parts have unit norm whatever
+    # their widths). 0 leaves the collaborative part out of the quantizer: exactly the text-only codes.
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise fail(None, None, "collab_weight", f"must be a finite number >= 0 (--collab-weight), got {weight!r}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

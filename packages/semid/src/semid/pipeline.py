@@ -9,6 +9,8 @@ Texts are embedded chunk by chunk into shards in OUT_DIR's work area (semid.shar
 resumes there and the matrix is memory-mapped; the area is removed once the files are committed.
 
 Under torchrun, rank 0 runs these jobs and the other ranks run `embed_share_of` (semid.distributed).
+With `collab`, the quantizer sees the text embeddings beside collaborative item vectors (semid.collab),
+while OUT_DIR's embeddings.safetensors keeps the text embeddings alone.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 
 import torch
 
+from semid.collab import align, collab_stats, collab_warnings, fuse, read_collab
 from semid.collisions import collision_stats, dedup_codes
-from semid.config import EmbedConfig, QuantizerConfig, ReadConfig, config_to_dict
+from semid.config import CollabConfig, EmbedConfig, QuantizerConfig, ReadConfig, config_to_dict
 from semid.distributed import Group, Order
 from semid.embed import DEFAULT_MODEL_NAME, cache_path, default_cache_dir, embed_texts
 from semid.errors import SemidError, fail
@@ -270,14 +273,18 @@ def encode_catalogue(
     cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
     group: Group | None = None,
+    collab: CollabConfig | None = None,
 ) -> SemanticIDs:
     """Items (or precomputed embeddings) -> Semantic IDs, statistics and exports in `out_dir`.
+
+    `collab`: collaborative item vectors quantized together with the embeddings (semid.collab); OUT_DIR's
+    embeddings.safetensors still holds the text embeddings alone.
 
     Returns `load(out_dir)`; `result.stats` is what went into stats.json. encode_to_folder does the same
     without loading the result (whose embeddings `load` reads into memory).
     """
     encode_to_folder(items, out_dir, read=read, embed=embed, quantizer=quantizer, dedup=dedup, embeddings=embeddings,
-                     ids=ids, export=export, cache_dir=cache_dir, progress=progress, group=group)
+                     ids=ids, export=export, cache_dir=cache_dir, progress=progress, group=group, collab=collab)
     return load(out_dir)
 
 
@@ -295,6 +302,7 @@ def encode_to_folder(
     cache_dir: CacheDir = USER_CACHE,
     progress: bool = False,
     group: Group | None = None,
+    collab: CollabConfig | None = None,
 ) -> dict[str, Any]:
     """`semid encode`: encode_catalogue's job; returns the statistics written to stats.json.
     `group`: this process's torchrun group (rank 0's side)."""
@@ -308,6 +316,9 @@ def encode_to_folder(
         resolve_backend(quantizer.kmeans_backend)  # --kmeans-backend faiss without faiss fails before the slow part
     # The lock is taken first: an unwritable, busy or misnamed OUT_DIR fails before the slow part.
     with group.leading(), _sole_writer(out_dir, "semid encode"):
+        start = time.perf_counter()
+        vectors = read_collab(collab) if collab is not None else None  # a bad file fails before the embedding
+        collab_s = time.perf_counter() - start
         if embeddings is not None:
             group.tell(Order(embed=False))  # now, not after the fit: the other ranks have nothing to do
             catalogue = _precomputed_catalogue(items, embeddings, ids, read)
@@ -315,14 +326,26 @@ def encode_to_folder(
             catalogue = _embed_in_shards(items, out_dir, read=read, embed=embed, cache_dir=cache_dir, group=group,
                                          progress=progress)
         timings = dict(catalogue.timings)
+        warnings = list(catalogue.warnings)
+
+        # What the quantizer sees: the text embeddings, or them beside the collaborative vectors (semid.collab).
+        # OUT_DIR keeps the text embeddings alone either way (h2rec's PCA initialisation reads them).
+        x, collab_info = catalogue.embeddings, None
+        if collab is not None and vectors is not None:
+            start = time.perf_counter()
+            alignment = align(vectors, catalogue.ids, catalogue.source)
+            x = fuse(catalogue.embeddings, vectors, alignment, collab.weight, out_dir)
+            timings["collab"] = collab_s + time.perf_counter() - start
+            collab_info = collab_stats(vectors, alignment, collab.weight, len(catalogue.ids), int(x.shape[1]))
+            warnings += collab_warnings(vectors, alignment, len(catalogue.ids))
 
         start = time.perf_counter()
-        model = build_quantizer(quantizer).fit(catalogue.embeddings, progress=progress, source=catalogue.source)
+        model = build_quantizer(quantizer).fit(x, progress=progress, source=catalogue.source)
         timings["fit"] = time.perf_counter() - start
         start = time.perf_counter()
-        codes = model.encode(catalogue.embeddings)  # all items, in chunks, whatever the fit saw (fit_sample)
+        codes = model.encode(x)  # all items, in chunks, whatever the fit saw (fit_sample)
         timings["encode"] = time.perf_counter() - start
-        error = reconstruction_error(model, catalogue.embeddings, codes)
+        error = reconstruction_error(model, x, codes)  # of the quantizer's input (fused, with collab)
 
         sizes = list(quantizer.codebook_sizes)
         codebooks: list[torch.Tensor | None] = list(model.codebooks)
@@ -332,13 +355,14 @@ def encode_to_folder(
             "items": len(catalogue.ids),
             "embedding_dim": int(catalogue.embeddings.shape[1]),
             "source": catalogue.info,
+            "collab": collab_info,  # None: text only
             "quantizer": config_to_dict(quantizer),
             "fit": model.fit_info,  # items the quantizer was fit on (fit_sample), k-means backend for rqkmeans
             "reconstruction_error": error,
             "collisions": collision_stats(codes, sizes, reconstruction_error=error),
             "dedup": dedup,
             "collisions_after_dedup": None,
-            "warnings": catalogue.warnings,
+            "warnings": warnings,
             "timings_s": timings,
         }
         if dedup:

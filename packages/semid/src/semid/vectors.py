@@ -48,13 +48,12 @@ def stream_embeddings(
     write_matrix(handle, matrix.split(ROWS_PER_WRITE), (int(matrix.shape[0]), int(matrix.shape[1])), metadata)
 
 
-def read_embeddings(path: str | PathLike, ids_file: str | PathLike | None = None) -> EmbeddingFile:
-    """Read and check a .safetensors or .npy matrix; ids from `ids_file`, else from the file's metadata."""
+def load_matrix(path: str | PathLike) -> tuple[torch.Tensor, dict[str, str]]:
+    """The matrix of a .npy or .safetensors file (tensor `embeddings`, or its only tensor) and the file's
+    metadata ({} for .npy), not yet checked: read_embeddings and semid.collab check it their way."""
     path = Path(path)
     if not path.is_file():
         raise fail(path, None, None, "no such file")
-    metadata: dict[str, str] = {}
-    ids = None
     if path.suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
@@ -62,14 +61,23 @@ def read_embeddings(path: str | PathLike, ids_file: str | PathLike | None = None
             raise fail(path, None, None, f"cannot be read as .npy ({error})") from None
         if array.dtype.kind not in "biufc":  # strings, dates, structured records: torch cannot take them
             raise fail(path, None, "embeddings", f"must hold floats, got numpy dtype {array.dtype}")
-        matrix = torch.from_numpy(np.ascontiguousarray(array))
-    elif path.suffix == ".safetensors":
+        return torch.from_numpy(np.ascontiguousarray(array)), {}
+    if path.suffix == ".safetensors":
         tensors, metadata = read_tensor_file(path)
-        matrix = _pick_matrix(path, tensors)
-        if "ids" in metadata:
-            ids = _check_ids(path, metadata_json(path, metadata, "ids"))
-    else:
-        raise fail(path, None, None, "embeddings must be a .safetensors or .npy file")
+        return _pick_matrix(path, tensors), metadata
+    raise fail(path, None, None, "embeddings must be a .safetensors or .npy file")
+
+
+def metadata_ids(path: str | PathLike, metadata: dict[str, str]) -> list[str] | None:
+    """The checked `ids` entry of a .safetensors file's metadata (what `semid embed` writes), if any."""
+    return _check_ids(Path(path), metadata_json(path, metadata, "ids")) if "ids" in metadata else None
+
+
+def read_embeddings(path: str | PathLike, ids_file: str | PathLike | None = None) -> EmbeddingFile:
+    """Read and check a .safetensors or .npy matrix; ids from `ids_file`, else from the file's metadata."""
+    path = Path(path)
+    matrix, metadata = load_matrix(path)
+    ids = metadata_ids(path, metadata)
     matrix = check_embeddings(matrix, path)
     if ids_file is not None:
         ids = read_ids(ids_file)
