@@ -29,6 +29,7 @@ from srs_backbones import append_mask_token
 
 from .config import Config, EvalConfig
 from .data import Dataset, EvalSplit, pad_right, sample_candidates
+from .distributed import Group
 from .errors import H2RecError
 from .model import H2Rec, UserState
 from .progress import progress_bar
@@ -129,15 +130,20 @@ def count_at_or_above(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Te
 
 @torch.no_grad()
 def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, max_len: int,
-                 candidates: np.ndarray | None = None, progress: str | None = None) -> np.ndarray:
+                 candidates: np.ndarray | None = None, progress: str | None = None,
+                 group: Group | None = None) -> np.ndarray:
     """0-based rank of each target: among all items, or among its row of ``candidates``.
-    ``progress``: the label of a progress bar (None: no bar)."""
+    ``progress``: the label of a progress bar (None: no bar). Under torchrun (``group``), the
+    batches go round-robin to the processes, and every process gets every rank."""
     was_training = model.training
     model.eval()
     # users of similar history length share a batch, so batches carry little padding
     order = np.argsort([len(h) for h in split.histories], kind="stable")
     ranks = torch.empty(len(split), dtype=torch.long)
     starts = range(0, len(split), cfg.batch_size)
+    if group is not None and group.distributed:  # the one process's batches, each computed by one process
+        ranks.zero_()
+        starts = starts[group.rank :: group.world_size]
     for start in progress_bar(starts, progress or "", progress is not None, total=len(starts)):
         rows = order[start : start + cfg.batch_size]
         histories = [split.histories[r] for r in rows]
@@ -150,6 +156,8 @@ def rank_targets(model: H2Rec, ds: Dataset, split: EvalSplit, cfg: EvalConfig, m
             counts = count_in_catalogue(model, state, targets, histories if cfg.exclude_history else None,
                                         cfg.item_chunk)
         ranks[torch.as_tensor(rows)] = (counts - 1).cpu()  # less the target itself
+    if group is not None:
+        group.sum_(ranks)  # each user's rank from the one process that computed it, zeros from the others
     model.train(was_training)
     return ranks.numpy()
 
@@ -231,17 +239,17 @@ def grouped_metrics(ds: Dataset, split: EvalSplit, ranks: np.ndarray, ks: tuple[
 
 
 def evaluate_split(model: H2Rec, ds: Dataset, split_name: str, cfg: EvalConfig, max_len: int,
-                   negatives: int, progress: bool = False) -> dict[str, dict]:
+                   negatives: int, progress: bool = False, group: Group | None = None) -> dict[str, dict]:
     """Grouped metrics on ``"valid"`` or ``"test"`` under full ranking (``negatives=0``; seen items
     left out when ``cfg.exclude_history``) or the sampled protocol with that many negatives.
-    ``progress`` shows a bar over the evaluation batches."""
+    ``progress`` shows a bar over the evaluation batches; ``group``: the processes that share them."""
     split = ds.valid if split_name == "valid" else ds.test
     candidates = None
     if negatives:
         # a different stream per split, the same for every model and run
         candidates = sample_candidates(ds, split, negatives, cfg.negatives_seed + (split_name == "test"))
     label = f"{split_name} ({protocol_name(negatives, cfg.exclude_history)})" if progress else None
-    ranks = rank_targets(model, ds, split, cfg, max_len, candidates, label)
+    ranks = rank_targets(model, ds, split, cfg, max_len, candidates, label, group)
     return grouped_metrics(ds, split, ranks, cfg.ks)
 
 
@@ -280,14 +288,16 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
 
 
 def final_results(model: H2Rec, ds: Dataset, config: Config, state: dict, device: torch.device,
-                  splits: tuple[str, ...] = ("valid", "test"), progress: bool = False) -> dict:
+                  splits: tuple[str, ...] = ("valid", "test"), progress: bool = False,
+                  group: Group | None = None) -> dict:
     """Validation and test metrics of the best checkpoint, under full ranking and, when
-    configured, the sampled protocol too; with the run's cost."""
+    configured, the sampled protocol too; with the run's cost. ``group``: the processes that share
+    the evaluation (torchrun)."""
     # full ranking both ways (seen items in and out), whichever selects; the sampled protocol when asked
     protocols = [(0, False), (0, True)] + ([(config.eval.negatives, False)] if config.eval.negatives else [])
     metrics = {split: {protocol_name(k, exclude): evaluate_split(
                            model, ds, split, dataclasses.replace(config.eval, exclude_history=exclude),
-                           config.data.max_len, k, progress)
+                           config.data.max_len, k, progress, group)
                        for k, exclude in protocols}
                for split in splits}
     epochs = state["history"]

@@ -102,13 +102,23 @@ class RetrievalDistillation:
         """:func:`window_owners` of this run's training sequences."""
         return window_owners(self.train, windows, self.max_len, causal, scheme, stride, phase_state)
 
+    def similar_of(self, owners: Tensor) -> Tensor:
+        """(B, N) the similar users of each row's owner, -1 for none (and for rows that are no user's
+        latest window, ``owners`` -1)."""
+        similar = self.similar[owners.clamp(min=0)]
+        similar[owners < 0] = -1
+        return similar
+
+    def students(self, owners: Tensor) -> Tensor:
+        """(B,) bool: the rows that :meth:`loss` averages over (a latest window whose user has similar users)."""
+        return (self.similar_of(owners) >= 0).any(1)
+
     def loss(self, model: LLMESR, encoded: DualViewEncoded, owners: Tensor) -> Tensor:
         """(L7) L_sd of a batch: the mean squared difference between each latest window's user
         representation [u^co : u^se] and the mean representation of its user's similar users, computed by
         the same model without gradient (a teacher, not a target that moves with the student). Rows that
         are no user's latest window (``owners`` -1, (B,)) and users without similar users take no part."""
-        similar = self.similar[owners.clamp(min=0)]  # (B, N)
-        similar[owners < 0] = -1
+        similar = self.similar_of(owners)  # (B, N)
         found = similar >= 0
         rows = found.any(1)
         if not rows.any():
