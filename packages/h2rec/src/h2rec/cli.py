@@ -129,6 +129,7 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
     may change only when it stops, where it runs and how it is reported (and data paths whose
     content is unchanged); other changes are refused."""
     from .config import build_config, load_config_file, read_config_values
+    from .distributed import main_process
     from .evaluate import format_results
     from .runfolder import read_run_config
     from .tracking import open_tracking
@@ -157,6 +158,10 @@ def train(config_file, preset, run_dir, resume, quiet, threads, track, tensorboa
         config = build_config(overrides=overrides, source="command line", preset=preset, flags=flags)
     if not track and (tensorboard_dir or mlflow_uri):
         raise InputError("--tensorboard-dir and --mlflow-uri go with --track tensorboard / --track mlflow")
+    if not main_process():  # under torchrun, rank 0 alone reports and tracks (it writes the run folder)
+        with log_to_stderr(quiet):
+            run_training(config, run_dir, resume=resume, progress=False)
+        return
     # a missing package or a bad MLflow store stops here, before training
     with (log_to_stderr(quiet),
           open_tracking(track, run_dir, tensorboard_dir, mlflow_uri, mlflow_experiment) as tracking):

@@ -135,7 +135,8 @@ TRAIN_FLAGS = [
     Flag("train.patience_steps", "--patience-steps", "... and at least this many optimizer steps without one; "
          "0 = epochs only."),
     Flag("train.eval_every", "--eval-every", "Evaluate on validation every k epochs."),
-    Flag("train.batch_size", "--batch-size", "Training windows per batch."),
+    Flag("train.batch_size", "--batch-size", "Training windows per batch: the global batch, of which each of N "
+         "torchrun processes computes batch_size / N rows."),
     Flag("train.lr", "--lr", "AdamW learning rate."),
     Flag("train.weight_decay", "--weight-decay", "AdamW weight decay on matrices, not biases or norms."),
     Flag("train.lr_schedule", "--lr-schedule", "Learning-rate decay to 0 at --epochs."),
