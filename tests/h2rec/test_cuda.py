@@ -11,7 +11,7 @@ import pytest
 import torch
 from h2rec.assemble import build_model, prepare
 from h2rec.data import training_windows
-from h2rec.training import training_step
+from h2rec.step import training_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

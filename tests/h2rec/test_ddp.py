@@ -11,7 +11,7 @@ import sys
 import h2rec
 import pytest
 import torch
-from h2rec import assemble, training
+from h2rec import assemble, ddp, training
 from h2rec.distributed import Group, Shard, check_batch_size, main_process
 from h2rec.errors import H2RecError
 
@@ -22,18 +22,18 @@ SETTINGS = {"model": {"dropout": 0.0}, "train": {"epochs": 2, "batch_size": 64, 
 # Under torchrun: the process group is the script's, kept across three runs: an uninterrupted one,
 # one stopped by rank 0 right after the checkpoint of epoch 1, and its resumption. Processes other
 # than rank 0 must not open, read or write the run folder. DDP finds the unused parameters itself
-# here, as for a model kind that training.idle_parameters does not describe.
+# here, as for a model kind that ddp.idle_parameters does not describe.
 RESUMING = """
 import json, sys
 import torch.distributed as dist
 import h2rec
-from h2rec import training
+from h2rec import ddp, training
 from h2rec.errors import H2RecError
 
 config, root = h2rec.build_config(json.loads(sys.argv[1])), sys.argv[2]
 dist.init_process_group("gloo")
 rank = dist.get_rank()
-training.idle_parameters = lambda model, cfg: None
+ddp.idle_parameters = lambda model, cfg: None
 if rank:
     def refuse(*args, **kwargs):
         raise AssertionError("a process other than rank 0 touched the run folder")
@@ -154,4 +154,4 @@ def test_idle_parameters_are_those_a_step_leaves_without_gradient(tiny_config, o
                                    windows.first_target[:32], None, distill, owners)
     parts["total"].backward()
     without = {name for name, p in model.named_parameters() if p.grad is None}
-    assert training.idle_parameters(model, config.train) == without
+    assert ddp.idle_parameters(model, config.train) == without

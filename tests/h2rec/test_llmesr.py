@@ -26,7 +26,7 @@ from h2rec.rivals.llmesr_distill import (
     text_user_vectors,
     window_owners,
 )
-from h2rec.training import training_step
+from h2rec.step import training_step
 
 BACKBONES = ["sasrec", "gru4rec", "bert4rec"]
 
@@ -185,7 +185,7 @@ def test_the_distillation_loss_against_a_hand_written_teacher(llmesr):
     owners = torch.tensor([4, -1, 7, 11, -1, 30])  # -1: not a latest window, no part in the loss
     windows = [ds.train[u][-21:] for u in owners.clamp(min=0).tolist()]
     from h2rec.data import pad_right
-    from h2rec.training import next_item_targets
+    from h2rec.step import next_item_targets
 
     items, _ = next_item_targets(pad_right(windows, 21)[rows])
     encoded, _ = model(items)

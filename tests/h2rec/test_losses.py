@@ -322,7 +322,7 @@ def test_masked_chunked_cross_entropy_equals_cross_entropy_without_the_seen_item
 def test_seen_pairs_read_only_the_past():
     """Each target position's seen items are its row's inputs up to its own column; moving a future
     item changes nothing before it (the causal contract of the loss)."""
-    from h2rec.training import next_item_targets, seen_pairs
+    from h2rec.step import next_item_targets, seen_pairs
 
     rows = torch.tensor([[5, 3, 9, 3, 7, 0], [4, 6, 2, 0, 0, 0]])
     items, targets = next_item_targets(rows)

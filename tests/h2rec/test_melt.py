@@ -19,7 +19,7 @@ from h2rec.cli import main
 from h2rec.errors import H2RecError
 from h2rec.evaluate import model_inputs, next_item_states
 from h2rec.rivals.melt_branches import ItemContexts, build_branches, curriculum_weight, pareto_threshold, warm_start
-from h2rec.training import training_step
+from h2rec.step import training_step
 
 BACKBONES = ["sasrec", "gru4rec", "bert4rec"]
 MAX_LEN = 20  # tiny_config's data.max_len

@@ -6,7 +6,7 @@ import pytest
 import torch
 from h2rec.assemble import build_model, prepare
 from h2rec.losses import code_guided_alignment
-from h2rec.training import training_step
+from h2rec.step import training_step
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

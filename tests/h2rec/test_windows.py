@@ -9,11 +9,12 @@ import h2rec
 import numpy as np
 import pytest
 import torch
-from h2rec import assemble, training
+from h2rec import assemble, step, training
 from h2rec.config import DataConfig, TrainConfig, build_config
 from h2rec.data import build_dataset, training_windows
 from h2rec.errors import H2RecError
-from h2rec.training import learning_rate, make_optimizer, next_item_targets
+from h2rec.optim import learning_rate, make_optimizer
+from h2rec.step import next_item_targets
 
 LENGTHS = (1, 2, 3, 5, 7, 12, 40, 101)  # shorter than, equal to and many times longer than a window
 
@@ -96,13 +97,13 @@ def test_bad_stride_is_refused(unique_items):
 def test_one_epoch_of_training_trains_every_target_once(tiny_config, tmp_path, monkeypatch):
     """The training loop itself: every position target of an epoch reaches the ranking loss once."""
     seen: list[torch.Tensor] = []
-    real = training.ranking_loss
+    real = step.ranking_loss
 
     def record(model, state, targets, *args, **kwargs):
         seen.append(targets.clone())
         return real(model, state, targets, *args, **kwargs)
 
-    monkeypatch.setattr(training, "ranking_loss", record)
+    monkeypatch.setattr(step, "ranking_loss", record)
     config = tiny_config(**{"model.kind": "hid", "data.max_len": 4, "train.epochs": 1})
     h2rec.train(config, tmp_path / "run", progress=False)
     _, _, ds = assemble.prepare(config)
