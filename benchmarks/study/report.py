@@ -343,6 +343,11 @@ def gain_header(first: str = "protocol") -> list[str]:
     return [f"| {first} | Overall | Tail | Head | p Overall | p Tail | p Head |", "|---|---|---|---|---|---|---|"]
 
 
+def relative_change(new: float, base: float) -> float | None:
+    """100 (new / base - 1), or None where the base is 0 (a Tail no run of the row reached)."""
+    return None if base == 0 else 100 * (new / base - 1)
+
+
 def gain_lines(rows: dict[str, list[dict]], ours: str, base: str, paper: dict | None, label: str = "") -> list[str]:
     """Rows of relative change of ``ours`` against ``base`` in mean NDCG@10, with the p-value of a
     paired two-sided t-test over seeds, per protocol; the paper's change (sampled) after them.
@@ -354,10 +359,11 @@ def gain_lines(rows: dict[str, list[dict]], ours: str, base: str, paper: dict | 
     lines = []
     for protocol in ("full", "sampled_100"):
         test = paired_test(rows[base], rows[ours], protocol)
-        gains = [100 * (values(rows[ours], protocol, g, m).mean() / values(rows[base], protocol, g, m).mean() - 1)
+        gains = [relative_change(values(rows[ours], protocol, g, m).mean(), values(rows[base], protocol, g, m).mean())
                  for g, m in GAIN_COLUMNS]
         ps = [test[f"{g} {m}"] for g, m in GAIN_COLUMNS]
-        lines.append(f"| {label}{PROTOCOL_NAMES[protocol]} | " + " | ".join(f"{v:+.1f}%" for v in gains) + " | "
+        lines.append(f"| {label}{PROTOCOL_NAMES[protocol]} | " + " | ".join(
+            "- (from 0)" if v is None else f"{v:+.1f}%" for v in gains) + " | "
                      + " | ".join("-" if v is None else f"{v:.3g}" for v in ps) + " |")
     if paper and ours in paper and base in paper:
         gains = [100 * (paper[ours][COLUMNS.index(c)] / paper[base][COLUMNS.index(c)] - 1) for c in GAIN_COLUMNS]
