@@ -66,6 +66,25 @@ def _tiny_config(tiny, **overrides):
 
 
 @pytest.fixture
+def moved_test_items(tiny):
+    """``moved_test_items(folder)``: a copy of the tiny interactions in which every user's test item
+    (the last) is another item, to show that training never reads it."""
+    def write(folder: Path) -> Path:
+        lines = Path(tiny["interactions"]).read_text().splitlines()
+        header, rows = lines[0], [line.split(",") for line in lines[1:]]
+        last = {}
+        for index, (user, _, time) in enumerate(rows):
+            if user not in last or int(time) >= int(rows[last[user]][2]):
+                last[user] = index
+        for index in last.values():
+            rows[index][1] = f"i{int(rows[index][1][1:]) % 160 + 1:05d}"
+        moved = folder / "moved.csv"
+        moved.write_text("\n".join([header, *(",".join(r) for r in rows)]) + "\n")
+        return moved
+    return write
+
+
+@pytest.fixture
 def crash_then_resume(monkeypatch):
     """``crash_then_resume(config, run_dir, epoch)``: trains until the checkpoint of ``epoch`` is
     written, is killed before that epoch's metrics line (the worst moment), then resumes; returns

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import h2rec
 import numpy as np
@@ -247,21 +246,11 @@ def test_training_step_adds_the_weighted_branch_losses(melt):
 
 
 # ----------------------------------------------------------------------------- no validation or test item
-def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, tmp_path):
+def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, tmp_path):
     """The thresholds, the contexts, the histories read training items only: move every user's test item
     (the last) to another item, and the branches, the training losses and the validation metrics stay
     exactly the same."""
-    lines = Path(tiny["interactions"]).read_text().splitlines()
-    header, rows = lines[0], [line.split(",") for line in lines[1:]]
-    last = {}
-    for index, (user, _, time) in enumerate(rows):
-        if user not in last or int(time) >= int(rows[last[user]][2]):
-            last[user] = index
-    for index in last.values():  # the test item of every user becomes another item
-        item = int(rows[index][1][1:])
-        rows[index][1] = f"i{item % 160 + 1:05d}"
-    moved = tmp_path / "moved.csv"
-    moved.write_text("\n".join([header, *(",".join(r) for r in rows)]) + "\n")
+    moved = moved_test_items(tmp_path)
 
     outcome = {}
     for name, interactions in (("original", tiny["interactions"]), ("moved", moved)):
