@@ -1,33 +1,51 @@
-"""Do the semantic IDs depend on torch's CPU thread count? (docs/semid.md, "Same seed, same codes")
+"""Do the semantic IDs depend on torch's CPU thread count? (docs/semid.md, section 3.4)
 
-    python -m benchmarks.semid_threads --dataset beauty --threads 1 2     # ~3 min on 2 CPU cores
+    python -m benchmarks.semid_threads --dataset beauty --threads 1 2     # 22 min on 2 cores at load 4
 
 For each thread count: embed the dataset's item texts with no cache (the encoder runs at that count)
 and fit the study's default quantizer (rqvae 4x128, seed 42), then fit the quantizer once more at
 the last count on the embeddings of the first, to tell the encoder's share from the quantizer's.
-Reports collision rate, reconstruction error, the largest embedding difference to the first count
-and the share of items whose code tuple differs from the first count's (code numbers are arbitrary
-labels, so a refit that moves any centroid can relabel every item; the collision rate says whether
-the partition of the catalogue changed too).
+All of it twice: as semid runs (`capped`: a matrix product of few rows gets at most one thread per 8
+rows, semid.devices.threads_for_rows), then as it ran before issue 23 item 5 (`uncapped`: the cap
+replaced by a no-op in this process).
 
-Results: benchmarks/results/semid_threads.json (with the machine it ran on).
+Each row: collision rate, reconstruction error, seconds to embed and fit, and against the mode's
+first count the largest embedding difference, the rows that differ and the share of items whose code
+tuple differs (code numbers are arbitrary labels, so a refit that moves any centroid can relabel
+every item; the collision rate says whether the partition of the catalogue changed too).
+`capped_vs_uncapped` compares the two modes count by count: what the cap changed in files made before.
+
+Results: benchmarks/results/semid_threads.json (with the machine and its load averages).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import platform
+import os
 from pathlib import Path
 
 import numpy as np
 import semid
+import semid.embed
+import semid.quantize.base
+import semid.quantize.kmeans
+import semid.quantize.rqvae
 import torch
 from safetensors.numpy import load_file
 
+from benchmarks.machine import machine
 from benchmarks.shared_data import DATASETS, REPO, WORK, items_file
 
 RESULTS = REPO / "benchmarks" / "results" / "semid_threads.json"
+MODES = ("capped", "uncapped")
+
+
+def uncap() -> None:
+    """semid as before issue 23 item 5, in this process: short products run on every thread."""
+    for module in (semid.embed, semid.quantize.base, semid.quantize.rqvae, semid.quantize.kmeans):
+        module.threads_for_rows = lambda rows: contextlib.nullcontext()
 
 
 def encode(dataset: str, out: Path, threads: int, embeddings: Path | None = None) -> dict:
@@ -41,11 +59,37 @@ def encode(dataset: str, out: Path, threads: int, embeddings: Path | None = None
     stats = json.loads((out / "stats.json").read_text())
     return {"threads": threads, "embedded_here": embeddings is None,
             "collision_rate": stats["collisions"]["collision_rate"],
-            "reconstruction_error": stats["reconstruction_error"]}
+            "reconstruction_error": stats["reconstruction_error"],
+            "embed_s": stats["timings_s"].get("embed"), "fit_s": stats["timings_s"]["fit"]}
+
+
+def vectors(out: Path) -> np.ndarray:
+    return load_file(out / "embeddings.safetensors")["embeddings"]
 
 
 def codes(out: Path) -> np.ndarray:
     return np.array([json.loads(line)["sid"] for line in (out / "semantic_ids.jsonl").read_text().splitlines()])
+
+
+def compare(folder: Path, reference: Path) -> dict:
+    difference = np.abs(vectors(folder) - vectors(reference))
+    return {"max_abs_embedding_difference": float(difference.max()),
+            "rows_with_other_embeddings": int((difference > 0).any(axis=1).sum()),
+            "items_with_other_codes": float((codes(folder) != codes(reference)).any(axis=1).mean())}
+
+
+def run_mode(dataset: str, work: Path, threads: list[int]) -> dict[str, tuple[dict, Path]]:
+    """{folder name: (row, folder)}: one per thread count, then the refit."""
+    runs = {}
+    for t in threads:
+        folder = work / f"threads-{t}"
+        runs[folder.name] = (encode(dataset, folder, t), folder)
+    first = work / f"threads-{threads[0]}"
+    refit = work / f"refit-{threads[0]}-at-{threads[-1]}"
+    runs[refit.name] = (encode(dataset, refit, threads[-1], embeddings=first / "embeddings.safetensors"), refit)
+    for row, folder in runs.values():
+        row.update(compare(folder, first))
+    return runs
 
 
 def main() -> None:
@@ -53,22 +97,20 @@ def main() -> None:
     ap.add_argument("--dataset", default="beauty", choices=sorted(DATASETS))
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     args = ap.parse_args()
-    work = WORK / "semid-threads" / args.dataset
-    folders = {t: work / f"threads-{t}" for t in args.threads}
-    rows = [encode(args.dataset, folder, t) for t, folder in folders.items()]
-    first = folders[args.threads[0]]
-    last = args.threads[-1]
-    refit = work / f"refit-{args.threads[0]}-at-{last}"
-    rows.append(encode(args.dataset, refit, last, embeddings=first / "embeddings.safetensors"))
-    reference_vectors = next(iter(load_file(first / "embeddings.safetensors").values()))
-    for row, folder in zip(rows, [*folders.values(), refit]):
-        vectors = next(iter(load_file(folder / "embeddings.safetensors").values()))
-        row["max_abs_embedding_difference"] = float(np.abs(vectors - reference_vectors).max())
-        row["items_with_other_codes"] = float((codes(folder) != codes(first)).any(axis=1).mean())
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    load_start = os.getloadavg()[0]
+    cpu = machine().split(", ", 1)[0]
     result = {"dataset": args.dataset, "quantizer": "rqvae 4x128, seed 42", "reference": f"threads-{args.threads[0]}",
-              "machine": f"{cpu}, torch {torch.__version__}", "rows": rows}
+              "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}", "modes": {}}
+    folders = {}
+    for mode in MODES:  # capped first: uncap() cannot be undone in this process
+        if mode == "uncapped":
+            uncap()
+        runs = run_mode(args.dataset, WORK / "semid-threads" / args.dataset / mode, args.threads)
+        result["modes"][mode] = {name: row for name, (row, _) in runs.items()}
+        folders[mode] = {name: folder for name, (_, folder) in runs.items()}
+    result["capped_vs_uncapped"] = {name: compare(folders["capped"][name], folder)
+                                    for name, folder in folders["uncapped"].items()}
+    result["load_average_1min"] = {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)}
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(RESULTS)

@@ -1,12 +1,14 @@
-"""--threads and the one-line warning when the cores are already busy."""
+"""--threads: the one-line warning when the cores are already busy, and files that do not depend on it."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+import semid
 import torch
-from semid.devices import set_threads
+from semid.devices import set_threads, threads_for_rows
 
 
 @pytest.fixture
@@ -31,3 +33,65 @@ def test_no_warning_on_idle_cores_or_when_the_threads_fit(two_cores):
     assert set_threads(1) is None  # one other job, one thread: nothing to gain
     two_cores(3.4)
     assert set_threads(1) is None  # already the least it can use
+
+
+
+@pytest.fixture
+def threads():
+    """torch's thread count, restored after the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_for_rows_caps_short_products_at_one_thread_per_8_rows_and_restores(threads):
+    torch.set_num_threads(4)
+    for rows, inside in ((10, 1), (16, 2), (31, 3), (32, 4), (100_000, 4)):
+        with threads_for_rows(rows):
+            assert torch.get_num_threads() == inside, rows
+        assert torch.get_num_threads() == 4
+    with pytest.raises(RuntimeError), threads_for_rows(5):
+        raise RuntimeError("the count comes back on an error too")
+    assert torch.get_num_threads() == 4
+    torch.set_num_threads(1)  # one thread: nothing to cap, so files made at one thread before the cap are unchanged
+    with threads_for_rows(1):
+        assert torch.get_num_threads() == 1
+
+
+# Beauty's case, twice over: 1,029 items are 16 encoder batches of 64 and a last one of the 5 empty titles
+# (10 token rows), and an rqvae batch of 1,024 items and one of 5. Without threads_for_rows the embeddings,
+# quantizer weights, codebooks and codes differ at 2 threads (torch 2.13, MKL 2024.2, AMD EPYC; docs/semid.md 3.4).
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="the rows-per-thread bound was measured on MKL")
+def test_the_files_do_not_depend_on_the_thread_count(tmp_path, write_jsonl, item_records, tiny_bert, threads):
+    titles = [{"id": f"i{n}", "title": f"{item_records[n % 240]['title']} {n}"} for n in range(1024)]
+    items = write_jsonl(titles + [{"id": f"empty{n}", "title": ""} for n in range(5)])
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        semid.encode_catalogue(items, tmp_path / f"threads-{count}", read=semid.ReadConfig(template="{title}"),
+                               embed=semid.EmbedConfig(model=str(tiny_bert)), cache_dir=None,
+                               quantizer=semid.QuantizerConfig(levels=2, codebook_size=16, epochs=3))
+    one, two = tmp_path / "threads-1", tmp_path / "threads-2"
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir()) and "embeddings.safetensors" in names
+    for name in names:
+        if name == "stats.json":  # its timings_s record the run
+            stats_one, stats_two = (json.loads((folder / name).read_bytes()) for folder in (one, two))
+            stats_one.pop("timings_s"), stats_two.pop("timings_s")
+            assert stats_one == stats_two
+        else:
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="the rows-per-thread bound was measured on MKL")
+@pytest.mark.parametrize("kind", ["rqvae", "rq", "pq", "vq", "rqkmeans"])
+def test_every_quantizer_fits_the_same_weights_and_codes_at_1_and_2_threads(kind, threads):
+    x = torch.nn.functional.normalize(torch.randn(1029, 48, generator=torch.Generator().manual_seed(5)), dim=-1)
+    config = semid.QuantizerConfig(kind=kind, levels=2, codebook_size=16, epochs=3, kmeans_backend="torch")
+    fitted = []
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        quantizer = semid.build_quantizer(config).fit(x)
+        fitted.append((quantizer.module.state_dict(), quantizer.encode(x)))
+    (weights_one, codes_one), (weights_two, codes_two) = fitted
+    assert torch.equal(codes_one, codes_two)
+    assert all(torch.equal(weights_one[name], weights_two[name]) for name in weights_one)

@@ -1,13 +1,37 @@
-"""Device and precision resolution shared by the encoder and the quantizers (CPU and CUDA, same code)."""
+"""Device, precision and CPU-thread rules shared by the encoder and the quantizers (CPU and CUDA, same code)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
 from semid.errors import fail
+
+# A matrix product of M rows comes out with other bits at t threads than at one only when MKL has fewer
+# than 8 rows per thread to share out (measured: at most 5.5 rows per thread, 2 to 256 threads; docs/semid.md 3.4).
+ROWS_PER_THREAD = 8
+
+
+@contextlib.contextmanager
+def threads_for_rows(rows: int) -> Iterator[None]:
+    """At most rows // ROWS_PER_THREAD torch threads (at least one) inside the block, whose matrix products
+    have `rows` rows: they then give the bits they give on one thread, so the files do not depend on the
+    thread count. Without it Beauty's last encoder batch, five empty titles (10 token rows), gave one
+    vector 2.1e-7 off at 2 threads, and the quantizer turned that into other codes for every item.
+    Larger blocks run as they are (nothing to cap); the thread count is restored on the way out."""
+    threads = torch.get_num_threads()
+    cap = max(1, rows // ROWS_PER_THREAD)
+    if cap >= threads:
+        yield
+        return
+    torch.set_num_threads(cap)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def set_threads(threads: int | None) -> str | None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from semid.config import EmbedConfig
-from semid.devices import autocast, resolve_device, resolve_precision
+from semid.devices import autocast, resolve_device, resolve_precision, threads_for_rows
 from semid.errors import SemidError, fail
 from semid.io import read_tensor_file
 from semid.matrix_file import save_matrix
@@ -137,7 +137,8 @@ class Embedder:
     @torch.inference_mode()
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled (and maybe normalised) embeddings of one padded batch, float32 [B, d]."""
-        with autocast(self.device, self.precision):
+        # B x T token rows in every product: a short last batch must not be split over threads (devices.py)
+        with autocast(self.device, self.precision), threads_for_rows(batch["input_ids"].numel()):
             hidden = self.model(**batch).last_hidden_state  # (B, T, d)
         return pool(hidden.float(), batch["attention_mask"], self.config.pooling, self.config.normalize)
 

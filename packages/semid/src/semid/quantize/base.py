@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from semid.config import QuantizerConfig, config_from_dict, config_to_dict
-from semid.devices import resolve_device
+from semid.devices import resolve_device, threads_for_rows
 from semid.errors import SemidError, fail
 from semid.io import (
     QUANTIZER_CONFIG,
@@ -180,8 +180,9 @@ class TorchQuantizer:
             log.info("%s: fitting on a seeded sample of %d of %d items (fit_sample)", self.kind, len(rows), x.shape[0])
             x = x[rows]
         self.fit_info = {"items": int(x.shape[0]), "sampled": rows is not None}
-        # fork_rng: seeding must not change the caller's global RNG stream.
-        with torch.random.fork_rng(devices=_cuda_indices(self.device)):
+        # fork_rng: seeding must not change the caller's global RNG stream. threads_for_rows: a fit on few
+        # items gives the codes it gives on one thread (rqvae also caps each short batch: rqvae.py).
+        with torch.random.fork_rng(devices=_cuda_indices(self.device)), threads_for_rows(int(x.shape[0])):
             torch.manual_seed(self.config.seed)
             self.dim = int(x.shape[1])
             self.module = self._build(self.dim).to(self.device)
@@ -201,7 +202,10 @@ class TorchQuantizer:
         x = check_embeddings(x)
         if x.shape[1] != self.dim:
             raise fail(None, None, "embeddings", f"have dimension {x.shape[1]}, the quantizer was fitted on {self.dim}")
-        parts = [self._encode(chunk.to(self.device)).cpu() for chunk in x.split(ENCODE_BATCH)]
+        parts = []
+        for chunk in x.split(ENCODE_BATCH):
+            with threads_for_rows(chunk.shape[0]):  # the last chunk may be short: devices.threads_for_rows
+                parts.append(self._encode(chunk.to(self.device)).cpu())
         return torch.cat(parts).long()
 
     @torch.no_grad()
@@ -213,7 +217,10 @@ class TorchQuantizer:
             raise fail(None, None, "codes", f"must be [n, {self.config.levels}], got {tuple(codes.shape)}")
         if bool((codes < 0).any()) or bool((codes >= sizes).any()):
             raise fail(None, None, "codes", f"must lie in [0, K_l) with K = {list(self.config.codebook_sizes)}")
-        parts = [self._decode(chunk.to(self.device)).float().cpu() for chunk in codes.split(ENCODE_BATCH)]
+        parts = []
+        for chunk in codes.split(ENCODE_BATCH):
+            with threads_for_rows(chunk.shape[0]):
+                parts.append(self._decode(chunk.to(self.device)).float().cpu())
         return torch.cat(parts)
 
     @property

@@ -22,6 +22,7 @@ import importlib.util
 import numpy as np
 import torch
 
+from semid.devices import threads_for_rows
 from semid.errors import fail
 
 DISTANCE_CHUNK = 8192  # rows per distance block: 8192 x 256 float32 = 8 MiB
@@ -47,7 +48,8 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, tor
     codes, dists = [], []
     for chunk in x.split(DISTANCE_CHUNK):
         # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 is the same for every c, so it is added after the argmin
-        partial = torch.addmm(c_norms, chunk, centroids.T, alpha=-2.0)  # (rows, K)
+        with threads_for_rows(chunk.shape[0]):  # the last chunk may be short: semid.devices.threads_for_rows
+            partial = torch.addmm(c_norms, chunk, centroids.T, alpha=-2.0)  # (rows, K)
         best, index = partial.min(1)
         codes.append(index)
         dists.append((best + chunk.pow(2).sum(1)).clamp_min(0.0))

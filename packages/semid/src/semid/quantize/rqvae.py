@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import trange
 from vector_quantize_pytorch import ResidualVQ
 
+from semid.devices import threads_for_rows
 from semid.quantize.base import TorchQuantizer, library_kwargs
 
 
@@ -61,11 +62,12 @@ class RQVAE(TorchQuantizer):
             total = 0.0
             for index in torch.randperm(x.shape[0], generator=order).split(c.batch_size):
                 batch = x[index.to(x.device)]
-                x_hat, _, commit = model(batch)
-                loss = (x_hat - batch).pow(2).sum(-1).mean() + commit.sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                with threads_for_rows(len(index)):  # an epoch's short last batch: the bits of one thread
+                    x_hat, _, commit = model(batch)
+                    loss = (x_hat - batch).pow(2).sum(-1).mean() + commit.sum()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
                 total += loss.item() * len(index)
             bar.set_postfix(loss=f"{total / x.shape[0]:.4f}")
 
