@@ -36,9 +36,11 @@ def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
         return out
     spec = DATASETS[dataset]
     start = time.perf_counter()
-    # the text encoder's float sums depend on torch's thread count and the codes inherit it (Beauty
-    # 4x128: 1.45% of items collide at 2 threads, 1.32% at 1; benchmarks/semid_threads.py), so the
-    # study's codes do not depend on whether a single-thread worker or a 2-thread command made them
+    # the study's codes were made at 2 threads before semid capped the threads of short matrix
+    # products (docs/semid.md 3.4; Beauty 4x128 then collided 1.45% at 2 threads, 1.32% at 1); the
+    # fixed count keeps a rebuild of a missing folder as close to them as semid still allows (the
+    # embedding cache keeps the vectors it was made with; a folder made afresh now has the
+    # thread-independent codes, and the records' collision rates would show the difference)
     workers_threads = torch.get_num_threads()
     torch.set_num_threads(PREPARE_THREADS)
     try:
