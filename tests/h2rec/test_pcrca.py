@@ -187,6 +187,20 @@ def test_training_step_adds_both_weighted_contrasts(pcrca, backbone):
     assert set(parts) == {"rec", "total"}  # both off: plain two-representation training
 
 
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
+def test_idle_parameters_are_those_a_step_leaves_without_gradient(pcrca, backbone):
+    """What DistributedDataParallel is told no step uses (h2rec.ddp) is what a step leaves without a
+    gradient: the mask token's semantic vector under a causal backbone, nothing under BERT4Rec."""
+    from h2rec import ddp
+
+    config, _, ds, model = pcrca(**{"model.backbone": backbone})
+    model.train()
+    width = 21 if model.causal else 20
+    training_step(model, windows(ds, 32, width), config.train, torch.Generator().manual_seed(0))["total"].backward()
+    without = {name for name, p in model.named_parameters() if p.grad is None}
+    assert ddp.idle_parameters(model, config.train) == without == ({"sem_mask"} if model.causal else set())
+
+
 # ----------------------------------------------------------------------------- no validation or test item
 def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, tmp_path):
     """Training reads training items only, the contrastive terms included: move every user's test item
