@@ -19,6 +19,7 @@ from .errors import H2RecError
 from .model import H2Rec
 from .rivals.llmesr import LLMESR
 from .rivals.melt import MELT
+from .rivals.pcrca import PCRCA
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,10 @@ def catalogue_sized_loss(train: TrainConfig, n_items: int) -> TrainConfig:
     return dataclasses.replace(train, loss="sampled_softmax")
 
 
-def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MELT:
+def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MELT | PCRCA:
     m = config.model
+    if m.kind == "pcrca":  # a rival: parallel-codebook semantic IDs and hash IDs (h2rec.rivals)
+        return build_pcrca(config, sids)
     codes = None if m.kind in ("hid", "llmesr", "melt") else sids.embedding(
         dim=m.dim, combine="levels", padding_idx0=True, init_std=m.init_std)
     try:
@@ -80,6 +83,20 @@ def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MEL
             return MELT(m, len(sids.ids), config.data.max_len, sids.embeddings if m.pca_init else None)
         return H2Rec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
     except ValueError as err:  # e.g. an encoder option srs_backbones does not know
+        raise H2RecError(f"model configuration: {err}") from err
+
+
+def build_pcrca(config: Config, sids: semid.SemanticIDs) -> PCRCA:
+    """PCR-CA on the folder's codes, one table per codebook (docs/model.md "PCR-CA", (P1))."""
+    m = config.model
+    kind = sids.stats.get("quantizer", {}).get("kind")
+    if kind not in ("pq", "vq"):  # PCR-CA's codebooks are parallel; a residual folder still works
+        log.warning("%s: the codes come from the %s quantizer; PCR-CA's codebooks are parallel (`semid encode "
+                    "--quantizer pq` or vq), not residual", config.data.semid, kind or "an unrecorded")
+    codes = sids.embedding(dim=m.dim, combine="concat", padding_idx0=True, init_std=m.init_std)
+    try:
+        return PCRCA(m, len(sids.ids), config.data.max_len, codes, sids.embeddings if m.pca_init else None)
+    except ValueError as err:
         raise H2RecError(f"model configuration: {err}") from err
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import H2RecError
 
-ModelKind = Literal["h2rec", "hid", "sid", "llmesr", "melt"]
+ModelKind = Literal["h2rec", "hid", "sid", "llmesr", "melt", "pcrca"]
 Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
 RankingLoss = Literal["ce", "sampled_softmax", "gbce", "bce", "bpr"]
 WindowScheme = Literal["sliding", "random", "last"]
@@ -50,6 +50,8 @@ class ModelConfig:
     kind: ModelKind = "h2rec"  # "hid": hash IDs only; "sid": semantic IDs only; "h2rec": both branches
     # ("llmesr": the rival LLM-ESR, text embeddings and IDs, h2rec.rivals; docs/model.md "LLM-ESR")
     # ("melt": the rival MELT, item IDs with long-tail user and item branches; docs/model.md "MELT")
+    # ("pcrca": the rival PCR-CA, parallel-codebook semantic IDs and hash IDs, contrastively aligned;
+    # docs/model.md "PCR-CA")
     backbone: Backbone = "sasrec"
     dim: int = 64
     num_layers: int = 2
@@ -114,6 +116,11 @@ class TrainConfig:
     # the authors start MELT from a trained SASRec: a finished "hid" run folder on the same data, backbone
     # and sizes, whose best weights start the encoder and item table; "" = from scratch
     melt_init: str = ""
+    # --- PCR-CA's contrastive alignment (model.kind "pcrca" only; docs/model.md "PCR-CA", (P5)-(P7))
+    item_contrast_weight: float = 0.1  # λ_I of L = L_rec + λ_I L_item + λ_U L_user; 0 = no item-level term
+    user_contrast_weight: float = 0.1  # λ_U, the same; 0 = no user-level term
+    contrast_tau: float = 0.1  # τ of both InfoNCE terms (cosine similarities)
+    contrast_max_items: int = 1024  # items per batch in L_item at most (its cost is quadratic in them)
     # --- which rows an epoch trains on: every training target once per epoch unless "last"
     windows: WindowScheme = "sliding"  # "random": a new window phase each epoch; "last": last window only
     window_stride: int | None = None  # sliding/random: items between window ends; None = max_len
@@ -250,6 +257,10 @@ _UNIT_INTERVAL = {"min_catalogue_coverage": (0.0, 1.0), "label_smoothing": (0.0,
                   "dropout": (0.0, 1.0),
                   "emb_dropout": (0.0, 1.0), "attn_dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0),
                   "head_share": (0.0, 1.0)}
+# PCR-CA's settings (model.kind "pcrca")
+_POSITIVE |= {"contrast_max_items"}
+_NON_NEGATIVE |= {"item_contrast_weight", "user_contrast_weight"}
+_ABOVE_ZERO |= {"contrast_tau"}
 
 
 def _members(hint: Any) -> tuple[Any, ...]:
@@ -318,6 +329,7 @@ def _check_values(section: Any, name: str, where: Callable[[str, str], str]) -> 
 
 _LLMESR_ONLY = ("distill_weight", "similar_users")
 _MELT_ONLY = ("user_branch_weight", "item_branch_weight", "melt_head_share", "curriculum_epochs", "melt_init")
+_PCRCA_ONLY = ("item_contrast_weight", "user_contrast_weight", "contrast_tau", "contrast_max_items")
 
 
 def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
@@ -337,6 +349,10 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
     for key in _MELT_ONLY:
         if config.model.kind != "melt" and getattr(config.train, key) != getattr(TrainConfig(), key):
             raise H2RecError(f"{where('train', key)} belongs to MELT's bilateral branches (model.kind 'melt'), "
+                             f"not to model.kind {config.model.kind!r}")
+    for key in _PCRCA_ONLY:
+        if config.model.kind != "pcrca" and getattr(config.train, key) != getattr(TrainConfig(), key):
+            raise H2RecError(f"{where('train', key)} belongs to PCR-CA's contrastive alignment (model.kind 'pcrca'), "
                              f"not to model.kind {config.model.kind!r}")
     if not 0 < config.train.melt_head_share < 1:  # a = 0 or 1: no head users or no tail users
         raise H2RecError(f"{where('train', 'melt_head_share')} must lie strictly between 0 and 1, "

@@ -78,7 +78,8 @@ DATA_FLAGS = [
 MODEL_FLAGS = [
     Flag("model.kind", "--model", "h2rec (both branches), hid (hash IDs only), sid (semantic IDs only), or a "
          "rival: llmesr, LLM-ESR on text embeddings and IDs, which needs a semid folder with embeddings; melt, "
-         "MELT's long-tail user and item branches on item IDs."),
+         "MELT's long-tail user and item branches on item IDs; pcrca, PCR-CA's parallel-codebook semantic IDs "
+         "and hash IDs, contrastively aligned."),
     Flag("model.backbone", "--backbone", "Sequence encoder of each branch."),
     Flag("model.dim", "--dim", "Embedding and hidden size d."),
     Flag("model.num_layers", "--layers", "Encoder layers."),
@@ -125,6 +126,11 @@ TRAIN_FLAGS = [
     Flag("train.melt_init", "--melt-init", "melt: start from the best weights of this finished hid run on the same "
          "data (the authors start from a trained SASRec); unset = from scratch.",
          type=click.Path(exists=True, file_okay=False)),
+    Flag("train.item_contrast_weight", "--item-contrast-weight", "pcrca: weight λ_I of the item-level contrastive "
+         "alignment of ID and semantic embeddings; 0 = off."),
+    Flag("train.user_contrast_weight", "--user-contrast-weight", "pcrca: weight λ_U of the user-level contrastive "
+         "alignment of the ID and semantic user states; 0 = off."),
+    Flag("train.contrast_tau", "--contrast-tau", "pcrca: temperature τ of both contrastive alignments."),
     Flag("train.code_match", "--code-match", "Code-matching threshold p of Eq. 7; 0 = removed."),
     Flag("train.window", "--window", "Context window o of Eq. 7; 0 = removed."),
     Flag("train.windows", "--windows", "Training rows: every target once per epoch in sliding or randomly "
@@ -159,6 +165,7 @@ FILE_ONLY = {
     "model.backbone_options", "model.share_encoders", "model.fusion_hidden", "model.prior_decay", "model.init_std",
     "train.ce_chunk_items", "train.ce_max_items", "train.popularity_alpha", "train.ca_max_items", "train.mask_prob",
     "train.bucket_batches",
+    "train.contrast_max_items",
     "data.head_share", "data.group_bounds",
     "eval.negatives_seed", "eval.batch_size", "eval.item_chunk", "eval.ks",
 }

@@ -31,6 +31,7 @@ from .losses import (
 from .model import H2Rec, at_last
 from .rivals.llmesr_distill import RetrievalDistillation
 from .rivals.melt_branches import BilateralBranches
+from .rivals.pcrca_align import batch_items, contrastive_losses
 
 
 def sample_negatives(gen: torch.Generator, n_items: int, exclude: torch.Tensor, k: int) -> torch.Tensor:
@@ -161,6 +162,10 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
             keep = torch.randperm(len(b), generator=gen)[: cfg.ca_max_items]
             b, t = b[keep], t[keep]
         sampled = items[b, t]
+    # PCR-CA's item-level contrast (P5): the whole batch's items, drawn before the batch is shared out
+    use_contrast = model.cfg.kind == "pcrca"
+    contrast_items = (batch_items(rows, cfg.contrast_max_items, gen)
+                      if use_contrast and cfg.item_contrast_weight > 0 else None)
 
     ghost = False
     if shard is not None:  # this process's rows of the batch; what it draws follows its rows
@@ -220,6 +225,13 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
         parts["user_branch"], parts["item_branch"] = melt.losses(model, gen)
         # MELT (M8): L = L_rec + λ_U L_u + λ_I L_i
         total = total + cfg.user_branch_weight * parts["user_branch"] + cfg.item_branch_weight * parts["item_branch"]
+    if use_contrast:
+        contrast = contrastive_losses(model, encoded, contrast_items, cfg, shard,
+                                      batch["rows"] if shard is not None else 0)
+        parts.update(contrast)
+        # PCR-CA (P7): L = L_rec + λ_I L_item + λ_U L_user
+        total = (total + cfg.item_contrast_weight * contrast.get("item_contrast", 0.0)
+                 + cfg.user_contrast_weight * contrast.get("user_contrast", 0.0))
     if ghost:  # DDP expects a gradient for every parameter from every process: the ghost's are zero
         total = total + 0.0 * sum(output.sum() for output in forward_outputs(encoded, masked))
     parts["total"] = total

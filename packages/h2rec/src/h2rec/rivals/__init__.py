@@ -5,4 +5,7 @@
 - ``melt``: MELT (Kim et al., SIGIR 2023, arXiv:2304.08382): :mod:`.melt` (the model, with its tail-user
   enhancement), :mod:`.melt_branches` (the user and item branches, their curriculum, the tail items'
   refresh). docs/model.md, "MELT".
+- ``pcrca``: PCR-CA (Tan et al., 2025, arXiv:2508.18166): :mod:`.pcrca` (parallel-codebook semantic and
+  hash-ID representations, one encoder each, their scores), :mod:`.pcrca_align` (the item- and user-level
+  contrastive alignment). docs/model.md, "PCR-CA".
 """
