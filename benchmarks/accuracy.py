@@ -67,6 +67,9 @@ BEAUTY_ROWS = {
     "SASRec, CE, dropout 0.5, ID table from the text embeddings (PCA)": {**SASREC, "model.dropout": 0.5,
                                                                          "model.pca_init": True},
     "H2Rec, CE, dropout 0.5": {**H2REC, "model.dropout": 0.5},
+    # ... and what is H2Rec without it (its ID table drawn at random, as SASRec's)?
+    "H2Rec, CE, dropout 0.5, ID table at random (no text-PCA init)": {**H2REC, "model.dropout": 0.5,
+                                                                      "model.pca_init": False},
     "H2Rec, CE, dropout 0.5, seen items out of the softmax": {**H2REC, "model.dropout": 0.5,
                                                              "train.exclude_seen": True},
 }

@@ -1,24 +1,34 @@
-"""h2rec's interaction ingest at scale (issue 22, item 1), on synthetic logs: seconds and peak memory of
-reading a file and splitting it leave-one-out (``h2rec.data.build_dataset``), CSV and Parquet, without the
-dataset cache, with it cold (first run: read, split, write the entry) and warm (second run).
+"""h2rec at scale (issue 22, items 1 and 6), on synthetic logs. Two parts, each a fresh process per
+measurement:
 
-    OMP_NUM_THREADS=1 python -m benchmarks.scale --interactions 1e5 1e6   # what results/scale.json holds
-    OMP_NUM_THREADS=1 python -m benchmarks.scale --interactions 1e7       # adds the 10^7 size to it
+- ``ingest``: seconds and peak memory of reading a file and splitting it leave-one-out
+  (``h2rec.data.build_dataset``), CSV and Parquet, without the dataset cache, with it cold (first run:
+  read, split, write the entry) and warm (second run);
+- ``train``: one training epoch and one full-ranking evaluation of every validation user, as ``h2rec
+  train`` runs them (SASRec ``hid`` and ``h2rec``; d = 64, max length 50, batch 256, every training
+  target, the sampled softmax with 1,024 shared negatives and logQ at every size so that sizes compare),
+  on a semid folder of 3 x 256 RQ codes of random vectors (semid's own cost is semid_scale.py's).
+
+    OMP_NUM_THREADS=1 python -m benchmarks.scale --interactions 1e5 1e6 1e7 2e7             # ingest
+    OMP_NUM_THREADS=1 python -m benchmarks.scale --interactions 1e5 1e6 1e7 --parts train   # epoch + evaluation
+    OMP_NUM_THREADS=1 python -m benchmarks.scale --interactions 1e7 --items 1e6 --parts ingest train
     python -m benchmarks.scale --interactions 1e5 --baseline COMMIT       # also the readers of COMMIT
 
-The log of n interactions has n / 10 users (mean history 10) and n / 100 items (2 x 10^5 at 2 x 10^7):
-item popularity is Zipf-like (weight 1 / rank), user activity long-tailed (1 / rank^0.6), rows in
-time order (a log, users interleaved), times with an average gap of 30 s so that some tie, and
-repeated (user, item) pairs as the popularity draws give them. Ids are strings ("u0012345") numbered
-in random order. Files go to benchmarks/work/scale/ (gitignored).
+The log of n interactions has n / 10 users (mean history 10) and n / 100 items (2 x 10^5 at 2 x 10^7)
+unless ``--items`` says otherwise: item popularity is Zipf-like (weight 1 / rank), user activity
+long-tailed (1 / rank^0.6), rows in time order (a log, users interleaved), times with an average gap
+of 30 s so that some tie, and repeated (user, item) pairs as the popularity draws give them. Ids are
+strings ("u0012345") numbered in random order. Files go to benchmarks/work/scale/ (gitignored); a
+folder already holding the log of the same size and seed is reused.
 
-Each measurement is a fresh Python process (``--measure``) that imports h2rec (numpy, torch, pyarrow),
-lowers its peak RSS to its RSS (``/proc/self/clear_refs``, Linux), then builds the dataset: the record
-keeps the RSS before and the peak during the build (VmHWM), so the difference is the build's own
-memory, and the process's lifetime peak (getrusage, imports included). ``--baseline COMMIT``
-extracts that commit's h2rec (git archive) and measures its readers the same way (no cache there).
-Writes benchmarks/results/scale.json (or --out; sizes measured before are kept unless measured
-again) and a log-log plot of seconds and memory against size, scale.png, beside it.
+Each ingest measurement imports h2rec (numpy, torch, pyarrow), lowers its peak RSS to its RSS
+(``/proc/self/clear_refs``, Linux), then builds the dataset: the record keeps the RSS before and the
+peak during the build (VmHWM), so the difference is the build's own memory, and the process's
+lifetime peak (getrusage, imports included); a training measurement keeps the same three around
+``h2rec.train``. ``--baseline COMMIT`` extracts that commit's h2rec (git archive) and measures its
+readers the same way (no cache there). Writes benchmarks/results/scale.json (or --out; parts and
+sizes measured before are kept unless measured again) and a log-log plot of seconds and memory
+against size, scale.png, beside it.
 """
 
 from __future__ import annotations
@@ -54,14 +64,21 @@ def zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarra
     return rng.permutation(weights) / weights.sum()
 
 
-def generate(n: int, folder: Path, seed: int = 0) -> dict:
-    """Writes interactions.csv, interactions.parquet and items.json (the catalogue, in index order)."""
+def generate(n: int, folder: Path, seed: int = 0, n_items: int | None = None) -> dict:
+    """Writes interactions.csv, interactions.parquet and items.json (the catalogue, in index order), and
+    data.json (what this returns): a folder that holds them for the same arguments is kept as it is."""
+    n_items = n_items or max(n // 100, 1)
+    stamp = folder / "data.json"
+    if stamp.is_file():
+        data = json.loads(stamp.read_text(encoding="utf-8"))
+        if data.get("arguments") == [n, seed, n_items]:
+            return data["data"]
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    n_users, n_items = max(n // 10, 1), max(n // 100, 1)
+    n_users = max(n // 10, 1)
     users = rng.choice(n_users, size=n, p=zipf_weights(n_users, 0.6, rng))
     items = rng.choice(n_items, size=n, p=zipf_weights(n_items, 1.0, rng))
     times = np.sort(rng.integers(1_500_000_000, 1_500_000_000 + 30 * n, size=n))  # a log: rows in time order
@@ -74,11 +91,13 @@ def generate(n: int, folder: Path, seed: int = 0) -> dict:
     pacsv.write_csv(table, folder / "interactions.csv", pacsv.WriteOptions(quoting_style="none"))
     pq.write_table(table, folder / "interactions.parquet")
     (folder / "items.json").write_text(json.dumps(item_names.tolist()), encoding="utf-8")
-    return {"interactions": n, "users": int(len(np.unique(users))), "items": n_items,
+    data = {"interactions": n, "users": int(len(np.unique(users))), "items": n_items,
             "items_interacted": int(len(np.unique(items))),
             "repeated_pairs": int(n - len(np.unique(users.astype(np.int64) * n_items + items))),
             "tied_times": int(n - len(np.unique(times))),
             "bytes": {fmt: (folder / f"interactions.{fmt}").stat().st_size for fmt in FORMATS}}
+    stamp.write_text(json.dumps({"arguments": [n, seed, n_items], "data": data}), encoding="utf-8")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,17 +152,67 @@ def measure(file: Path, items_file: Path, use_cache: bool, threads: int) -> dict
             "users_evaluated": len(ds.valid), "code": h2rec.data.__file__}
 
 
-def run_measure(file: Path, items_file: Path, mode: str, threads: int, cache_dir: Path,
-                source: Path | None = None) -> dict:
+def semid_folder(folder: Path, n_items: int, seed: int) -> Path:
+    """A semid folder over the generated catalogue: 3 x 256 RQ codes of random 32-d vectors (the cost of
+    real text embeddings and codes is semid's, measured by benchmarks/semid_scale.py, not here)."""
+    import semid
+
+    out = folder / "semid"
+    if (out / "stats.json").is_file():
+        return out
+    rng = np.random.default_rng(seed)
+    np.save(folder / "emb.npy", rng.standard_normal((n_items, 32), dtype=np.float32))
+    ids = json.loads((folder / "items.json").read_text(encoding="utf-8"))
+    (folder / "ids.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+    codebook = min(256, n_items // 4)  # small logs (tests of this script) have few items
+    semid.encode_catalogue(None, out, embeddings=folder / "emb.npy", ids=folder / "ids.txt", cache_dir=None,
+                           quantizer=semid.QuantizerConfig(kind="rq", levels=3, codebook_size=codebook))
+    return out
+
+
+def measure_training(folder: Path, kind: str, threads: int) -> dict:
+    """One training epoch and one full-ranking evaluation of the validation users, as ``h2rec train``
+    runs them: d = 64, max length 50, batch 256, every training target (sliding windows), the sampled
+    softmax (1,024 negatives shared by the batch, logQ) at every size so that the sizes compare, and
+    the dataset read through a warm cache (``--train`` warms it first)."""
+    import h2rec
+    import torch
+
+    torch.set_num_threads(threads)
+    config = h2rec.build_config(overrides={
+        "data.interactions": str(folder / "interactions.parquet"), "data.semid": str(folder / "semid"),
+        "model.kind": kind, "train.loss": "sampled_softmax", "train.epochs": 1, "train.device": "cpu",
+        "train.seed": 0})
+    run = folder / f"run-{kind}"
+    shutil.rmtree(run, ignore_errors=True)
+    reset_peak()
+    before = status_mib("VmRSS")
+    start = time.perf_counter()
+    h2rec.train(config, run, progress=False, test=False)
+    seconds = time.perf_counter() - start
+    epoch = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    return {"model": kind, "seconds_total": seconds, "train_seconds": epoch["train_seconds"],
+            "eval_seconds": epoch["eval_seconds"], "steps": epoch["step"],
+            "valid_NDCG@10": epoch["valid_NDCG@10"], "peak_rss_mib": status_mib("VmHWM"),
+            "rss_before_mib": before, "peak_rss_of_the_process_mib": peak_rss_mib()}
+
+
+def run_child(args: list[str], threads: int, cache_dir: Path, source: Path | None = None) -> dict:
+    """Runs ``python -m benchmarks.scale ARGS`` in a fresh process; its last stdout line is the result."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "H2REC_CACHE_DIR": str(cache_dir)}
     if source is not None:  # another commit's h2rec first on the path
         env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
-    args = [sys.executable, "-m", "benchmarks.scale", "--measure", str(file), "--items-file", str(items_file),
-            "--threads", str(threads)] + (["--use-cache"] if mode != "no_cache" else [])
+    args = [sys.executable, "-m", "benchmarks.scale", *args, "--threads", str(threads)]
     done = subprocess.run(args, env=env, cwd=ROOT.parent, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"measurement failed ({' '.join(args)}):\n{done.stderr}")
-    return {"mode": mode, **json.loads(done.stdout.strip().splitlines()[-1])}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_measure(file: Path, items_file: Path, mode: str, threads: int, cache_dir: Path,
+                source: Path | None = None) -> dict:
+    args = ["--measure", str(file), "--items-file", str(items_file)] + (["--use-cache"] if mode != "no_cache" else [])
+    return {"mode": mode, **run_child(args, threads, cache_dir, source)}
 
 
 def baseline_source(commit: str) -> Path:
@@ -162,32 +231,44 @@ def baseline_source(commit: str) -> Path:
 
 
 def plot(record: dict, path: Path) -> None:
+    """Log-log: read + split seconds, epoch and evaluation seconds, and peak memory, against interactions."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ingest, training, memory) = plt.subplots(1, 3, figsize=(15, 4.2))
+    default = [run for run in record["runs"] if run["data"]["items"] == max(run["interactions"] // 100, 1)]
     for fmt in FORMATS:
         for mode in (*MODES, "baseline"):
-            points = [(run["interactions"], m) for run in record["runs"] for m in run["measurements"].get(fmt, [])
+            points = [(run["interactions"], m) for run in default for m in run["measurements"].get(fmt, [])
                       if m["mode"] == mode]
             if not points:
                 continue
             x = [n for n, _ in points]
             style = {"csv": "-", "parquet": "--"}[fmt]
-            label = f"{fmt}, {mode.replace('_', ' ')}"
-            left.plot(x, [m["seconds"] for _, m in points], style, marker="o", label=label)
-            right.plot(x, [m["peak_rss_mib"] - m["rss_before_mib"] for _, m in points], style,
-                       marker="o", label=label)
-    for axis, ylabel in ((left, "read + split seconds"), (right, "peak RSS above the RSS before (MiB)")):
+            label = f"read {fmt}, {mode.replace('_', ' ')}"
+            ingest.plot(x, [m["seconds"] for _, m in points], style, marker="o", label=label)
+            memory.plot(x, [m["peak_rss_mib"] - m["rss_before_mib"] for _, m in points], style, marker="o",
+                        label=label)
+    kinds = sorted({m["model"] for run in default for m in run.get("training", [])})
+    for kind in kinds:
+        points = [(run["interactions"], m) for run in default for m in run.get("training", []) if m["model"] == kind]
+        x = [n for n, _ in points]
+        training.plot(x, [m["train_seconds"] for _, m in points], "-", marker="o", label=f"{kind}: one epoch")
+        training.plot(x, [m["eval_seconds"] for _, m in points], ":", marker="s", label=f"{kind}: full evaluation")
+        memory.plot(x, [m["peak_rss_of_the_process_mib"] for _, m in points], ":", marker="s",
+                    label=f"{kind}: train + evaluate, process peak")
+    for axis, ylabel in ((ingest, "read + split seconds"), (training, "seconds"),
+                         (memory, "MiB (read: peak above the RSS before)")):
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_xlabel("interactions")
+        axis.set_xlabel("interactions (items = interactions / 100)")
         axis.set_ylabel(ylabel)
         axis.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
-    fig.suptitle(f"h2rec build_dataset at scale ({record['threads']} thread; {record['machine']})", fontsize=8)
+        if axis.lines:
+            axis.legend(fontsize=7)
+    fig.suptitle(f"h2rec at scale ({record['threads']} thread; {record['machine']})", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -196,41 +277,62 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--interactions", nargs="+", type=lambda s: int(float(s)), default=[100_000, 1_000_000],
                     help="sizes n of the generated logs, e.g. 1e5 1e6 1e7")
+    ap.add_argument("--items", type=lambda s: int(float(s)), help="catalogue size (default n / 100), e.g. 1e6")
+    ap.add_argument("--parts", nargs="+", choices=("ingest", "train"), default=["ingest"],
+                    help="ingest: read + split; train: one epoch and one full evaluation (sizes measured "
+                         "before keep the parts not measured again)")
+    ap.add_argument("--models", nargs="+", default=["hid", "h2rec"], help="train: model kinds")
     ap.add_argument("--threads", type=int, default=1, help="torch and pyarrow threads (default 1)")
     ap.add_argument("--baseline", help="also measure the readers of this git commit (no cache), e.g. HEAD~1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one measurement (a child process)
+    ap.add_argument("--measure-training", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--kind", help=argparse.SUPPRESS)
     ap.add_argument("--items-file", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--use-cache", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.items_file, args.use_cache, args.threads)))
         return
+    if args.measure_training:
+        print(json.dumps(measure_training(args.measure_training, args.kind, args.threads)))
+        return
 
     old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {"runs": []}
-    record = {"benchmark": "scale", "machine": machine(), "cores": os.cpu_count(), "threads": args.threads,
-              "load_average_at_start": os.getloadavg(), "baseline": args.baseline,
-              "runs": [run for run in old["runs"] if run["interactions"] not in args.interactions]}
+    runs = {(run["interactions"], run["data"]["items"]): run for run in old["runs"]}
+    record = {**old, "benchmark": "scale", "machine": machine(), "cores": os.cpu_count(), "threads": args.threads,
+              "load_average_at_start": os.getloadavg(), "baseline": args.baseline or old.get("baseline")}
     source = baseline_source(args.baseline) if args.baseline else None
     for n in args.interactions:
-        folder = WORK / f"n{n}"
-        run = {"interactions": n, "data": generate(n, folder, args.seed), "measurements": {}}
-        for fmt in FORMATS:
-            cache_dir = folder / f"cache-{fmt}"
-            shutil.rmtree(cache_dir, ignore_errors=True)  # cold means an empty cache folder
-            file = folder / f"interactions.{fmt}"
-            results = [run_measure(file, folder / "items.json", mode, args.threads, cache_dir) for mode in MODES]
-            if source is not None and fmt == "csv":  # the old readers know no Parquet
-                results.append({**run_measure(file, folder / "items.json", "no_cache", args.threads, cache_dir,
-                                              source), "mode": "baseline"})
-            run["measurements"][fmt] = results
-            print(json.dumps({"interactions": n, "format": fmt, "results": results}), flush=True)
+        n_items = args.items or max(n // 100, 1)
+        folder = WORK / (f"n{n}" if args.items is None else f"n{n}-items{n_items}")
+        data = generate(n, folder, args.seed, n_items)
+        run = runs.setdefault((n, n_items), {"interactions": n, "data": data, "measurements": {}})
+        run["data"] = data
+        if "ingest" in args.parts:
+            for fmt in FORMATS:
+                cache_dir = folder / f"cache-{fmt}"
+                shutil.rmtree(cache_dir, ignore_errors=True)  # cold means an empty cache folder
+                file = folder / f"interactions.{fmt}"
+                results = [run_measure(file, folder / "items.json", mode, args.threads, cache_dir) for mode in MODES]
+                if source is not None and fmt == "csv":  # the old readers know no Parquet
+                    results.append({**run_measure(file, folder / "items.json", "no_cache", args.threads, cache_dir,
+                                                  source), "mode": "baseline"})
+                run["measurements"][fmt] = results
+                print(json.dumps({"interactions": n, "format": fmt, "results": results}), flush=True)
+        if "train" in args.parts:
+            semid_folder(folder, n_items, args.seed)
+            cache_dir = folder / "cache-train"  # warmed by the first model's run, not timed apart
+            run["training"] = [run_child(["--measure-training", str(folder), "--kind", kind], args.threads, cache_dir)
+                               for kind in args.models]
+            print(json.dumps({"interactions": n, "items": n_items, "training": run["training"]}), flush=True)
         run["load_average_after"] = os.getloadavg()
-        record["runs"].append(run)
-    record["runs"].sort(key=lambda r: r["interactions"])
+    record["runs"] = sorted(runs.values(), key=lambda r: (r["interactions"], r["data"]["items"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(args.out)
     plot(record, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
