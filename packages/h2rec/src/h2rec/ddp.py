@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
 from .model import H2Rec
+from .rivals.ccfrec import CCFRec
 from .rivals.llmesr import LLMESR
 from .step import training_step
 
@@ -28,6 +29,8 @@ def idle_parameters(model: torch.nn.Module, cfg: TrainConfig) -> set[str] | None
         return idle
     if isinstance(model, LLMESR):
         return {"se_mask"} if model.causal else set()
+    if isinstance(model, CCFRec):
+        return {"cloze_item"} if model.causal else set()
     return None
 
 

@@ -78,7 +78,8 @@ DATA_FLAGS = [
 MODEL_FLAGS = [
     Flag("model.kind", "--model", "h2rec (both branches), hid (hash IDs only), sid (semantic IDs only), or a "
          "rival: llmesr, LLM-ESR on text embeddings and IDs, which needs a semid folder with embeddings; melt, "
-         "MELT's long-tail user and item branches on item IDs."),
+         "MELT's long-tail user and item branches on item IDs; ccfrec, CCFRec's semantic codes fused with text "
+         "views, which needs a semid folder with embeddings."),
     Flag("model.backbone", "--backbone", "Sequence encoder of each branch."),
     Flag("model.dim", "--dim", "Embedding and hidden size d."),
     Flag("model.num_layers", "--layers", "Encoder layers."),
@@ -92,6 +93,11 @@ MODEL_FLAGS = [
     Flag("model.pca_init", "--pca-init", "Initialise hash-ID embeddings from the PCA of the text embeddings.",
          switch="both", default="on for h2rec and llmesr"),
     Flag("model.candidate_weights", "--candidate-weights", "Level weights of a candidate's SID embedding in Eq. 9."),
+    Flag("model.ccfrec_views", "--ccfrec-views", "ccfrec: text views, contiguous slices of each item's text "
+         "embedding, that the codes attend to; 1 = the whole embedding as one view."),
+    Flag("model.ccfrec_layers", "--ccfrec-layers", "ccfrec: layers of the semantic-fusion module."),
+    Flag("model.ccfrec_dropout", "--ccfrec-dropout", "ccfrec: dropout in the semantic-fusion module."),
+    Flag("model.ccfrec_tau", "--ccfrec-tau", "ccfrec: temperature of the cosine scores and of both masking losses."),
 ]
 
 TRAIN_FLAGS = [
@@ -125,6 +131,10 @@ TRAIN_FLAGS = [
     Flag("train.melt_init", "--melt-init", "melt: start from the best weights of this finished hid run on the same "
          "data (the authors start from a trained SASRec); unset = from scratch.",
          type=click.Path(exists=True, file_okay=False)),
+    Flag("train.mcm_weight", "--mcm-weight", "ccfrec: weight λ_MCM of masked code modeling; 0 = off."),
+    Flag("train.msa_weight", "--msa-weight", "ccfrec: weight λ_MSA of masked sequence alignment; 0 = off."),
+    Flag("train.code_mask_ratio", "--code-mask-ratio", "ccfrec: share of the input items' code tokens masked for "
+         "both masking losses."),
     Flag("train.code_match", "--code-match", "Code-matching threshold p of Eq. 7; 0 = removed."),
     Flag("train.window", "--window", "Context window o of Eq. 7; 0 = removed."),
     Flag("train.windows", "--windows", "Training rows: every target once per epoch in sliding or randomly "

@@ -5,4 +5,7 @@
 - ``melt``: MELT (Kim et al., SIGIR 2023, arXiv:2304.08382): :mod:`.melt` (the model, with its tail-user
   enhancement), :mod:`.melt_branches` (the user and item branches, their curriculum, the tail items'
   refresh). docs/model.md, "MELT".
+- ``ccfrec``: CCFRec (Liu et al., KDD 2025, arXiv:2503.12183): :mod:`.ccfrec` (text views, the
+  code-guided semantic-fusion module, the model), :mod:`.ccfrec_masking` (code masking, masked code
+  modeling, masked sequence alignment). docs/model.md, "CCFRec".
 """
