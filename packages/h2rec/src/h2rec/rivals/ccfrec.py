@@ -242,7 +242,8 @@ class CCFRec(nn.Module):
         fused = self.fuse(items[real], codes[real])  # (M, C, d): the SFM on the real positions only
         e = fused.new_zeros(*items.shape, self.cfg.dim)
         e[real] = fused.mean(1)  # (C4) ẽ = mean_j H_j
-        e[is_mask] = self.cloze_item
+        if is_mask.any():  # only BERT4Rec inputs hold mask tokens; others leave the vector without a gradient
+            e[is_mask] = self.cloze_item
         h = fused.new_zeros(*items.shape, *fused.shape[1:])
         h[real] = fused
         return CCFRecEncoded(pad, self.encoder(e, pad), h), None  # (C5)
