@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import h2rec
 import numpy as np
@@ -400,3 +403,24 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tiny_config, tmp_path, crash
     straight = h2rec.train(config, tmp_path / "straight", progress=False)
     resumed = crash_then_resume(config, tmp_path / "crashed", epoch=2)
     assert resumed["test"] == straight["test"] and resumed["valid"] == straight["valid"]
+
+
+def test_two_processes_follow_one_process(tiny, tmp_path):
+    """torchrun: (C8) is each process's share of the batch's mean, (C9) is computed from the batch's
+    gathered states, and the masks are drawn for the whole batch: the same losses and metrics as
+    one process (without dropout, the one draw that is each process's own)."""
+    settings = {"model": {"kind": "ccfrec", "dropout": 0.0, "ccfrec_dropout": 0.0, "num_heads": 2},
+                "train": {"epochs": 2, "batch_size": 64, "device": "cpu"}, "eval": {"batch_size": 64},
+                "data": {"interactions": str(tiny["interactions"]), "semid": str(tiny["semid"]), "max_len": MAX_LEN}}
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    h2rec.train(h2rec.build_config(settings), tmp_path / "one", progress=False)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "h2rec",
+              "train", "--config", str(tmp_path / "config.json"), "-o", str(tmp_path / "two"), "--quiet"]
+    result = subprocess.run(launch, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    one, two = ([{k: v for k, v in json.loads(line).items() if not k.endswith("_seconds")}
+                 for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "two"))
+    assert {"loss_mcm", "loss_msa"} <= set(one[0]) and [set(e) for e in two] == [set(e) for e in one]
+    for a, b in zip(one, two):
+        assert b == pytest.approx(a, rel=1e-4)
