@@ -100,7 +100,7 @@ def linear(layer, x):
 
 
 def attention(module, queries, keys, heads):
-    """softmax(Q K^T / sqrt(d/h)) V per head, then W_O, written out token by token."""
+    """softmax(Q K^T / sqrt(d/h)) V per head, then W_O, written out token by token (no dropout)."""
     q, k, v = linear(module.w_q, queries), linear(module.w_k, keys), linear(module.w_v, keys)
     width = q.shape[-1] // heads
     rows = []
@@ -185,6 +185,10 @@ def test_the_score_is_a_cosine_over_tau_with_fused_plus_code_candidates(ccfrec, 
         model.train()
     with torch.enable_grad():
         torch.testing.assert_close(model.eval().score_all(state).detach(), changed)  # computed afresh, the same
+        # in training, a candidate is one vector however often a step asks for it: no dropout on this side
+        model.train()
+        torch.testing.assert_close(model.score(state, picked), model.score_all(state).gather(1, picked))
+        assert model.candidates(picked).requires_grad
     assert model.vector_parts() == ["fused"]
 
 
@@ -280,9 +284,11 @@ def test_idle_parameters_are_those_a_step_leaves_without_gradient(ccfrec, backbo
 
 
 # ----------------------------------------------------------------------------- every ranking loss
-@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "gbce", "bce", "bpr"])
-def test_every_ranking_loss_trains(ccfrec, loss):
-    config, _, ds, model = ccfrec(**{"train.loss": loss})
+@pytest.mark.parametrize("loss, chunk", [("ce", 65536), ("ce", 50), ("sampled_softmax", 65536), ("gbce", 65536),
+                                         ("bce", 65536), ("bpr", 65536)])
+def test_every_ranking_loss_trains(ccfrec, loss, chunk):
+    """Chunks of 50 items: the softmax's chunks are checkpointed, and backward recomputes the candidates."""
+    config, _, ds, model = ccfrec(**{"train.loss": loss, "train.ce_chunk_items": chunk})
     rows = torch.from_numpy(np.stack([np.pad(s[-21:], (0, 21 - len(s[-21:]))) for s in ds.train[:16]]))
     log_q = training.sampler_log_q(config.train, ds.popularity)
     parts = training_step(model.train(), rows, config.train, torch.Generator().manual_seed(0), log_q=log_q)

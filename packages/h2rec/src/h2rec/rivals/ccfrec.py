@@ -75,23 +75,24 @@ class Attention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
-        self.num_heads, self.dropout = num_heads, dropout
+        self.num_heads = num_heads
         self.w_q, self.w_k, self.w_v, self.w_o = (nn.Linear(dim, dim) for _ in range(4))
 
     def _heads(self, x: Tensor) -> Tensor:
         m, t, d = x.shape
         return x.view(m, t, self.num_heads, d // self.num_heads).transpose(1, 2)  # (M, h, T, d/h)
 
-    def forward(self, queries: Tensor, keys: Tensor) -> Tensor:
+    def forward(self, queries: Tensor, keys: Tensor, dropout: float) -> Tensor:
         q, k, v = self._heads(self.w_q(queries)), self._heads(self.w_k(keys)), self._heads(self.w_v(keys))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         m, _, t, _ = out.shape
         return self.w_o(out.transpose(1, 2).reshape(m, t, -1))
 
 
 class FusionLayer(nn.Module):
     """One layer of (C3), post-norm as the authors' layers: X <- LN(X + SA(X)); X <- LN(X + CA(X, T));
-    X <- LN(X + FFN(X)), with dropout on each branch."""
+    X <- LN(X + FFN(X)), with dropout on the attention weights and on each branch (when training and
+    ``stochastic``)."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float):
         super().__init__()
@@ -99,12 +100,13 @@ class FusionLayer(nn.Module):
         self.cross_attention = Attention(dim, num_heads, dropout)
         self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=1e-12) for _ in range(3))
-        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
 
-    def forward(self, x: Tensor, views: Tensor) -> Tensor:
-        x = self.norms[0](x + self.drop(self.self_attention(x, x)))  # the codes of one item read each other
-        x = self.norms[1](x + self.drop(self.cross_attention(x, views)))  # ... and pick from the text views
-        return self.norms[2](x + self.drop(self.ffn(x)))
+    def forward(self, x: Tensor, views: Tensor, stochastic: bool = True) -> Tensor:
+        p = self.dropout if self.training and stochastic else 0.0
+        x = self.norms[0](x + F.dropout(self.self_attention(x, x, p), p))  # the codes of one item read each other
+        x = self.norms[1](x + F.dropout(self.cross_attention(x, views, p), p))  # ... and pick from the text views
+        return self.norms[2](x + F.dropout(self.ffn(x), p))
 
 
 class SemanticFusion(nn.Module):
@@ -114,9 +116,9 @@ class SemanticFusion(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(FusionLayer(dim, num_heads, dropout) for _ in range(num_layers))
 
-    def forward(self, tokens: Tensor, views: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, views: Tensor, stochastic: bool = True) -> Tensor:
         for layer in self.layers:
-            tokens = layer(tokens, views)
+            tokens = layer(tokens, views, stochastic)
         return tokens
 
 
@@ -201,17 +203,20 @@ class CCFRec(nn.Module):
         codes = self.codes.stacked_codes(items)
         return codes.masked_fill(items[..., None] == 0, self.n_codes)
 
-    def fuse(self, items: Tensor, codes: Tensor) -> Tensor:
-        """(C2)-(C3) H of ``items`` (M,) (real items only) with ``codes`` (M, C) as their code tokens: (M, C, d)."""
-        return self.fusion(F.embedding(codes, self.code_table()), self.views[items])
+    def fuse(self, items: Tensor, codes: Tensor, stochastic: bool = True) -> Tensor:
+        """(C2)-(C3) H of ``items`` (M,) (real items only) with ``codes`` (M, C) as their code tokens: (M, C, d).
+        ``stochastic`` False: without dropout, also in training."""
+        return self.fusion(F.embedding(codes, self.code_table()), self.views[items], stochastic)
 
     def candidates(self, items: Tensor) -> Tensor:
         """(C6) ê_i = normalise(mean_j H_ij + mean_j Z^c[c_ij]) of ``items`` (...,), each distinct item
         computed once: (..., d). The authors' candidate representation adds the mean code embedding
-        to the pooled SFM output (their ``get_item_embedding``)."""
+        to the pooled SFM output (their ``get_item_embedding``). Without dropout, also in training:
+        a step asks for a candidate more than once (the target's score, then the softmax over the
+        catalogue, whose chunks backward may recompute), and each must be the same vector."""
         distinct, where = items.unique(return_inverse=True)
         codes = self.item_codes(distinct)
-        e = self.fuse(distinct, codes).mean(1) + F.embedding(codes, self.code_table()).mean(1)
+        e = self.fuse(distinct, codes, stochastic=False).mean(1) + F.embedding(codes, self.code_table()).mean(1)
         e = torch.where((distinct == 0)[:, None], 0.0, e)  # padding: no item, a zero vector
         return F.normalize(e, dim=-1)[where]
 
