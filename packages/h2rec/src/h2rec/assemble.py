@@ -17,6 +17,7 @@ from .config import Config, TrainConfig
 from .data import Dataset, build_dataset
 from .errors import H2RecError
 from .model import H2Rec
+from .rivals.ccfrec import CCFRec
 from .rivals.llmesr import LLMESR
 from .rivals.melt import MELT
 from .rivals.pcrca import PCRCA
@@ -47,11 +48,25 @@ def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
     if model.kind == "llmesr" and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.kind 'llmesr' reads the items' text embeddings (its semantic "
                          "view), and this folder has none; encode the items' texts with `semid encode`")
+    if model.kind == "ccfrec":
+        check_ccfrec_text(config, sids)
     if model.pca_init is None:
         model = dataclasses.replace(model, pca_init=model.kind in ("h2rec", "llmesr") and sids.embeddings is not None)
     if model.pca_init and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.pca_init needs text embeddings, and this folder has none")
     return dataclasses.replace(config, model=model, train=catalogue_sized_loss(config.train, len(sids.ids)))
+
+
+def check_ccfrec_text(config: Config, sids: semid.SemanticIDs) -> None:
+    """CCFRec's text views (C1) are slices of the items' text embeddings: the folder must have them, and
+    at least one dimension per view."""
+    if sids.embeddings is None:
+        raise H2RecError(f"{config.data.semid}: model.kind 'ccfrec' reads the items' text embeddings (its text "
+                         "views), and this folder has none; encode the items' texts with `semid encode`")
+    width = sids.embeddings.shape[1]
+    if config.model.ccfrec_views > width:
+        raise H2RecError(f"model.ccfrec_views (--ccfrec-views) is {config.model.ccfrec_views}, but the views are "
+                         f"slices of the {width}-dimensional text embeddings of {config.data.semid}: at most {width}")
 
 
 def catalogue_sized_loss(train: TrainConfig, n_items: int) -> TrainConfig:
@@ -70,13 +85,15 @@ def catalogue_sized_loss(train: TrainConfig, n_items: int) -> TrainConfig:
     return dataclasses.replace(train, loss="sampled_softmax")
 
 
-def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MELT | PCRCA:
+def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MELT | CCFRec | PCRCA:
     m = config.model
     if m.kind == "pcrca":  # a rival: parallel-codebook semantic IDs and hash IDs (h2rec.rivals)
         return build_pcrca(config, sids)
     codes = None if m.kind in ("hid", "llmesr", "melt") else sids.embedding(
         dim=m.dim, combine="levels", padding_idx0=True, init_std=m.init_std)
     try:
+        if m.kind == "ccfrec":  # a rival: semantic codes fused with text views, no item IDs (h2rec.rivals)
+            return CCFRec(m, len(sids.ids), config.data.max_len, codes, sids.embeddings)
         if m.kind == "llmesr":  # a rival: text embeddings and IDs, no semantic IDs (h2rec.rivals)
             return LLMESR(m, len(sids.ids), config.data.max_len, sids.embeddings)
         if m.kind == "melt":  # a rival: item IDs with long-tail branches (h2rec.rivals)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import H2RecError
 
-ModelKind = Literal["h2rec", "hid", "sid", "llmesr", "melt", "pcrca"]
+ModelKind = Literal["h2rec", "hid", "sid", "llmesr", "melt", "ccfrec", "pcrca"]
 Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
 RankingLoss = Literal["ce", "sampled_softmax", "gbce", "bce", "bpr"]
 WindowScheme = Literal["sliding", "random", "last"]
@@ -52,6 +52,7 @@ class ModelConfig:
     # ("melt": the rival MELT, item IDs with long-tail user and item branches; docs/model.md "MELT")
     # ("pcrca": the rival PCR-CA, parallel-codebook semantic IDs and hash IDs, contrastively aligned;
     # docs/model.md "PCR-CA")
+    # ("ccfrec": the rival CCFRec, semantic codes fused with text views, no item IDs; docs/model.md "CCFRec")
     backbone: Backbone = "sasrec"
     dim: int = 64
     num_layers: int = 2
@@ -72,6 +73,13 @@ class ModelConfig:
     # collaborative view's init; false = the LLM-ESR ablation with a random ID table)
     pca_init: bool | None = None
     init_std: float = 0.02
+    # --- CCFRec (model.kind "ccfrec" only; docs/model.md "CCFRec", (C1)-(C10))
+    # V text views: contiguous slices of each item's text embedding, each whitened-PCA'd to dim (C1);
+    # 5 as the authors' five text attributes (title, brand, features, categories, description); 1 = one view
+    ccfrec_views: int = 5
+    ccfrec_layers: int = 2  # layers of the semantic-fusion module (C3) (the authors' n_layers_cross)
+    ccfrec_dropout: float = 0.3  # dropout in the semantic-fusion module (the authors' dropout_prob_cross)
+    ccfrec_tau: float = 0.07  # τ of the cosine scores (C6), (C8) and (C9) (the authors' default)
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,10 @@ class TrainConfig:
     user_contrast_weight: float = 0.1  # λ_U, the same; 0 = no user-level term
     contrast_tau: float = 0.1  # τ of both InfoNCE terms (cosine similarities)
     contrast_max_items: int = 1024  # items per batch in L_item at most (its cost is quadratic in them)
+    # --- CCFRec's code masking (model.kind "ccfrec" only; docs/model.md "CCFRec", (C7)-(C10)); the authors' run.sh
+    mcm_weight: float = 0.6  # λ_MCM, weight of masked code modeling (C8); 0 = off
+    msa_weight: float = 0.4  # λ_MSA, weight of masked sequence alignment (C9); 0 = off
+    code_mask_ratio: float = 0.5  # ρ: share of the input items' code tokens selected for masking (C7)
     # --- which rows an epoch trains on: every training target once per epoch unless "last"
     windows: WindowScheme = "sliding"  # "random": a new window phase each epoch; "last": last window only
     window_stride: int | None = None  # sliding/random: items between window ends; None = max_len
@@ -246,17 +258,18 @@ def build_config(values: dict[str, dict[str, Any]] | None = None, overrides: dic
 # crash deep inside torch or numpy, or train without a word and report nonsense (tau = 0: inf metrics).
 _POSITIVE = {"dim", "num_layers", "num_heads", "max_len", "epochs", "patience", "batch_size", "eval_every",
              "ca_max_items", "num_negatives", "sampled_negatives", "ce_chunk_items", "bucket_batches",
-             "window_stride", "fusion_hidden", "similar_users", "item_chunk", "curriculum_epochs"}
+             "window_stride", "fusion_hidden", "similar_users", "item_chunk", "curriculum_epochs",
+             "ccfrec_views", "ccfrec_layers"}
 _NON_NEGATIVE = {"ce_max_items",
                  "patience_steps", "warmup_steps", "grad_clip", "weight_decay", "popularity_alpha", "k_core",
                  "beta", "gamma", "code_match", "window", "negatives", "distill_weight", "user_branch_weight",
-                 "item_branch_weight"}
-_ABOVE_ZERO = {"lr", "tau", "init_std"}  # real numbers > 0
+                 "item_branch_weight", "mcm_weight", "msa_weight"}
+_ABOVE_ZERO = {"lr", "tau", "init_std", "ccfrec_tau"}  # real numbers > 0
 _SEEDS = {"seed", "negatives_seed"}  # numpy takes seeds in [0, 2**32 - 1]
 _UNIT_INTERVAL = {"min_catalogue_coverage": (0.0, 1.0), "label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0),
                   "dropout": (0.0, 1.0),
                   "emb_dropout": (0.0, 1.0), "attn_dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0),
-                  "head_share": (0.0, 1.0)}
+                  "head_share": (0.0, 1.0), "ccfrec_dropout": (0.0, 1.0), "code_mask_ratio": (0.0, 1.0)}
 # PCR-CA's settings (model.kind "pcrca")
 _POSITIVE |= {"contrast_max_items"}
 _NON_NEGATIVE |= {"item_contrast_weight", "user_contrast_weight"}
@@ -330,6 +343,8 @@ def _check_values(section: Any, name: str, where: Callable[[str, str], str]) -> 
 _LLMESR_ONLY = ("distill_weight", "similar_users")
 _MELT_ONLY = ("user_branch_weight", "item_branch_weight", "melt_head_share", "curriculum_epochs", "melt_init")
 _PCRCA_ONLY = ("item_contrast_weight", "user_contrast_weight", "contrast_tau", "contrast_max_items")
+_CCFREC_ONLY = ("model.ccfrec_views", "model.ccfrec_layers", "model.ccfrec_dropout", "model.ccfrec_tau",
+                "train.mcm_weight", "train.msa_weight", "train.code_mask_ratio")
 
 
 def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
@@ -354,6 +369,15 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
         if config.model.kind != "pcrca" and getattr(config.train, key) != getattr(TrainConfig(), key):
             raise H2RecError(f"{where('train', key)} belongs to PCR-CA's contrastive alignment (model.kind 'pcrca'), "
                              f"not to model.kind {config.model.kind!r}")
+    for dotted in _CCFREC_ONLY:
+        section, key = dotted.split(".")
+        if config.model.kind != "ccfrec" and getattr(getattr(config, section), key) != getattr(
+                SECTIONS[section](), key):
+            raise H2RecError(f"{where(section, key)} belongs to CCFRec (model.kind 'ccfrec'), "
+                             f"not to model.kind {config.model.kind!r}")
+    if config.model.kind == "ccfrec" and config.model.pca_init:  # it would be ignored without a word
+        raise H2RecError(f"{where('model', 'pca_init')} initialises an item ID table, and CCFRec (model.kind "
+                         "'ccfrec') has none: its items are their semantic codes and text")
     if not 0 < config.train.melt_head_share < 1:  # a = 0 or 1: no head users or no tail users
         raise H2RecError(f"{where('train', 'melt_head_share')} must lie strictly between 0 and 1, "
                          f"got {config.train.melt_head_share!r}")

@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
 from .model import H2Rec
+from .rivals.ccfrec import CCFRec
 from .rivals.llmesr import LLMESR
 from .rivals.pcrca import PCRCA
 from .step import training_step
@@ -31,6 +32,8 @@ def idle_parameters(model: torch.nn.Module, cfg: TrainConfig) -> set[str] | None
         return {"se_mask"} if model.causal else set()
     if isinstance(model, PCRCA):
         return {"sem_mask"} if model.causal else set()
+    if isinstance(model, CCFRec):
+        return {"cloze_item"} if model.causal else set()
     return None
 
 

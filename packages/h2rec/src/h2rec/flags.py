@@ -78,7 +78,8 @@ DATA_FLAGS = [
 MODEL_FLAGS = [
     Flag("model.kind", "--model", "h2rec (both branches), hid (hash IDs only), sid (semantic IDs only), or a "
          "rival: llmesr, LLM-ESR on text embeddings and IDs, which needs a semid folder with embeddings; melt, "
-         "MELT's long-tail user and item branches on item IDs; pcrca, PCR-CA's parallel-codebook semantic IDs "
+         "MELT's long-tail user and item branches on item IDs; ccfrec, CCFRec's semantic codes fused with text "
+         "views, which needs a semid folder with embeddings; pcrca, PCR-CA's parallel-codebook semantic IDs "
          "and hash IDs, contrastively aligned."),
     Flag("model.backbone", "--backbone", "Sequence encoder of each branch."),
     Flag("model.dim", "--dim", "Embedding and hidden size d."),
@@ -93,6 +94,11 @@ MODEL_FLAGS = [
     Flag("model.pca_init", "--pca-init", "Initialise hash-ID embeddings from the PCA of the text embeddings.",
          switch="both", default="on for h2rec and llmesr"),
     Flag("model.candidate_weights", "--candidate-weights", "Level weights of a candidate's SID embedding in Eq. 9."),
+    Flag("model.ccfrec_views", "--ccfrec-views", "ccfrec: text views, contiguous slices of each item's text "
+         "embedding, that the codes attend to; 1 = the whole embedding as one view."),
+    Flag("model.ccfrec_layers", "--ccfrec-layers", "ccfrec: layers of the semantic-fusion module."),
+    Flag("model.ccfrec_dropout", "--ccfrec-dropout", "ccfrec: dropout in the semantic-fusion module."),
+    Flag("model.ccfrec_tau", "--ccfrec-tau", "ccfrec: temperature of the cosine scores and of both masking losses."),
 ]
 
 TRAIN_FLAGS = [
@@ -131,6 +137,10 @@ TRAIN_FLAGS = [
     Flag("train.user_contrast_weight", "--user-contrast-weight", "pcrca: weight λ_U of the user-level contrastive "
          "alignment of the ID and semantic user states; 0 = off."),
     Flag("train.contrast_tau", "--contrast-tau", "pcrca: temperature τ of both contrastive alignments."),
+    Flag("train.mcm_weight", "--mcm-weight", "ccfrec: weight λ_MCM of masked code modeling; 0 = off."),
+    Flag("train.msa_weight", "--msa-weight", "ccfrec: weight λ_MSA of masked sequence alignment; 0 = off."),
+    Flag("train.code_mask_ratio", "--code-mask-ratio", "ccfrec: share of the input items' code tokens masked for "
+         "both masking losses."),
     Flag("train.code_match", "--code-match", "Code-matching threshold p of Eq. 7; 0 = removed."),
     Flag("train.window", "--window", "Context window o of Eq. 7; 0 = removed."),
     Flag("train.windows", "--windows", "Training rows: every target once per epoch in sliding or randomly "

@@ -156,6 +156,7 @@ def model_card(config: Config, sids: semid.SemanticIDs, results: dict[str, Any] 
     kind = {"h2rec": "H2Rec (semantic IDs and hash IDs)", "hid": "hash IDs only (SASRec-style baseline)",
             "sid": "semantic IDs only", "llmesr": "LLM-ESR (text embeddings and IDs, a rival of H2Rec)",
             "melt": "MELT (item IDs with long-tail user and item branches, a rival of H2Rec)",
+            "ccfrec": "CCFRec (semantic codes fused with text views, no item IDs; a rival of H2Rec)",
             "pcrca": "PCR-CA (parallel-codebook semantic IDs and hash IDs, a rival of H2Rec)"}[m.kind]
     levels = "x".join(str(k) for k in sids.codebook_sizes)
     lines = [

@@ -1,6 +1,7 @@
 """One optimizer step's loss (Algorithm 1, lines 9-14): the batch's targets, negatives drawn from
 the run's generator, the ranking loss (Eq. 10 or its replacements in h2rec.losses) and, for H2Rec,
-Eq. 11's alignment losses; the rivals' extra terms (LLM-ESR's self-distillation, MELT's branches).
+Eq. 11's alignment losses; the rivals' extra terms (LLM-ESR's self-distillation, MELT's branches,
+CCFRec's code masking).
 Under torchrun each process computes its share of a batch (h2rec.distributed).
 """
 
@@ -29,6 +30,7 @@ from .losses import (
     sampled_softmax_shared,
 )
 from .model import H2Rec, at_last
+from .rivals.ccfrec_masking import code_masking_losses, draw_code_mask, uses_code_masking
 from .rivals.llmesr_distill import RetrievalDistillation
 from .rivals.melt_branches import BilateralBranches
 from .rivals.pcrca_align import batch_items, contrastive_losses
@@ -140,7 +142,8 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
     :class:`~h2rec.data.TrainingWindows`); ``log_q``: the sampled-softmax proposal; ``distill`` and
     ``owners`` (B,): LLM-ESR's self-distillation and the user of each row that is its user's latest
     window (-1 otherwise; see h2rec.rivals.llmesr_distill); ``melt``: MELT's branches, the epoch's next
-    batch of head users and items (see h2rec.rivals.melt_branches).
+    batch of head users and items (see h2rec.rivals.melt_branches). A ccfrec model's code masks and
+    their losses need nothing from the caller (see h2rec.rivals.ccfrec_masking).
 
     ``shard`` (under torchrun): this process computes its rows of the batch, and each part is its
     share, such that DistributedDataParallel's mean of the gradients is one process's gradient
@@ -166,6 +169,9 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
     use_contrast = model.cfg.kind == "pcrca"
     contrast_items = (batch_items(rows, cfg.contrast_max_items, gen)
                       if use_contrast and cfg.item_contrast_weight > 0 else None)
+    # CCFRec's code masks (C7), for every row of the batch
+    code_mask = draw_code_mask(items, model, cfg.code_mask_ratio, gen) \
+        if uses_code_masking(model, cfg.mcm_weight, cfg.msa_weight) else None
 
     ghost = False
     if shard is not None:  # this process's rows of the batch; what it draws follows its rows
@@ -175,6 +181,7 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
         width = int(rows[mine].ne(0).sum(1).max())  # its own right padding only
         items, targets, rows = items[mine, :width], targets[mine, :width], rows[mine, :width]
         msg_level = None if msg_level is None else msg_level[mine]
+        code_mask = None if code_mask is None else code_mask.rows(mine, width)
         owners = None if owners is None else owners[mine]
         if negatives is not None and cfg.loss != "sampled_softmax":  # (P, K): its rows' positions
             negatives = negatives[torch.isin(row_of, mine)]
@@ -232,6 +239,11 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
         # PCR-CA (P7): L = L_rec + λ_I L_item + λ_U L_user
         total = (total + cfg.item_contrast_weight * contrast.get("item_contrast", 0.0)
                  + cfg.user_contrast_weight * contrast.get("user_contrast", 0.0))
+    if code_mask is not None:
+        parts["mcm"], parts["msa"] = code_masking_losses(model, items.to(device), encoded, code_mask, shard,
+                                                         len(rows) if shard is None else batch["rows"], ghost)
+        # CCFRec (C10): L = L_rec + λ_MCM L_MCM + λ_MSA L_MSA
+        total = total + cfg.mcm_weight * parts["mcm"] + cfg.msa_weight * parts["msa"]
     if ghost:  # DDP expects a gradient for every parameter from every process: the ghost's are zero
         total = total + 0.0 * sum(output.sum() for output in forward_outputs(encoded, masked))
     parts["total"] = total

@@ -8,4 +8,7 @@
 - ``pcrca``: PCR-CA (Tan et al., 2025, arXiv:2508.18166): :mod:`.pcrca` (parallel-codebook semantic and
   hash-ID representations, one encoder each, their scores), :mod:`.pcrca_align` (the item- and user-level
   contrastive alignment). docs/model.md, "PCR-CA".
+- ``ccfrec``: CCFRec (Liu et al., KDD 2025, arXiv:2503.12183): :mod:`.ccfrec` (text views, the
+  code-guided semantic-fusion module, the model), :mod:`.ccfrec_masking` (code masking, masked code
+  modeling, masked sequence alignment). docs/model.md, "CCFRec".
 """
