@@ -122,8 +122,21 @@ def table3(datasets, seeds) -> list[Run]:
             for d in datasets for s in seeds for name, o in variants.items()]
 
 
+# Issue 21: the paper's rivals beside Table 2's models, under the same defaults and budget (every row
+# trains with h2rec's defaults and early stopping; none is tuned apart). PCR-CA's codebooks are
+# parallel, so it reads the product-quantized folder of the same shape (Table 6's PQ codes).
+RIVALS = {
+    "LLM-ESR (llmesr)": ({"model.kind": "llmesr", "model.backbone": "sasrec"}, SemanticIDs()),
+    "MELT (melt)": ({"model.kind": "melt", "model.backbone": "sasrec"}, SemanticIDs()),
+    "CCFRec (ccfrec)": ({"model.kind": "ccfrec", "model.backbone": "sasrec"}, SemanticIDs()),
+    "PCR-CA (pcrca)": ({"model.kind": "pcrca", "model.backbone": "sasrec"}, SemanticIDs("pq", 4, 128)),
+}
+
+
 def table2_defaults(datasets, seeds) -> list[Run]:
-    return [replace(run, table="table2-defaults", settings="defaults") for run in table2(datasets, seeds)]
+    runs = [replace(run, table="table2-defaults", settings="defaults") for run in table2(datasets, seeds)]
+    return runs + [Run("table2-defaults", d, name, s, o, sids, settings="defaults")
+                   for d in datasets for s in seeds for name, (o, sids) in RIVALS.items()]
 
 
 def table3_defaults(datasets, seeds) -> list[Run]:

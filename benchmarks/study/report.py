@@ -151,13 +151,52 @@ def collision_columns(name: str, runs: list[dict]) -> list[str]:
     return [ours, f"{paper[0]} / {paper[1]}" if paper else "-"]
 
 
+# the paper's Figure 1 sets these four apart by popularity group (H2Rec, LLM-ESR, SASRec, SID only)
+FIGURE_MODELS = ("SASRec (hid)", "SID only (sid)", "LLM-ESR (llmesr)", "H2Rec")
+
+
+def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") -> list[str]:
+    """Issue 21's question, from the records: under full ranking, which model helps Tail items most
+    against SASRec, and what does it cost on Head? Every row against the base, over the seeds both have."""
+    if base not in rows or len(rows) < 2:
+        return []
+    lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over the "
+             "seeds both have, ordered by the change on Tail.", "",
+             "| model | seeds | Tail | vs SASRec | Head | vs SASRec | Overall vs SASRec |",
+             "|---|---|---|---|---|---|---|"]
+    found = []
+    for name in rows:
+        if name == base:
+            continue
+        common = {r["seed"] for r in rows[name]} & {r["seed"] for r in rows[base]}
+        if not common:
+            continue
+        ours = [r for r in rows[name] if r["seed"] in common]
+        theirs = [r for r in rows[base] if r["seed"] in common]
+        mean = {g: (values(ours, "full", g, "NDCG@10").mean(), values(theirs, "full", g, "NDCG@10").mean())
+                for g in ("tail", "head", "overall")}
+        change = {g: relative_change(*mean[g]) for g in mean}
+        found.append((name, len(common), mean, change))
+    found.sort(key=lambda f: -np.inf if f[3]["tail"] is None else f[3]["tail"], reverse=True)
+    fmt = lambda v: "-" if v is None else f"{v:+.1f}%"  # noqa: E731
+    for name, n, mean, change in found:
+        lines.append(f"| {name} | {n} | {mean['tail'][0]:.4f} | {fmt(change['tail'])} | {mean['head'][0]:.4f} | "
+                     f"{fmt(change['head'])} | {fmt(change['overall'])} |")
+    if found and found[0][3]["tail"] is not None:
+        name, _, _, change = found[0]
+        verdict = "helps Tail most" if change["tail"] > 0 else "loses least on Tail (none beats SASRec there)"
+        lines += ["", f"Answer on this dataset: **{name}** {verdict} ({fmt(change['tail'])}), at "
+                      f"{fmt(change['head'])} on Head and {fmt(change['overall'])} overall."]
+    return lines + [""]
+
+
 def group_plot(rows: dict[str, list[dict]], dataset: str, suffix: str = "") -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = [m for m in ("SASRec (hid)", "SID only (sid)", "H2Rec") if m in rows]
+    models = [m for m in FIGURE_MODELS if m in rows]
     if len(models) < 2:
         return None
     path = IMG / f"groups_{dataset}{suffix}.png"
@@ -274,6 +313,8 @@ def write_report(results_dir: Path = RESULTS) -> None:
                                                             "hours": [round(r["hours"], 3) for r in runs],
                                                             "seconds_per_epoch": [r["seconds_per_epoch"] for r in runs]}
                 for name, runs in rows.items()}
+            if table == "table2-defaults":
+                out += tail_head_answer(rows)
             if table in ("table2", "table2-defaults", "loss", "table7", "patience"):
                 out += significance(rows, table, paper)
             if table in DEFAULT_ROW:
@@ -287,7 +328,8 @@ def write_report(results_dir: Path = RESULTS) -> None:
                 out.append("")
                 plot = group_plot(rows, dataset, table.removeprefix("table2"))
                 if plot:
-                    out += [f"Figure 4 analogue ({dataset}): metrics by five popularity groups.", "", plot, ""]
+                    figure = "Figure 1" if "LLM-ESR (llmesr)" in rows else "Figure 4"
+                    out += [f"{figure} analogue ({dataset}): metrics by five popularity groups.", "", plot, ""]
         if table == "gamma":
             for dataset in sorted({d for (t, d) in named if t in ("beta", "gamma")}):
                 plot = sweep_plot(named, dataset)
