@@ -18,7 +18,7 @@ twice).
     python -m benchmarks.study table8   --seeds 42                # codebook shapes (Yelp)
     python -m benchmarks.study loss     --datasets beauty --seeds 42 43 44   # full cross-entropy instead of BPR
     python -m benchmarks.study patience --datasets scientific              # early stopping after 30 epochs, not 10
-    python -m benchmarks.study table2-defaults --datasets scientific      # Table 2 + the rivals (LLM-ESR, MELT, CCFRec, PCR-CA) under h2rec's defaults
+    python -m benchmarks.study table2-defaults --datasets scientific      # Table 2 + rivals under h2rec's defaults
     python -m benchmarks.study table3-defaults --datasets scientific      # Table 3 under h2rec's defaults
     python -m benchmarks.study report                             # docs/results.md + plots from what has run
 
