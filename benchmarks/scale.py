@@ -257,8 +257,9 @@ def plot_peer(file: Path, ingest, training, memory) -> dict | None:
     draw(memory, "load", lambda m: m["peak_rss_mib"] - m["rss_before_mib"], "-", "x", "RecBole: load + split")
     draw(training, "train", lambda m: m["seconds"], "-", "^", "RecBole SASRec (CE): one epoch")
     draw(training, "eval", lambda m: m["seconds"], ":", "v", "RecBole SASRec: full evaluation")
-    peaks = [(run["interactions"], run["peak_rss_of_the_process_mib"]) for run in runs
-             if run.get("peak_rss_of_the_process_mib") is not None]
+    # the highest VmHWM of its parts (each reset before): getrusage's peak is lowered by the reset too
+    peaks = [(run["interactions"], max(run["parts"][p]["peak_rss_mib"] for p in ("load", "train", "eval")))
+             for run in runs if all(run["parts"][p]["finished"] for p in ("load", "train", "eval"))]
     if peaks:
         memory.plot(*zip(*peaks), ":", color="black", marker="v",
                     label="RecBole: load + train + evaluate, process peak")

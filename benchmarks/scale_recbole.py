@@ -14,6 +14,10 @@ scale.py measures ours):
 - ``train``: one training epoch (``Trainer._train_epoch``, RecBole's own loop);
 - ``eval``: one full-ranking evaluation of the validation split (``Trainer.evaluate``), NDCG@10.
 
+The record's ``peak_rss_of_the_process_mib`` (getrusage, read at the end) is not the lifetime peak:
+Linux's getrusage reads the same high-water mark that clear_refs lowers, so the table and the plot
+take the highest VmHWM of the three parts as the process's peak after its imports.
+
 A part that runs past ``--timeout`` seconds (default 1,800) is recorded as "did not finish", with
 how far it got (training steps done, validation batches done) and the load average; so is a child
 whose RSS passes ``--max-rss-gib`` (the machine is shared) or that dies. 10^7 is only attempted when
