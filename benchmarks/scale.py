@@ -230,8 +230,45 @@ def baseline_source(commit: str) -> Path:
 # the record and its plot
 
 
+def plot_peer(file: Path, ingest, training, memory) -> dict | None:
+    """Overlays RecBole's SASRec (benchmarks/scale_recbole.py's record, when file exists) in black: load +
+    split seconds on the ingest panel, epoch and evaluation seconds (a part that did not finish at its
+    projected time, hollow), and memory as ours is drawn (load: peak above the RSS before; train +
+    evaluate: the process peak)."""
+    if not file.is_file():
+        return None
+    peer = json.loads(file.read_text(encoding="utf-8"))
+    runs = sorted((run for run in peer["runs"].values() if run.get("attempted", True)),
+                  key=lambda run: run["interactions"])
+
+    def draw(axis, part: str, value, style: str, marker: str, label: str) -> None:
+        done = [(run["interactions"], value(run["parts"][part])) for run in runs if run["parts"][part]["finished"]]
+        if done:
+            axis.plot(*zip(*done), style, color="black", marker=marker, label=label)
+        if part == "load":
+            return
+        projected = [(run["interactions"], run["parts"][part]["projected_seconds"]) for run in runs
+                     if "projected_seconds" in run["parts"][part]]
+        if projected and axis is training:
+            axis.plot(*zip(*projected), "none", color="black", marker=marker, markerfacecolor="none",
+                      label=f"{label}, did not finish: projected")
+
+    draw(ingest, "load", lambda m: m["seconds"], "-", "x", "RecBole: load + split (.inter)")
+    draw(memory, "load", lambda m: m["peak_rss_mib"] - m["rss_before_mib"], "-", "x", "RecBole: load + split")
+    draw(training, "train", lambda m: m["seconds"], "-", "^", "RecBole SASRec (CE): one epoch")
+    draw(training, "eval", lambda m: m["seconds"], ":", "v", "RecBole SASRec: full evaluation")
+    # the highest VmHWM of its parts (each reset before): getrusage's peak is lowered by the reset too
+    peaks = [(run["interactions"], max(run["parts"][p]["peak_rss_mib"] for p in ("load", "train", "eval")))
+             for run in runs if all(run["parts"][p]["finished"] for p in ("load", "train", "eval"))]
+    if peaks:
+        memory.plot(*zip(*peaks), ":", color="black", marker="v",
+                    label="RecBole: load + train + evaluate, process peak")
+    return peer
+
+
 def plot(record: dict, path: Path) -> None:
-    """Log-log: read + split seconds, epoch and evaluation seconds, and peak memory, against interactions."""
+    """Log-log: read + split seconds, epoch and evaluation seconds, and peak memory, against interactions;
+    with RecBole's SASRec overlaid when scale_recbole.json lies beside path (``plot_peer``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,6 +296,7 @@ def plot(record: dict, path: Path) -> None:
         training.plot(x, [m["eval_seconds"] for _, m in points], ":", marker="s", label=f"{kind}: full evaluation")
         memory.plot(x, [m["peak_rss_of_the_process_mib"] for _, m in points], ":", marker="s",
                     label=f"{kind}: train + evaluate, process peak")
+    peer = plot_peer(path.with_name("scale_recbole.json"), ingest, training, memory)
     for axis, ylabel in ((ingest, "read + split seconds"), (training, "seconds"),
                          (memory, "MiB (read: peak above the RSS before)")):
         axis.set_xscale("log")
@@ -268,7 +306,10 @@ def plot(record: dict, path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         if axis.lines:
             axis.legend(fontsize=7)
-    fig.suptitle(f"h2rec at scale ({record['threads']} thread; {record['machine']})", fontsize=8)
+    title = f"h2rec at scale ({record['threads']} thread; {record['machine']})"
+    if peer:
+        title += f"; black: RecBole {peer.get('recbole')} SASRec, CE ({peer['threads']} thread; {peer['machine']})"
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
