@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from .layers import check_dropout, check_inputs
@@ -48,3 +49,12 @@ class GRU4Rec(nn.Module):
         check_inputs(x, padding_mask, self.dim, self.max_len)
         h, _ = self.gru(self.emb_dropout(x))  # (B, N, hidden)
         return self.proj(h) * (~padding_mask).unsqueeze(-1).to(h.dtype)
+
+    def forward_last(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """The output at each row's last real position, (B, d): the GRU runs over every position, the
+        projection only there. The same values, and the same dropout draws, as ``forward``'s."""
+        check_inputs(x, padding_mask, self.dim, self.max_len)
+        h, _ = self.gru(self.emb_dropout(x))  # (B, N, hidden)
+        rows = torch.arange(len(h), device=h.device)
+        last = ((~padding_mask).sum(1) - 1).clamp(min=0)  # right padding: the last real position
+        return self.proj(h[rows, last]) * (~padding_mask[rows, last]).unsqueeze(-1).to(h.dtype)

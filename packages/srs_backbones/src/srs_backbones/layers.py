@@ -119,18 +119,20 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, *, causal: bool, attn_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, *, causal: bool, attn_mask: Tensor | None, keys: Tensor | None = None) -> Tensor:
+        """``x`` (B, M, d) -> (B, M, d). ``keys`` (B, N, d): the states ``x``'s positions attend to,
+        when ``x`` holds the queries of some positions only (None: ``x`` itself, self-attention)."""
         if self.norm == "post":
-            x = self.norm1(x + self.drop(self.attn(x, x, causal=causal, attn_mask=attn_mask)))
+            x = self.norm1(x + self.drop(self.attn(x, x if keys is None else keys, causal=causal, attn_mask=attn_mask)))
             return self.norm2(x + self.drop(self.ffn(x)))
         if self.norm == "pre":
             h = self.norm1(x)
-            x = x + self.drop(self.attn(h, h, causal=causal, attn_mask=attn_mask))
+            x = x + self.drop(self.attn(h, h if keys is None else self.norm1(keys), causal=causal, attn_mask=attn_mask))
             return x + self.drop(self.ffn(self.norm2(x)))
         # "sasrec": keys and values stay un-normed and the attention output has no dropout of its
         # own (only the attention weights do), as in the original.
         q = self.norm1(x)
-        x = q + self.attn(q, x, causal=causal, attn_mask=attn_mask)
+        x = q + self.attn(q, x if keys is None else keys, causal=causal, attn_mask=attn_mask)
         x = self.norm2(x)
         return x + self.drop(self.ffn(x))
 
@@ -184,6 +186,25 @@ class TransformerStack(nn.Module):
         for block in self.blocks:
             h = block(h, causal=self.causal, attn_mask=attn_mask) * keep
         return self.out_norm(h) * keep
+
+    def forward_last(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """``forward(x, padding_mask)`` at each row's last real position only, (B, d) (zero for a row
+        of padding only). The last block computes that one query per row: its attention over the
+        row's states, its feed-forward and its norms, on B rows instead of B x N. Equal to
+        ``forward``'s values up to rounding; in training mode the dropout draws differ."""
+        check_inputs(x, padding_mask, self.dim, self.max_len)
+        keep = (~padding_mask).unsqueeze(-1).to(x.dtype)  # (B, N, 1)
+        positions = torch.arange(x.shape[1], device=x.device)
+        h = self.drop(self.in_norm(x * self.scale + self.positions(positions))) * keep
+        attn_mask = attention_mask(padding_mask, self.causal)
+        for block in self.blocks[:-1]:
+            h = block(h, causal=self.causal, attn_mask=attn_mask) * keep
+        rows = torch.arange(len(h), device=h.device)
+        last = ((~padding_mask).sum(1) - 1).clamp(min=0)  # right padding: the last real position
+        # the last position sees every real position of its row, causal or not (right padding)
+        h = self.blocks[-1](h[rows, last, None], causal=False, attn_mask=attention_mask(padding_mask, False),
+                            keys=h)[:, 0] * keep[rows, last]
+        return self.out_norm(h) * keep[rows, last]
 
 
 def check_inputs(x: Tensor, padding_mask: Tensor, dim: int, max_len: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 
@@ -25,6 +26,11 @@ class SequenceEncoder(Protocol):
     ``padding_mask`` (B, N) is ``True`` at padding positions. Outputs at padding positions are zero.
     ``causal`` says whether the output at position t depends only on positions <= t (SASRec,
     GRU4Rec) or on the whole sequence (BERT4Rec).
+
+    The three encoders here also have ``forward_last(x, padding_mask)`` -> (B, d): the output at
+    each row's last real position, computed without the other positions' outputs where that is
+    cheaper (the last Transformer block's queries). It is optional: callers fall back to
+    ``forward`` (see :func:`last_states`).
     """
 
     causal: bool
@@ -34,3 +40,13 @@ class SequenceEncoder(Protocol):
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor: ...
 
     def __call__(self, x: Tensor, padding_mask: Tensor) -> Tensor: ...
+
+
+def last_states(encoder, x: Tensor, padding_mask: Tensor) -> Tensor:
+    """``encoder``'s outputs at each row's last real position, (B, d): its ``forward_last`` when it has
+    one, else ``forward``'s outputs there."""
+    if hasattr(encoder, "forward_last"):
+        return encoder.forward_last(x, padding_mask)
+    states = encoder(x, padding_mask)
+    last = ((~padding_mask).sum(1) - 1).clamp(min=0)
+    return states[torch.arange(len(states), device=states.device), last]

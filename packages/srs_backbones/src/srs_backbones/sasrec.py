@@ -40,3 +40,7 @@ class SASRec(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
         return self.stack(x, padding_mask)  # (B, N, d)
+
+    def forward_last(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """The output at each row's last real position, (B, d), at a fraction of ``forward``'s cost."""
+        return self.stack.forward_last(x, padding_mask)
