@@ -2,7 +2,7 @@
 
 The model looks every level up in one table and sums levels as embedding bags (Eq. 3), scores the
 cross attention without projecting the levels (Eq. 4-5), and runs L_MSG's masked view through the
-encoder's last block at the last position only. Each is checked here against the formulas written
+encoder's last block at the last position only (``forward_split``). Each is checked here against the formulas written
 out plainly (per-level tensors, einsum, one attention per level, the full second encoder pass):
 the same outputs and the same gradients, up to rounding. In float64, so that the tolerance is
 tight enough to catch a wrong term (float32 differs in the fifth or sixth digit, as any change of
@@ -144,21 +144,26 @@ def test_scores_of_given_candidates_equal_the_formula(tiny_config, kind):
             torch.testing.assert_close(fast_grads[name], grad, **TOL, msg=name)
 
 
-@pytest.mark.parametrize("backbone,options", [("sasrec", {}), ("sasrec", {"norm": "pre"}), ("bert4rec", {}),
-                                              ("gru4rec", {})])
-def test_forward_last_is_forward_at_the_last_position(backbone, options):
+@pytest.mark.parametrize("backbone,options", [("sasrec", {}), ("sasrec", {"norm": "pre"}),
+                                              ("sasrec", {"num_layers": 1}), ("bert4rec", {}), ("gru4rec", {})])
+def test_forward_split_and_last_are_forward_at_the_positions_read(backbone, options):
     torch.manual_seed(0)
     encoder = build_encoder(backbone, dim=16, max_len=10, dropout=0.0, **options).eval().double()
     x = torch.randn(5, 10, 16, dtype=torch.float64, requires_grad=True)
     pad = torch.arange(10)[None, :] >= torch.tensor([10, 4, 1, 0, 7])[:, None]
-    full = at_last(encoder(x, pad), pad)
-    last = encoder.forward_last(x, pad)
-    torch.testing.assert_close(last, full, **TOL)
-    assert torch.all(last[3] == 0)  # a row of padding only: zero, as forward's
-    weights = torch.randn(5, 16, dtype=torch.float64)
-    (g_full,) = torch.autograd.grad((full * weights).sum(), x)
-    (g_last,) = torch.autograd.grad((last * weights).sum(), x)
-    torch.testing.assert_close(g_last, g_full, **TOL)
+    states = encoder(x, pad)
+    weights = torch.randn(5, 10, 16, dtype=torch.float64)
+    for n_full in (0, 2, 5):
+        full, last = encoder.forward_split(x, pad, n_full)
+        torch.testing.assert_close(full, states[:n_full], **TOL)
+        torch.testing.assert_close(last, at_last(states[n_full:], pad[n_full:]), **TOL)
+        assert n_full > 3 or torch.all(last[3 - n_full] == 0)  # a row of padding only: zero, as forward's
+        expected = (states[:n_full] * weights[:n_full]).sum() + (at_last(states[n_full:], pad[n_full:])
+                                                                 * weights[n_full:, 0]).sum()
+        (g_expected,) = torch.autograd.grad(expected, x, retain_graph=True)
+        (g_split,) = torch.autograd.grad((full * weights[:n_full]).sum() + (last * weights[n_full:, 0]).sum(), x)
+        torch.testing.assert_close(g_split, g_expected, **TOL)
+    torch.testing.assert_close(encoder.forward_last(x, pad), at_last(states, pad), **TOL)
 
 
 def test_code_prefix_positives_equal_grouping_the_prefixes():

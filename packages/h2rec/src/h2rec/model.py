@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from srs_backbones import attention_mask, build_encoder, last_states
+from srs_backbones import attention_mask, build_encoder, split_states
 from torch import Tensor, nn
 
 from .config import ModelConfig
@@ -254,13 +254,15 @@ class H2Rec(nn.Module):
                 levels = F.embedding(rows.transpose(1, 2), table).transpose(1, 2)  # (B, N, L, d): E_g^1 .. E_g^L
             alpha = self.intent(e_hid if e_hid is not None else weighted_levels(table, rows))  # (B, N, L)
             e_sid = weighted_levels(table, rows, alpha)  # Eq. 3: E^sid = Σ_l alpha_l E_g^l
-            u_sid = self.f_sid(e_sid, pad)
-            if msg_level is not None:
+            if msg_level is None:
+                u_sid = self.f_sid(e_sid, pad)
+            else:
                 hide = F.one_hot(msg_level, self.n_levels).bool()[:, None, :]  # (B, 1, L)
                 e_masked = weighted_levels(table, torch.where(hide, self.msg_rows(table), rows), alpha)
-                # L_MSG reads the masked view at the last position only: the encoder's last block
-                # computes that position alone (srs_backbones.last_states)
-                masked = last_states(self.f_sid, e_masked, pad)
+                # both views through f_θ1 in one call (half the per-call overhead); L_MSG reads the
+                # masked view at the last position only, so the last block computes that position alone
+                u_sid, masked = split_states(self.f_sid, torch.cat([e_sid, e_masked]), torch.cat([pad, pad]),
+                                             len(items))
         if self.has_hid:
             fused = self.mca(e_hid, levels, alpha, pad, self.causal) if self.mca is not None else e_hid
             u_hid = self.f_hid(fused, pad)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
+
+from .layers import at_last
 
 
 @runtime_checkable
@@ -27,10 +28,11 @@ class SequenceEncoder(Protocol):
     ``causal`` says whether the output at position t depends only on positions <= t (SASRec,
     GRU4Rec) or on the whole sequence (BERT4Rec).
 
-    The three encoders here also have ``forward_last(x, padding_mask)`` -> (B, d): the output at
-    each row's last real position, computed without the other positions' outputs where that is
-    cheaper (the last Transformer block's queries). It is optional: callers fall back to
-    ``forward`` (see :func:`last_states`).
+    The three encoders here also have ``forward_last(x, padding_mask)`` -> (B, d), the output at
+    each row's last real position, and ``forward_split(x, padding_mask, n_full)`` -> (``forward``'s
+    states of rows ``:n_full``, the last position's of the others), computed without the outputs no
+    one reads where that is cheaper (the last Transformer block's queries). They are optional:
+    callers fall back to ``forward`` (see :func:`last_states`, :func:`split_states`).
     """
 
     causal: bool
@@ -47,6 +49,13 @@ def last_states(encoder, x: Tensor, padding_mask: Tensor) -> Tensor:
     one, else ``forward``'s outputs there."""
     if hasattr(encoder, "forward_last"):
         return encoder.forward_last(x, padding_mask)
+    return at_last(encoder(x, padding_mask), padding_mask)
+
+
+def split_states(encoder, x: Tensor, padding_mask: Tensor, n_full: int) -> tuple[Tensor, Tensor]:
+    """``encoder``'s outputs of rows ``:n_full`` at every position and of rows ``n_full:`` at their last
+    real position, from one call: its ``forward_split`` when it has one, else ``forward``'s outputs."""
+    if hasattr(encoder, "forward_split"):
+        return encoder.forward_split(x, padding_mask, n_full)
     states = encoder(x, padding_mask)
-    last = ((~padding_mask).sum(1) - 1).clamp(min=0)
-    return states[torch.arange(len(states), device=states.device), last]
+    return states[:n_full], at_last(states[n_full:], padding_mask[n_full:])
