@@ -150,11 +150,17 @@ def main() -> None:
              f"Produced by `{command}`.", "",
              "| variant | ms / step | x hid |", "|---|---|---|"]
     lines += [f"| {name} | {v:.1f} | {v / base:.2f} |" for name, v in ms.items()]
+    if args.baseline and f"h2rec at {sha}" in ms:
+        old_h2rec, old_hid, new_h2rec = ms[f"h2rec at {sha}"], ms[f"hid (SASRec) at {sha}"], ms.get("h2rec")
+        if new_h2rec is not None:
+            lines += ["", f"Before ({sha}) and after, in the same rounds: `h2rec` {old_h2rec:.1f} -> "
+                      f"{new_h2rec:.1f} ms per step ({old_h2rec / new_h2rec:.2f}x faster); "
+                      f"against each one's own `hid`: {old_h2rec / old_hid:.2f}x -> {new_h2rec / base:.2f}x."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"dataset": args.dataset, "ms_per_step": ms, "rounds": rounds,
                                                          "machine": machine(), "load_average_at_start": load_at_start,
                                                          "load_average_at_end": os.getloadavg(),
-                                                         "baseline": args.baseline}, indent=2) + "\n")
+                                                         "baseline": args.baseline and sha}, indent=2) + "\n")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
