@@ -1,18 +1,25 @@
 """Where a training step's time goes: hid, sid and h2rec with its parts switched off.
 
     python -m benchmarks.h2rec_speed [--data ../shared/data] [--dataset beauty] [--steps 60]
-                                     [--device auto] [--out benchmarks/results/h2rec_speed]
+                                     [--device auto] [--threads N] [--baseline COMMIT]
+                                     [--out benchmarks/results/h2rec_speed]
 
 Times the same 60 bucketed batches of the dataset (batch 256, d = 64, SASRec) for each variant,
 three interleaved rounds, and reports the median milliseconds per step and the ratio to `hid`.
-Writes OUT.json and OUT.md. Run it on an otherwise idle machine.
+``--baseline COMMIT`` also times that commit's h2rec (its packages/h2rec/src, extracted with git
+archive and imported under another name) in the same rounds, so a before/after comparison is not
+an artefact of the machine's load. Writes OUT.json and OUT.md. Run it on an otherwise idle machine;
+on a busy one, ``--threads 1`` keeps the threads of a step from waiting on each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +32,8 @@ from benchmarks.study.experiments import SemanticIDs
 from benchmarks.study.runner import prepare
 
 OUT = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / "work"
 VARIANTS = {
     "hid (SASRec)": {"model.kind": "hid"},
     "sid": {"model.kind": "sid"},
@@ -34,12 +43,42 @@ VARIANTS = {
     "h2rec without MCA": {"model.mca": False},
     "h2rec, two branches only": {"train.gamma": 0.0, "train.beta": 0.0, "model.mca": False},
 }
+BASELINE_VARIANTS = ("hid (SASRec)", "h2rec")  # timed again with --baseline's code
 
 
-def step_timer(overrides: dict, dataset: str, semid_dir: Path, data: Path, device: str, steps: int):
-    import h2rec
-    from h2rec import assemble, training
-    from h2rec.data import training_windows
+def load(average) -> str:
+    return ", ".join(f"{x:.1f}" for x in average)
+
+
+def baseline_package(commit: str):
+    """That commit's h2rec package (packages/h2rec/src, extracted once under benchmarks/work/h2rec_speed/),
+    imported as ``h2rec_at_<commit>``: its modules import each other relatively, so it lives beside
+    the working tree's ``h2rec`` (both use the working tree's semid and srs_backbones)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    target = WORK / "h2rec_speed" / f"h2rec-{sha}"
+    if not (target / "packages").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "packages/h2rec/src"], cwd=REPO, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    source = target / "packages" / "h2rec" / "src" / "h2rec"
+    name = f"h2rec_at_{sha}"
+    spec = importlib.util.spec_from_file_location(name, source / "__init__.py",
+                                                  submodule_search_locations=[str(source)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return sha, package
+
+
+def step_timer(overrides: dict, dataset: str, semid_dir: Path, data: Path, device: str, steps: int, h2rec=None):
+    """A function that times ``steps`` training steps of the variant, after 5 of warm-up; ``h2rec``: the
+    package to time (default: the working tree's)."""
+    if h2rec is None:
+        import h2rec
+    assemble, training = h2rec.assemble, h2rec.training
+    training_windows = h2rec.data.training_windows
 
     config = h2rec.build_config(overrides={"data.interactions": str(interactions_file(dataset, data)),
                                            "data.semid": str(semid_dir), "train.device": device, **overrides},
@@ -55,7 +94,7 @@ def step_timer(overrides: dict, dataset: str, semid_dir: Path, data: Path, devic
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
 
     def run(index) -> None:
-        parts = training.training_step(model, matrix[index, : int(lengths[index].max())], config.train, gen)
+        parts = h2rec.step.training_step(model, matrix[index, : int(lengths[index].max())], config.train, gen)
         optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         optimizer.step()
@@ -80,12 +119,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--dataset", default="beauty", choices=sorted(DATASETS))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--only", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
+                    help="time these variants only (hid is always timed: the ratios are to it)")
+    ap.add_argument("--baseline", help="also time this commit's h2rec (e.g. HEAD~1) in the same rounds")
     ap.add_argument("--out", type=Path, default=OUT / "h2rec_speed", help="writes OUT.json and OUT.md")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()
     semid_dir = prepare(args.dataset, SemanticIDs(), args.data)
-    timers = {name: step_timer(o, args.dataset, semid_dir, args.data, args.device, args.steps)
-              for name, o in VARIANTS.items()}
-    rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    names = [name for name in VARIANTS if not args.only or name in args.only or name == "hid (SASRec)"]
+    timers = {name: step_timer(VARIANTS[name], args.dataset, semid_dir, args.data, args.device, args.steps)
+              for name in names}
+    if args.baseline:
+        sha, old = baseline_package(args.baseline)
+        for name in [name for name in BASELINE_VARIANTS if name in names]:
+            timers[f"{name} at {sha}"] = step_timer(VARIANTS[name], args.dataset, semid_dir, args.data, args.device,
+                                                    args.steps, old)
+    rounds: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(3):  # interleaved, so a slow minute of the machine hits every variant
         for name, timer in timers.items():
             rounds[name].append(timer())
@@ -94,12 +146,21 @@ def main() -> None:
     command = " ".join(["python -m benchmarks.h2rec_speed", *sys.argv[1:]])
     lines = [f"# Milliseconds per training step on {args.dataset} (batch 256, d = 64, SASRec backbone)", "",
              f"Machine: {machine()}. Median of 3 interleaved rounds of the same {args.steps} batches. "
+             f"Load average (1, 5, 15 min) {load(load_at_start)} at the start, {load(os.getloadavg())} at the end. "
              f"Produced by `{command}`.", "",
              "| variant | ms / step | x hid |", "|---|---|---|"]
     lines += [f"| {name} | {v:.1f} | {v / base:.2f} |" for name, v in ms.items()]
+    if args.baseline and f"h2rec at {sha}" in ms:
+        old_h2rec, old_hid, new_h2rec = ms[f"h2rec at {sha}"], ms[f"hid (SASRec) at {sha}"], ms.get("h2rec")
+        if new_h2rec is not None:
+            lines += ["", f"Before ({sha}) and after, in the same rounds: `h2rec` {old_h2rec:.1f} -> "
+                      f"{new_h2rec:.1f} ms per step ({old_h2rec / new_h2rec:.2f}x faster); "
+                      f"against each one's own `hid`: {old_h2rec / old_hid:.2f}x -> {new_h2rec / base:.2f}x."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"dataset": args.dataset, "ms_per_step": ms, "rounds": rounds,
-                                                         "machine": machine()}, indent=2) + "\n")
+                                                         "machine": machine(), "load_average_at_start": load_at_start,
+                                                         "load_average_at_end": os.getloadavg(),
+                                                         "baseline": args.baseline and sha}, indent=2) + "\n")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from h2rec.assemble import build_model, prepare
 from h2rec.losses import code_guided_alignment
+from h2rec.model import at_last
 from h2rec.step import training_step
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -101,8 +102,8 @@ def test_masked_view_replaces_exactly_one_level(tiny_config):
     for b in range(4):
         levels[b, :, level[b]] = model.msg_mask[level[b]]
     expected = model.f_sid(torch.einsum("bnl,bnld->bnd", encoded.alpha, levels), items == 0)
-    torch.testing.assert_close(masked, expected)
-    assert not torch.allclose(masked, encoded.u_sid)
+    torch.testing.assert_close(masked, at_last(expected, items == 0))  # L_MSG reads the last position only
+    assert not torch.allclose(masked, encoded.last().u_sid)
 
 
 def test_eq11_total_is_rec_plus_weighted_auxiliary_losses(tiny_config):

@@ -244,10 +244,11 @@ def alignment_positives(items: Tensor, codes: Tensor, rows: Tensor, positions: T
     ``items`` (B,) item indices, ``codes`` (B, L) their codes, ``rows``/``positions`` (B,) where they sit.
     """
     positives = items[:, None] == items[None, :]
-    if code_match > 0:
-        # one group id per distinct prefix, so the B x B comparison is of integers, not of tuples
-        _, prefix_group = torch.unique(codes[:, :code_match], dim=0, return_inverse=True)
-        positives |= prefix_group[:, None] == prefix_group[None, :]
+    if code_match > 0:  # level by level, B x B comparisons: cheaper than grouping the prefixes (a sort)
+        same_prefix = codes[:, None, 0] == codes[None, :, 0]
+        for level in range(1, min(code_match, codes.shape[1])):
+            same_prefix &= codes[:, None, level] == codes[None, :, level]
+        positives |= same_prefix
     if window > 0:
         same_row = rows[:, None] == rows[None, :]
         positives |= same_row & ((positions[:, None] - positions[None, :]).abs() <= window)

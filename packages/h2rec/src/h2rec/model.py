@@ -16,12 +16,13 @@ for inference, the two agree. See docs/model.md for this and the other choices.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from srs_backbones import attention_mask, build_encoder
+from srs_backbones import attention_mask, build_encoder, split_states
 from torch import Tensor, nn
 
 from .config import ModelConfig
@@ -45,7 +46,7 @@ class GranularityFusion(nn.Module):
 
 
 class MultiGranularityCrossAttention(nn.Module):
-    """Eq. 4-5: the HID sequence queries each level's SID sequence; all L levels in one SDPA call.
+    """Eq. 4-5: the HID sequence queries each level's SID sequence; all L levels in two matrix products.
 
     Causal when the backbone is (position t attends to positions <= t), padding-masked otherwise.
     """
@@ -57,15 +58,35 @@ class MultiGranularityCrossAttention(nn.Module):
         self.w_v = nn.Linear(dim, dim, bias=False)
 
     def forward(self, e_hid: Tensor, levels: Tensor, alpha: Tensor, padding_mask: Tensor, causal: bool) -> Tensor:
-        n_levels = levels.shape[2]
-        q = self.w_q(e_hid).unsqueeze(1).expand(-1, n_levels, -1, -1)  # Eq. 4: Q = E^hid W^Q, (B, L, N, d)
-        k = self.w_k(levels).transpose(1, 2)  # K_l = E_g^l W^K, (B, L, N, d)
-        v = self.w_v(levels).transpose(1, 2)  # V_l = E_g^l W^V, (B, L, N, d)
-        mask = attention_mask(padding_mask, causal)
-        # softmax(Q K_l^T / sqrt(d)) V_l for every level l at once: L plays the role of heads
-        per_level = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
-        # Eq. 5: E^f = Σ_l alpha_l · attention_l + E^hid
-        return torch.einsum("bnl,blnd->bnd", alpha, per_level) + e_hid
+        """``e_hid`` (B, N, d), ``levels`` (B, N, L, d) (cheapest as the transpose of a contiguous
+        (B, L, N, d)), ``alpha`` (B, N, L) -> E^f (B, N, d).
+
+        Computed without projecting the L levels: since W^K and W^V are shared by the levels,
+        Q K_l^T = (Q W^K) E_g^l^T, and Σ_l alpha_l A_l V_l = (Σ_l alpha_l A_l E_g^l) W^V with A_l the
+        attention weights of level l. One product scores every level's keys, (B, N, L·N), and one
+        sums the alpha-weighted attention over every level's values: 3 (d x d) projections of N
+        rows instead of 2L + 1, and no (B, L, N, d) tensor of per-level outputs."""
+        b, n, n_levels, d = levels.shape
+        keys = levels.transpose(1, 2).reshape(b, n_levels * n, d)  # (B, L·N, d), key l·N + m; a view when
+        # ``levels`` is a transposed (B, L, N, d)
+        q = self.w_q(e_hid) @ self.w_k.weight * (1.0 / math.sqrt(d))  # Eq. 4's Q W^K / sqrt(d), (B, N, d)
+        scores = (q @ keys.transpose(1, 2)).view(b, n, n_levels, n)  # (B, N, L, N): Q K_l^T / sqrt(d)
+        if causal:
+            visible = torch.ones(n, n, dtype=torch.bool, device=levels.device).tril()[None, :, None, :]
+        else:
+            visible = attention_mask(padding_mask, causal)  # (B, 1, 1, N)
+        weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), -1)  # A_l, per level
+        # Eq. 5: E^f = Σ_l alpha_l · A_l V_l + E^hid
+        mixed = (weights * alpha[..., None]).view(b, n, n_levels * n) @ keys  # Σ_l alpha_l A_l E_g^l, (B, N, d)
+        return self.w_v(mixed) + e_hid
+
+
+def weighted_levels(table: Tensor, rows: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Σ_l weights_l table[rows_l] for ``rows`` (..., L) and ``weights`` (..., L) (None: all ones) ->
+    (..., d): one embedding bag, without the (..., L, d) tensor of the vectors it sums."""
+    flat = rows.reshape(-1, rows.shape[-1])
+    per_sample = None if weights is None else weights.reshape(flat.shape)
+    return F.embedding_bag(flat, table, per_sample_weights=per_sample, mode="sum").view(*rows.shape[:-1], -1)
 
 
 def at_last(x: Tensor, padding_mask: Tensor) -> Tensor:
@@ -179,40 +200,69 @@ class H2Rec(nn.Module):
         return next(self.parameters()).device
 
     # ----------------------------------------------------------------- item side
+    def level_lookup(self, items: Tensor, msg: bool = False) -> tuple[Tensor, Tensor]:
+        """The per-level vectors of ``items`` (...,) as rows of one table: (table, rows (..., L)).
+
+        The table stacks the L level tables end to end, then the zero row of padding, then (only
+        when ``items`` hold BERT4Rec's mask token) its L learned stand-ins ``cloze_levels``, then
+        (only with ``msg``) L_MSG's L granularity mask tokens (their rows: :meth:`msg_rows`).
+        ``table[rows]`` is E_g^1 .. E_g^L. A parameter left out of the table gets no gradient, as
+        when it was not used."""
+        is_mask = items == self.mask_token
+        cloze = not self.causal and bool(is_mask.any())  # only BERT4Rec inputs hold mask tokens
+        n_codes = self.codes.n_codes
+        parts = [table.weight for table in self.codes.levels] + [self.msg_mask.new_zeros(1, self.cfg.dim)]
+        rows = self.codes.stacked_codes(items.masked_fill(is_mask, 0) if cloze else items)
+        rows = rows.masked_fill((items == 0)[..., None], n_codes)  # padding: the zero row
+        if cloze:
+            parts.append(self.cloze_levels)
+            rows = torch.where(is_mask[..., None], torch.arange(n_codes + 1, n_codes + 1 + self.n_levels,
+                                                                  device=rows.device), rows)
+        if msg:
+            parts.append(self.msg_mask)
+        return torch.cat(parts), rows
+
+    def msg_rows(self, table: Tensor) -> Tensor:
+        """(L,) rows of L_MSG's mask tokens in a table of :meth:`level_lookup` made with ``msg``."""
+        return torch.arange(len(table) - self.n_levels, len(table), device=table.device)
+
     def code_levels(self, items: Tensor) -> Tensor:
         """Per-level code embeddings E_g^l of ``items`` (...,) -> (..., L, d); zero for padding."""
-        is_mask = items == self.mask_token
-        if not is_mask.any():  # only BERT4Rec inputs hold mask tokens
-            return self.codes(items)
-        levels = self.codes(items.masked_fill(is_mask, 0))
-        return torch.where(is_mask[..., None, None], self.cloze_levels, levels)
+        table, rows = self.level_lookup(items)
+        return F.embedding(rows, table)
 
-    def intent(self, e_hid: Tensor | None, levels: Tensor) -> Tensor:
-        """Eq. 2-3 weights (..., L). The anchor is the HID embedding e_t; the ``sid`` baseline, which
-        has no HID table, anchors on the item's summed code embeddings."""
+    def intent(self, anchor: Tensor) -> Tensor:
+        """Eq. 2-3 weights (..., L) from the ``anchor`` (..., d): the HID embedding e_t, or for the
+        ``sid`` baseline, which has no HID table, the item's summed code embeddings."""
         if self.fusion is None:  # "w/o FN": fixed equal weights
-            return levels.new_full((*levels.shape[:-2], self.n_levels), 1.0 / self.n_levels)
-        return self.fusion(e_hid if e_hid is not None else levels.sum(-2))
+            return anchor.new_full((*anchor.shape[:-1], self.n_levels), 1.0 / self.n_levels)
+        return self.fusion(anchor)
 
     # ----------------------------------------------------------------- user side
     def forward(self, items: Tensor, msg_level: Tensor | None = None) -> tuple[Encoded, Tensor | None]:
         """Encodes right-padded ``items`` (B, N). With ``msg_level`` (B,) it also encodes the
         granularity-masked view of L_MSG (level ``msg_level[b]`` replaced by a mask token) and
-        returns its f_θ1 states (B, N, d) as the second value."""
+        returns its f_θ1 state at each row's last real position (B, d) as the second value."""
         pad = items == 0
         e_hid = self.hid(items) if self.has_hid else None
-        u_sid = u_hid = alpha = e_sid = masked = None
+        u_sid = u_hid = alpha = e_sid = masked = levels = None
         if self.has_sid:
-            levels = self.code_levels(items)  # (B, N, L, d): E_g^1 .. E_g^L
-            alpha = self.intent(e_hid, levels)  # (B, N, L)
-            e_sid = torch.einsum("bnl,bnld->bnd", alpha, levels)  # Eq. 3: E^sid = Σ_l alpha_l E_g^l
+            # every level's rows of one table: the weighted sums of Eq. 3 are embedding bags, and no
+            # (B, N, L, d) tensor is made unless the cross attention reads one
+            table, rows = self.level_lookup(items, msg=msg_level is not None)
+            if self.mca is not None:
+                levels = F.embedding(rows.transpose(1, 2), table).transpose(1, 2)  # (B, N, L, d): E_g^1 .. E_g^L
+            alpha = self.intent(e_hid if e_hid is not None else weighted_levels(table, rows))  # (B, N, L)
+            e_sid = weighted_levels(table, rows, alpha)  # Eq. 3: E^sid = Σ_l alpha_l E_g^l
             if msg_level is None:
                 u_sid = self.f_sid(e_sid, pad)
             else:
-                hide = F.one_hot(msg_level, self.n_levels).bool()[:, None, :, None]  # (B, 1, L, 1)
-                e_masked = torch.einsum("bnl,bnld->bnd", alpha, torch.where(hide, self.msg_mask, levels))
-                # both views through f_θ1 in one call: the same work, half the per-call overhead
-                u_sid, masked = self.f_sid(torch.cat([e_sid, e_masked]), torch.cat([pad, pad])).chunk(2)
+                hide = F.one_hot(msg_level, self.n_levels).bool()[:, None, :]  # (B, 1, L)
+                e_masked = weighted_levels(table, torch.where(hide, self.msg_rows(table), rows), alpha)
+                # both views through f_θ1 in one call (half the per-call overhead); L_MSG reads the
+                # masked view at the last position only, so the last block computes that position alone
+                u_sid, masked = split_states(self.f_sid, torch.cat([e_sid, e_masked]), torch.cat([pad, pad]),
+                                             len(items))
         if self.has_hid:
             fused = self.mca(e_hid, levels, alpha, pad, self.causal) if self.mca is not None else e_hid
             u_hid = self.f_hid(fused, pad)
@@ -233,7 +283,9 @@ class H2Rec(nn.Module):
             total = total + torch.einsum("pd,pkd->pk", state.u_hid, self.hid(items))
         if self.has_sid:
             w = self.candidate_weights(state)  # (P, L)
-            total = total + torch.einsum("pd,pkld,pl->pk", state.u_sid, self.code_levels(items), w)
+            table, rows = self.level_lookup(items)  # rows (P, K, L)
+            e_sid = weighted_levels(table, rows, w[:, None, :].expand(rows.shape))  # each candidate's e^sid, (P, K, d)
+            total = total + (state.u_sid[:, None, :] * e_sid).sum(-1)
         return total
 
     def score_shared(self, state: UserState, items: Tensor) -> Tensor:

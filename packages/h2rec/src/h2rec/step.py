@@ -29,7 +29,7 @@ from .losses import (
     sample_shared,
     sampled_softmax_shared,
 )
-from .model import H2Rec, at_last
+from .model import H2Rec
 from .rivals.ccfrec_masking import code_masking_losses, draw_code_mask, uses_code_masking
 from .rivals.llmesr_distill import RetrievalDistillation
 from .rivals.melt_branches import BilateralBranches
@@ -214,7 +214,7 @@ def training_step(model: H2Rec, rows: torch.Tensor, cfg: TrainConfig, gen: torch
         parts["ca"] = code_guided_alignment(e_sid, e_hid, positives, cfg.tau)
         total = total + cfg.beta * parts["ca"]  # Eq. 11
     if use_msg:
-        u_sid, u_masked = encoded.last().u_sid, at_last(masked, encoded.padding_mask)
+        u_sid, u_masked = encoded.last().u_sid, masked
         if shard is not None:  # the batch's users, each from the process that holds its row
             holders = shard.holders(torch.arange(batch["rows"]))
             held = len(holders[shard.group.rank])  # a ghost holds none

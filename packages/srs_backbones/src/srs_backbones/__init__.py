@@ -9,7 +9,7 @@ from __future__ import annotations
 from .bert4rec import BERT4Rec, BERT4RecConfig, append_mask_token, cloze_mask
 from .gru4rec import GRU4Rec, GRU4RecConfig
 from .layers import attention_mask
-from .protocol import SequenceEncoder
+from .protocol import SequenceEncoder, last_states, split_states
 from .sasrec import SASRec, SASRecConfig
 
 # name -> (encoder class, its config class); the one place a name is looked up.
@@ -34,5 +34,6 @@ def build_encoder(name: str, **config) -> SequenceEncoder:
 
 __all__ = [
     "BERT4Rec", "BERT4RecConfig", "ENCODERS", "GRU4Rec", "GRU4RecConfig", "SASRec", "SASRecConfig",
-    "SequenceEncoder", "append_mask_token", "attention_mask", "build_encoder", "cloze_mask",
+    "SequenceEncoder", "append_mask_token", "attention_mask", "build_encoder", "cloze_mask", "last_states",
+    "split_states",
 ]

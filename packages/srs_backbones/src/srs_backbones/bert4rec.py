@@ -45,6 +45,14 @@ class BERT4Rec(nn.Module):
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
         return self.stack(x, padding_mask)  # (B, N, d)
 
+    def forward_last(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """The output at each row's last real position, (B, d), at a fraction of ``forward``'s cost."""
+        return self.stack.forward_last(x, padding_mask)
+
+    def forward_split(self, x: Tensor, padding_mask: Tensor, n_full: int) -> tuple[Tensor, Tensor]:
+        """``forward``'s states of rows ``:n_full`` and the last real position's of the others, in one pass."""
+        return self.stack.forward_split(x, padding_mask, n_full)
+
 
 def cloze_mask(
     items: Tensor,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-from .layers import check_dropout, check_inputs
+from .layers import check_dropout, check_inputs, last_positions
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,21 @@ class GRU4Rec(nn.Module):
         check_inputs(x, padding_mask, self.dim, self.max_len)
         h, _ = self.gru(self.emb_dropout(x))  # (B, N, hidden)
         return self.proj(h) * (~padding_mask).unsqueeze(-1).to(h.dtype)
+
+    def forward_last(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """The output at each row's last real position, (B, d): the GRU runs over every position, the
+        projection only there. The same values, and the same dropout draws, as ``forward``'s."""
+        return self.forward_split(x, padding_mask, 0)[1]
+
+    def forward_split(self, x: Tensor, padding_mask: Tensor, n_full: int) -> tuple[Tensor, Tensor]:
+        """``forward``'s states of rows ``:n_full`` (n_full, N, d) and of rows ``n_full:`` at their last
+        real position (B - n_full, d), from one GRU pass; the same values and dropout draws as ``forward``."""
+        check_inputs(x, padding_mask, self.dim, self.max_len)
+        if not 0 <= n_full <= len(x):
+            raise ValueError(f"n_full={n_full} must lie in [0, {len(x)}]")
+        h, _ = self.gru(self.emb_dropout(x))  # (B, N, hidden)
+        full = self.proj(h[:n_full]) * (~padding_mask[:n_full]).unsqueeze(-1).to(h.dtype)
+        tail, tail_padding = h[n_full:], padding_mask[n_full:]
+        rows = torch.arange(len(tail), device=h.device)
+        last = last_positions(tail_padding)
+        return full, self.proj(tail[rows, last]) * (~tail_padding[rows, last]).unsqueeze(-1).to(h.dtype)

@@ -119,18 +119,20 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, *, causal: bool, attn_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, *, causal: bool, attn_mask: Tensor | None, keys: Tensor | None = None) -> Tensor:
+        """``x`` (B, M, d) -> (B, M, d). ``keys`` (B, N, d): the states ``x``'s positions attend to,
+        when ``x`` holds the queries of some positions only (None: ``x`` itself, self-attention)."""
         if self.norm == "post":
-            x = self.norm1(x + self.drop(self.attn(x, x, causal=causal, attn_mask=attn_mask)))
+            x = self.norm1(x + self.drop(self.attn(x, x if keys is None else keys, causal=causal, attn_mask=attn_mask)))
             return self.norm2(x + self.drop(self.ffn(x)))
         if self.norm == "pre":
             h = self.norm1(x)
-            x = x + self.drop(self.attn(h, h, causal=causal, attn_mask=attn_mask))
+            x = x + self.drop(self.attn(h, h if keys is None else self.norm1(keys), causal=causal, attn_mask=attn_mask))
             return x + self.drop(self.ffn(self.norm2(x)))
         # "sasrec": keys and values stay un-normed and the attention output has no dropout of its
         # own (only the attention weights do), as in the original.
         q = self.norm1(x)
-        x = q + self.attn(q, x, causal=causal, attn_mask=attn_mask)
+        x = q + self.attn(q, x if keys is None else keys, causal=causal, attn_mask=attn_mask)
         x = self.norm2(x)
         return x + self.drop(self.ffn(x))
 
@@ -184,6 +186,58 @@ class TransformerStack(nn.Module):
         for block in self.blocks:
             h = block(h, causal=self.causal, attn_mask=attn_mask) * keep
         return self.out_norm(h) * keep
+
+    def forward_last(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """``forward(x, padding_mask)`` at each row's last real position only, (B, d) (zero for a row
+        of padding only); see :meth:`forward_split`."""
+        return self.forward_split(x, padding_mask, 0)[1]
+
+    def forward_split(self, x: Tensor, padding_mask: Tensor, n_full: int) -> tuple[Tensor, Tensor]:
+        """One pass for rows that need every position and rows that need their last one only:
+        ``forward``'s states of rows ``:n_full`` (n_full, N, d), and of rows ``n_full:`` at their last
+        real position (B - n_full, d; zero for a row of padding only).
+
+        The blocks before the last run on all B rows together; the last block computes the second
+        group's one query per row (its attention over the row's states, its feed-forward and its
+        norms on one position instead of N). Equal to ``forward``'s values up to rounding; in
+        training mode the dropout draws differ from ``forward``'s."""
+        check_inputs(x, padding_mask, self.dim, self.max_len)
+        if not 0 <= n_full <= len(x):
+            raise ValueError(f"n_full={n_full} must lie in [0, {len(x)}]")
+        if not self.blocks:  # no block to cut short
+            states = self.forward(x, padding_mask)
+            return states[:n_full], at_last(states[n_full:], padding_mask[n_full:])
+        keep = (~padding_mask).unsqueeze(-1).to(x.dtype)  # (B, N, 1)
+        positions = torch.arange(x.shape[1], device=x.device)  # right padding: index == position
+        h = self.drop(self.in_norm(x * self.scale + self.positions(positions))) * keep
+        attn_mask = attention_mask(padding_mask, self.causal)
+        for block in self.blocks[:-1]:
+            h = block(h, causal=self.causal, attn_mask=attn_mask) * keep
+        last_block = self.blocks[-1]
+        full = h[:n_full]
+        if n_full:
+            full = last_block(full, causal=self.causal, attn_mask=None if attn_mask is None else attn_mask[:n_full])
+            full = self.out_norm(full * keep[:n_full]) * keep[:n_full]
+        tail, tail_padding = h[n_full:], padding_mask[n_full:]
+        if not len(tail):
+            return full, tail[:, 0]
+        rows = torch.arange(len(tail), device=h.device)
+        last = last_positions(tail_padding)
+        kept = keep[n_full:][rows, last]  # (B - n_full, 1): 0 for a row of padding only
+        # the last position sees every real position of its row, causal or not (right padding)
+        out = last_block(tail[rows, last, None], causal=False, attn_mask=attention_mask(tail_padding, False),
+                         keys=tail)[:, 0]
+        return full, self.out_norm(out * kept) * kept
+
+
+def last_positions(padding_mask: Tensor) -> Tensor:
+    """(B,) each right-padded row's last real position (0 for a row of padding only)."""
+    return ((~padding_mask).sum(1) - 1).clamp(min=0)
+
+
+def at_last(states: Tensor, padding_mask: Tensor) -> Tensor:
+    """``states`` (B, N, ...) at each row's last real position -> (B, ...)."""
+    return states[torch.arange(len(states), device=states.device), last_positions(padding_mask)]
 
 
 def check_inputs(x: Tensor, padding_mask: Tensor, dim: int, max_len: int) -> None:

@@ -17,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
+from .layers import at_last
+
 
 @runtime_checkable
 class SequenceEncoder(Protocol):
@@ -25,6 +27,12 @@ class SequenceEncoder(Protocol):
     ``padding_mask`` (B, N) is ``True`` at padding positions. Outputs at padding positions are zero.
     ``causal`` says whether the output at position t depends only on positions <= t (SASRec,
     GRU4Rec) or on the whole sequence (BERT4Rec).
+
+    The three encoders here also have ``forward_last(x, padding_mask)`` -> (B, d), the output at
+    each row's last real position, and ``forward_split(x, padding_mask, n_full)`` -> (``forward``'s
+    states of rows ``:n_full``, the last position's of the others), computed without the outputs no
+    one reads where that is cheaper (the last Transformer block's queries). They are optional:
+    callers fall back to ``forward`` (see :func:`last_states`, :func:`split_states`).
     """
 
     causal: bool
@@ -34,3 +42,20 @@ class SequenceEncoder(Protocol):
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor: ...
 
     def __call__(self, x: Tensor, padding_mask: Tensor) -> Tensor: ...
+
+
+def last_states(encoder, x: Tensor, padding_mask: Tensor) -> Tensor:
+    """``encoder``'s outputs at each row's last real position, (B, d): its ``forward_last`` when it has
+    one, else ``forward``'s outputs there."""
+    if hasattr(encoder, "forward_last"):
+        return encoder.forward_last(x, padding_mask)
+    return at_last(encoder(x, padding_mask), padding_mask)
+
+
+def split_states(encoder, x: Tensor, padding_mask: Tensor, n_full: int) -> tuple[Tensor, Tensor]:
+    """``encoder``'s outputs of rows ``:n_full`` at every position and of rows ``n_full:`` at their last
+    real position, from one call: its ``forward_split`` when it has one, else ``forward``'s outputs."""
+    if hasattr(encoder, "forward_split"):
+        return encoder.forward_split(x, padding_mask, n_full)
+    states = encoder(x, padding_mask)
+    return states[:n_full], at_last(states[n_full:], padding_mask[n_full:])
