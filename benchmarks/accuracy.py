@@ -98,6 +98,11 @@ OTHER_ROWS = {
     "SASRec, CE, dropout 0.5": {**SASREC, "model.dropout": 0.5},
     "H2Rec, paper preset (BPR, last window)": {**H2REC, "preset": "paper"},
     "H2Rec, CE, dropout 0.5": {**H2REC, "model.dropout": 0.5},
+    # Beauty's finding (H2Rec's gain over SASRec is its text-PCA ID initialisation), checked here
+    "SASRec, CE, dropout 0.5, ID table from the text embeddings (PCA)": {**SASREC, "model.dropout": 0.5,
+                                                                         "model.pca_init": True},
+    "H2Rec, CE, dropout 0.5, ID table at random (no text-PCA init)": {**H2REC, "model.dropout": 0.5,
+                                                                      "model.pca_init": False},
 }
 
 
