@@ -23,8 +23,9 @@ folder already holding the log of the same size and seed is reused.
 
 Each ingest measurement imports h2rec (numpy, torch, pyarrow), lowers its peak RSS to its RSS
 (``/proc/self/clear_refs``, Linux), then builds the dataset: the record keeps the RSS before and the
-peak during the build (VmHWM), so the difference is the build's own memory, and the process's
-lifetime peak (getrusage, imports included); a training measurement keeps the same three around
+peak during the build (VmHWM), so the difference is the build's own memory, and getrusage's peak
+(which the reset lowers too on Linux, so it is the same peak, not the imports' transient one); a
+training measurement keeps the same three around
 ``h2rec.train``. ``--baseline COMMIT`` extracts that commit's h2rec (git archive) and measures its
 readers the same way (no cache there). Writes benchmarks/results/scale.json (or --out; parts and
 sizes measured before are kept unless measured again) and a log-log plot of seconds and memory
