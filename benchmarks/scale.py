@@ -366,8 +366,9 @@ def main() -> None:
         if "train" in args.parts:
             semid_folder(folder, n_items, args.seed)
             cache_dir = folder / "cache-train"  # warmed by the first model's run, not timed apart
-            run["training"] = [run_child(["--measure-training", str(folder), "--kind", kind], args.threads, cache_dir)
-                               for kind in args.models]
+            kept = [m for m in run.get("training", []) if m["model"] not in args.models]  # other models' runs stay
+            run["training"] = kept + [run_child(["--measure-training", str(folder), "--kind", kind], args.threads,
+                                                cache_dir) for kind in args.models]
             print(json.dumps({"interactions": n, "items": n_items, "training": run["training"]}), flush=True)
         run["load_average_after"] = os.getloadavg()
     record["runs"] = sorted(runs.values(), key=lambda r: (r["interactions"], r["data"]["items"]))
