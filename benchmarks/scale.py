@@ -171,6 +171,14 @@ def semid_folder(folder: Path, n_items: int, seed: int) -> Path:
     return out
 
 
+class FirstEpochDone(Exception):
+    """Raised from ``on_epoch`` to end a measured run after its first epoch (h2rec.train lets it through)."""
+
+
+def stop_after_first_epoch(record: dict) -> None:
+    raise FirstEpochDone
+
+
 def measure_training(folder: Path, kind: str, threads: int) -> dict:
     """One training epoch and one full-ranking evaluation of the validation users, as ``h2rec train``
     runs them: d = 64, max length 50, batch 256, every training target (sliding windows), the sampled
@@ -189,7 +197,11 @@ def measure_training(folder: Path, kind: str, threads: int) -> dict:
     reset_peak()
     before = status_mib("VmRSS")
     start = time.perf_counter()
-    h2rec.train(config, run, progress=False, test=False)
+    try:  # stop after the first epoch's evaluation: the final re-evaluation of the best weights would
+        # repeat it (at 10^7 interactions a full evaluation costs more than the epoch)
+        h2rec.train(config, run, progress=False, test=False, on_epoch=stop_after_first_epoch)
+    except FirstEpochDone:
+        pass
     seconds = time.perf_counter() - start
     epoch = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     return {"model": kind, "seconds_total": seconds, "train_seconds": epoch["train_seconds"],
