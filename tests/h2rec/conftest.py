@@ -109,3 +109,47 @@ def crash_then_resume(monkeypatch):
         return h2rec.train(config, run_dir, resume=True, progress=False)
 
     return run
+
+
+@pytest.fixture
+def cli_round_trip(tmp_path):
+    """``cli_round_trip(args, kind, backbone)``: the command line end to end for one model kind, as
+    every rival's test runs it. ``args``: ``h2rec train`` arguments without ``--epochs`` (one epoch,
+    then ``--resume`` to two); then ``evaluate`` (the same test metrics), ``export`` to
+    tmp_path/vectors (the exported vectors' inner products are ``score_all``) and ``recommend``
+    (its model line names the kind and backbone). Returns (results.json, the loaded recommender,
+    every user's scores over the items, the export's layout parts)."""
+    import torch
+    from click.testing import CliRunner
+    from h2rec.cli import main
+    from h2rec.evaluate import next_item_states
+
+    def run(args: list[str], kind: str, backbone: str):
+        runner, folder = CliRunner(), Path(args[args.index("-o") + 1])
+        for epochs in (["--epochs", "1"], ["--epochs", "2", "--resume"]):
+            result = runner.invoke(main, [*args, *epochs])
+            assert result.exit_code == 0, result.output
+        results = json.loads((folder / "results.json").read_text())
+        assert results["model"] == kind and results["epochs_run"] == 2 and "sampled_20" in results["test"]
+
+        result = runner.invoke(main, ["evaluate", str(folder), "--device", "cpu", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["test"]["full"] == results["test"]["full"]
+
+        out = tmp_path / "vectors"
+        result = runner.invoke(main, ["export", str(folder), "-o", str(out), "--device", "cpu", "--quiet"])
+        assert result.exit_code == 0, result.output
+        recommender = h2rec.load(folder, "cpu")
+        with torch.no_grad():
+            state = next_item_states(recommender.model, recommender.dataset.sequences, 20)
+            scores = recommender.model.score_all(state)[:, 1:].numpy()
+        users, items = np.load(out / "user_vectors.npy"), np.load(out / "item_vectors.npy")
+        np.testing.assert_allclose(users @ items.T, scores, rtol=1e-4, atol=1e-4)
+        layout = [part["part"] for part in json.loads((out / "manifest.json").read_text())["layout"]]
+
+        user = recommender.dataset.user_ids[0]
+        result = runner.invoke(main, ["recommend", str(folder), "--user", user, "-k", "5", "--device", "cpu"])
+        assert result.exit_code == 0 and f"{kind}/{backbone}" in result.output, result.output
+        return results, recommender, scores, layout
+
+    return run

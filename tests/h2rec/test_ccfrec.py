@@ -361,41 +361,18 @@ def test_configuration_mistakes_are_refused_with_a_clear_message(tiny, tiny_conf
 
 # ----------------------------------------------------------------------------- the command line, end to end
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
-def test_train_resume_evaluate_export_recommend(tiny, tmp_path, backbone):
-    run, runner = tmp_path / "run", CliRunner()
+def test_train_resume_evaluate_export_recommend(tiny, tmp_path, backbone, cli_round_trip):
+    run = tmp_path / "run"
     args = ["train", "--model", "ccfrec", "--backbone", backbone, "--interactions", str(tiny["interactions"]),
             "--semid", str(tiny["semid"]), "--max-len", "20", "--dim", "32", "--heads", "2", "--batch-size", "64",
             "--ccfrec-views", "3", "--ccfrec-layers", "1", "--mcm-weight", "0.3", "--msa-weight", "0.5",
             "--code-mask-ratio", "0.4", "--device", "cpu", "--quiet", "--eval-negatives", "20", "-o", str(run)]
-    result = runner.invoke(main, [*args, "--epochs", "1"])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(main, [*args, "--epochs", "2", "--resume"])
-    assert result.exit_code == 0, result.output
-    results = json.loads((run / "results.json").read_text())
-    assert results["model"] == "ccfrec" and results["epochs_run"] == 2 and "sampled_20" in results["test"]
+    results, recommender, scores, layout = cli_round_trip(args, "ccfrec", backbone)
     saved = json.loads((run / "config.json").read_text())
     assert (saved["model"]["ccfrec_views"], saved["model"]["ccfrec_layers"], saved["train"]["code_mask_ratio"]) \
         == (3, 1, 0.4)
     assert "loss_mcm" in (run / "metrics.jsonl").read_text()
-
-    result = runner.invoke(main, ["evaluate", str(run), "--device", "cpu", "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["test"]["full"] == results["test"]["full"]
-
-    out = tmp_path / "vectors"
-    result = runner.invoke(main, ["export", str(run), "-o", str(out), "--device", "cpu", "--quiet"])
-    assert result.exit_code == 0, result.output
-    recommender = h2rec.load(run, "cpu")
-    with torch.no_grad():
-        state = next_item_states(recommender.model, recommender.dataset.sequences, 20)
-        scores = recommender.model.score_all(state)[:, 1:].numpy()
-    users, items = np.load(out / "user_vectors.npy"), np.load(out / "item_vectors.npy")
-    np.testing.assert_allclose(users @ items.T, scores, rtol=1e-4, atol=1e-4)
-    assert [part["part"] for part in json.loads((out / "manifest.json").read_text())["layout"]] == ["fused"]
-
-    user = recommender.dataset.user_ids[0]
-    result = runner.invoke(main, ["recommend", str(run), "--user", user, "-k", "5", "--device", "cpu"])
-    assert result.exit_code == 0 and "ccfrec/" + backbone in result.output, result.output
+    assert layout == ["fused"]
     # shared without the training data: the semid folder travels with its text embeddings, the views are rebuilt
     pretrained = h2rec.from_pretrained(recommender.save_pretrained(tmp_path / "shared"), device="cpu")
     history = [recommender.dataset.item_ids[i - 1] for i in recommender.dataset.sequences[0]]
