@@ -205,6 +205,22 @@ def test_the_distillation_loss_against_a_hand_written_teacher(llmesr):
     assert model.co.weight.grad is not None
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_teachers_encoded_in_groups_of_similar_length_as_in_one_pass(llmesr, backbone, monkeypatch):
+    """Grouping the teachers by history length (3 a pass here) changes only the padding, not a vector."""
+    import h2rec.rivals.llmesr_distill as distill_module
+
+    config, _, ds, model = llmesr(**{"model.backbone": backbone})
+    distill = build_distillation(config, ds, model)
+    histories = [ds.train[u][:-1] for u in (5, 0, 9, 2, 14, 3, 7) if len(ds.train[u]) >= 2]
+    assert len({len(h) for h in histories}) > 1  # lengths differ, so the order is shuffled and restored
+    monkeypatch.setattr(distill_module, "TEACHER_ROWS", 3)
+    with torch.no_grad():
+        got = distill.teacher_vectors(model, histories)
+        want = model.user_vectors(next_item_states(model, histories, config.data.max_len))
+    torch.testing.assert_close(got, want)
+
+
 def test_training_step_adds_alpha_times_the_distillation(llmesr):
     config, _, ds, model = llmesr(**{"train.distill_weight": 0.7})
     model.train()
