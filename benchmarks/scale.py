@@ -30,7 +30,7 @@ training measurement keeps the same three around
 readers the same way (no cache there). The file is read once before its format's measurements, so
 every one starts with it in the OS page cache: disk speed is not measured, and CSV and Parquet start
 alike (at 2 x 10^7, a Parquet measurement that followed the CSV ones from a cold page cache once took
-65 s against CSV's 35 s; both take about 16 s from the page cache). Writes benchmarks/results/scale.json
+65 s against CSV's 35 s; from the page cache Parquet takes 20-30 s, CSV 33 s). Writes benchmarks/results/scale.json
 (or --out; parts and sizes measured before are kept unless measured again) and a log-log plot of
 seconds and memory against size, scale.png, beside it.
 """
