@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from semid import QuantizerConfig, SemidError, build_quantizer, encode_catalogue
 from semid.cli import main
-from semid.quantize import QUANTIZERS
+from semid.quantize import QUANTIZER_CLASSES
 from semid.quantize.base import sample_rows
 
 FAST = dict(levels=3, codebook_size=8, epochs=3, batch_size=64, hidden_dims=(32, 16), latent_dim=8, refine_iters=3)
@@ -21,7 +21,7 @@ def fitted(kind: str, x: torch.Tensor, **overrides):
     return build_quantizer(QuantizerConfig(kind=kind, **{**FAST, **overrides})).fit(x)
 
 
-@pytest.mark.parametrize("kind", sorted(QUANTIZERS))
+@pytest.mark.parametrize("kind", sorted(QUANTIZER_CLASSES))
 def test_a_sample_of_at_least_n_items_is_the_full_fit(kind, clustered):
     full = fitted(kind, clustered, fit_sample=0)
     codes = full.encode(clustered)

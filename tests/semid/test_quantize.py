@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from semid import QuantizerConfig, SemidError, build_quantizer, load_quantizer, relative_error
-from semid.quantize import QUANTIZERS, Quantizer
+from semid.quantize import QUANTIZER_CLASSES, Quantizer
 
 # Small and fast: a few rqvae epochs are enough to exercise training on 300 x 48 inputs.
 FAST = dict(levels=3, codebook_size=8, epochs=3, batch_size=64, hidden_dims=(32, 16), latent_dim=8, refine_iters=3)
-KINDS = sorted(QUANTIZERS)
+KINDS = sorted(QUANTIZER_CLASSES)
 
 
 def fitted(kind: str, x: torch.Tensor, **overrides):

@@ -20,7 +20,7 @@ from semid.quantize.base import (
 # kind -> "module:class": the one place a quantizer name is resolved. A class is imported when first
 # asked for: vector-quantize-pytorch pulls in einx and torch._dynamo, ~1.8 s that every `import semid`,
 # and so every h2rec command reading a semid folder, paid before (it needs the codes, not a quantizer).
-QUANTIZERS: dict[str, str] = {
+QUANTIZER_CLASSES: dict[str, str] = {
     "rqvae": "semid.quantize.rqvae:RQVAE",
     "rq": "semid.quantize.flat:ResidualQuantizer",
     "pq": "semid.quantize.flat:ProductQuantizer",
@@ -30,7 +30,7 @@ QUANTIZERS: dict[str, str] = {
 
 
 def quantizer_class(kind: str) -> type[TorchQuantizer]:
-    module, name = QUANTIZERS[kind].split(":")
+    module, name = QUANTIZER_CLASSES[kind].split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -48,7 +48,7 @@ def load_quantizer(directory: str | PathLike, device: str | None = None) -> Quan
 
 
 __all__ = [
-    "QUANTIZERS",
+    "QUANTIZER_CLASSES",
     "Quantizer",
     "build_quantizer",
     "check_embeddings",
