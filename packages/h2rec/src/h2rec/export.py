@@ -35,7 +35,7 @@ import torch
 from .checkpoint import read_json, write_json
 from .data import Dataset
 from .errors import H2RecError
-from .evaluate import next_item_states
+from .evaluate import by_length, next_item_states
 from .model import H2Rec
 from .progress import progress_bar
 from .version import __version__
@@ -121,11 +121,12 @@ def export_vectors(model: H2Rec, ds: Dataset, max_len: int, out_dir: str | Path,
             # one batch of users in memory at a time; the rows go straight to the file
             users = np.lib.format.open_memmap(staging / "user_vectors.npy", mode="w+", dtype=np.float32,
                                               shape=(len(ds.user_ids), items.shape[1]))
+            order = by_length(ds.sequences)  # batches of similar length; each row goes to its user's index
             starts = range(0, len(ds.user_ids), batch_size)
             for start in progress_bar(starts, "export", progress, total=len(starts)):
-                rows = range(start, min(start + batch_size, len(ds.user_ids)))
+                rows = order[start : start + batch_size]
                 state = next_item_states(model, [ds.sequences[r] for r in rows], max_len)
-                users[start : rows.stop] = model.user_vectors(state).float().cpu().numpy()
+                users[rows] = model.user_vectors(state).float().cpu().numpy()
             users.flush()
             del users  # closes the map before the folder is renamed
             write_json(staging / "user_ids.json", ds.user_ids)

@@ -1,8 +1,10 @@
 """Every user's top-k next items in one table file: ``h2rec recommend RUN --all-users -o recs.parquet``.
 
 Users are scored a batch at a time, as the single-user ``recommend`` scores one (the same history,
-the same seen-item rule, through ``evaluate.top_items``), and each batch's rows are written before
-the next is scored: memory holds one batch's (B, n + 1) scores, never all users'. The rows go to a
+the same seen-item rule, through ``evaluate.top_items``). The table is written a window of
+``WINDOW_BATCHES`` batches at a time, in user order; inside a window the batches are cut from its
+users sorted by history length, so each pads only to its own longest. Memory holds one batch's
+(B, n + 1) scores and one window's top-k, never all users'. The rows go to a
 temp file beside the output, renamed over it at the end (``semid.io.atomic_write``), so a run that
 is killed or fails leaves no partial table.
 """
@@ -17,12 +19,14 @@ import torch
 from semid.io import atomic_write
 
 from .data import Dataset
-from .evaluate import top_items
+from .evaluate import by_length, top_items
 from .model import H2Rec
 from .progress import progress_bar
 from .tables import Rows, check_table_path, open_table
 
 log = logging.getLogger(__name__)
+
+WINDOW_BATCHES = 16  # batches sorted by length together, and written together
 
 
 def batch_rows(values: torch.Tensor, indices: torch.Tensor, users: list[str], item_ids: list[str]) -> Rows:
@@ -50,11 +54,17 @@ def write_recommendations(model: H2Rec, ds: Dataset, max_len: int, path: str | P
         nonlocal written
         writer = open_table(temp, path.suffix)
         try:
-            starts = range(0, len(ds.user_ids), batch_size)
-            for start in progress_bar(starts, "recommend", progress, total=len(starts)):
-                rows = range(start, min(start + batch_size, len(ds.user_ids)))
-                values, indices = top_items(model, [ds.sequences[r] for r in rows], max_len, k, exclude_history)
-                batch = batch_rows(values, indices, [ds.user_ids[r] for r in rows], ds.item_ids)
+            window = batch_size * WINDOW_BATCHES
+            starts = range(0, len(ds.user_ids), window)
+            for start in progress_bar(starts, "recommend", progress, total=len(starts), unit="window"):
+                users = range(start, min(start + window, len(ds.user_ids)))
+                histories = [ds.sequences[r] for r in users]
+                order = by_length(histories)
+                parts = [top_items(model, [histories[i] for i in order[b : b + batch_size]], max_len, k,
+                                   exclude_history) for b in range(0, len(order), batch_size)]
+                back = torch.from_numpy(np.argsort(order, kind="stable"))  # the window's rows in user order
+                values, indices = (torch.cat(part)[back.to(part[0].device)] for part in zip(*parts))
+                batch = batch_rows(values, indices, [ds.user_ids[r] for r in users], ds.item_ids)
                 writer.write(batch)
                 written += len(batch.user_id)
         finally:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..data import Dataset, TrainingWindows, training_windows
-from ..evaluate import next_item_states
+from ..evaluate import by_length, next_item_states
 from .llmesr import LLMESR, DualViewEncoded
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class RetrievalDistillation:
         ``TEACHER_ROWS`` of similar length, each as wide as its longest: one group as wide as the
         longest of B·N histories spent most of an epoch on padding (Scientific, 7 items a user on
         average: 85% of the step in the teachers' forward before)."""
-        order = np.argsort([len(h) for h in histories], kind="stable")
+        order = by_length(histories)
         parts = [model.user_vectors(next_item_states(model, [histories[i] for i in order[start:start + TEACHER_ROWS]],
                                                      self.max_len))
                  for start in range(0, len(order), TEACHER_ROWS)]
