@@ -4,6 +4,7 @@ MELT and SASRec on Beauty under LLM-ESR's own protocol, set beside the published
     python -m benchmarks.llmesr_check run                     # seeds 42-44, the three main rows; resumable
     python -m benchmarks.llmesr_check run --rows "LLM-ESR w/o self-distillation" --seeds 42
     python -m benchmarks.llmesr_check report                  # benchmarks/results/llmesr_check.md
+    python -m benchmarks.llmesr_check teachers                # who the self-distillation retrieves (cost)
 
 The protocol, LLM-ESR's (its code's main.py and experiments/beauty.bash): leave-one-out; the test
 item against 100 items the user never touched (``eval.negatives=100``); the checkpoint of the best
@@ -28,6 +29,14 @@ cannot match here:
 - Head / Tail: h2rec's top 20% of items by training interactions, as the H2Rec paper's Table 2;
   LLM-ESR's own tables split items at a popularity threshold (``--ts_item 4`` on Beauty) and also
   report user groups, which h2rec does not.
+
+**Cost.** LLM-ESR encodes, at every step and without gradient, the N = 10 similar users of each row
+(the authors' code does the same) on histories cut at 200 items. The retrieval (the cosine of mean
+text embeddings) favours long histories: a long history's mean lies near the catalogue's mean and so
+near many users' (hubness). ``teachers`` measures it and writes results/llmesr_check/teachers.json;
+with the teachers' forward at 98% of a step (py-spy), an epoch of the LLM-ESR row took 434 s on one
+thread of the AMD EPYC at load 3-4 against the SASRec row's 11 s, about a day for 200 epochs. The
+LLM-ESR rows are therefore for a GPU; MELT's branches cost a few extra sequences a step and run here.
 
 Run folders go to benchmarks/work/llmesr_check/ (gitignored); each finished run writes
 benchmarks/results/llmesr_check/records/<row>-s<seed>.json (committed), and a run with a record is
@@ -130,6 +139,40 @@ def execute(row: str, seed: int, data: Path, device: str) -> None:
             "valid_by_epoch": [e.get("valid_NDCG@10") for e in epochs]})
 
 
+def teachers(data: Path, n_similar: int = 10) -> dict:
+    """How long the histories of the users that LLM-ESR's retrieval (L6) picks as teachers are, against
+    every user's: the work of the self-distillation's forward pass per step."""
+    import h2rec
+    import torch
+    from h2rec.assemble import prepare as prepare_run
+    from h2rec.rivals.llmesr_distill import similar_users, text_user_vectors
+
+    overrides = {**PROTOCOL, **ROWS["LLM-ESR (SASRec)"], "data.interactions": str(interactions_file("beauty", data)),
+                 "data.semid": str(prepare("beauty", SemanticIDs(), data)), "train.device": "cpu"}
+    _, sids, ds = prepare_run(h2rec.build_config(overrides=overrides))
+    text = torch.as_tensor(np.asarray(sids.embeddings)).float()
+    text = torch.cat([text.new_zeros(1, text.shape[1]), text])  # row 0: padding, as the model's buffer
+    candidates = torch.tensor([len(s) >= 2 for s in ds.train])
+    similar = similar_users(text_user_vectors(ds.train, text), candidates, n_similar)
+    lengths = np.array([len(s) for s in ds.train])
+    slots = similar[similar >= 0].numpy()
+    times = np.bincount(slots, minlength=len(lengths))
+    top = np.argsort(-times, kind="stable")[:5]
+    record = {"dataset": "beauty", "similar_users": n_similar, "users": len(lengths),
+              "mean_training_length": float(lengths.mean()), "median_training_length": float(np.median(lengths)),
+              "teacher_slots": len(slots), "distinct_teachers": int((times > 0).sum()),
+              "mean_teacher_length": float(lengths[slots].mean()),
+              "median_teacher_length": float(np.median(lengths[slots])),
+              "share_of_slots_with_50_items_or_more": float((lengths[slots] >= 50).mean()),
+              "share_of_users_with_50_items_or_more": float((lengths >= 50).mean()),
+              "most_retrieved": [{"times": int(times[u]), "training_length": int(lengths[u])} for u in top],
+              "machine": machine()}
+    path = RESULTS / "llmesr_check" / "teachers.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
 def figures(record: dict) -> list[float]:
     """The record's test metrics under LLM-ESR's protocol, in the order of COLUMNS."""
     return [record["test"][PROTOCOL_NAME][group][metric] for group, metric in COLUMNS]
@@ -157,7 +200,28 @@ def report() -> str:
                      f"| {'/'.join(str(r['best_epoch']) for r in rs)} | {sum(r['hours'] for r in rs):.2f} |")
     lines += ["", f"Machine: {records[0]['machine']}." if records else "No run has finished yet.", ""]
     lines += gain_table(by_row)
+    lines += teachers_paragraph()
     return "\n".join(lines)
+
+
+def teachers_paragraph() -> list[str]:
+    """What the ``teachers`` command measured, when it has run: why the LLM-ESR rows are slow here."""
+    path = RESULTS / "llmesr_check" / "teachers.json"
+    if not path.is_file():
+        return []
+    t = json.loads(path.read_text())
+    top = ", ".join(f"{m['training_length']} items ({m['times']} times)" for m in t["most_retrieved"][:3])
+    return ["", "## Cost of the self-distillation here (`python -m benchmarks.llmesr_check teachers`)", "",
+            f"Each training row encodes its user's {t['similar_users']} retrieved users without gradient. "
+            f"Their training histories average {t['mean_teacher_length']:.1f} items (median "
+            f"{t['median_teacher_length']:.0f}) against {t['mean_training_length']:.1f} (median "
+            f"{t['median_training_length']:.0f}) over all {t['users']:,} users: "
+            f"{t['share_of_slots_with_50_items_or_more']:.1%} of the teacher slots hold a history of 50 items or "
+            f"more, which {t['share_of_users_with_50_items_or_more']:.2%} of users have. The most retrieved "
+            f"users have {top}. The retrieval is the cosine of mean text embeddings, and a long history's "
+            "mean lies near the catalogue's (hubness). On one CPU thread this makes an LLM-ESR epoch about "
+            "40 times the SASRec row's (the script's docstring), so the LLM-ESR rows wait for a GPU.",
+            f"Machine: {t['machine']}."]
 
 
 def gain_table(by_row: dict[str, list[dict]]) -> list[str]:
@@ -192,12 +256,15 @@ def target_gains(by_row: dict[str, list[dict]], target: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "report"])
+    ap.add_argument("command", choices=["run", "report", "teachers"])
     ap.add_argument("--rows", nargs="+", choices=sorted(ROWS), help=f"which rows (default: {', '.join(MAIN_ROWS)})")
     ap.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="default: 42 43 44, as the paper")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    if args.command == "teachers":
+        print(json.dumps(teachers(args.data), indent=2))
+        return
     if args.command == "report":
         text = report()
         (RESULTS / "llmesr_check.md").write_text(text + "\n")
