@@ -145,7 +145,10 @@ def cli_round_trip(tmp_path):
             scores = recommender.model.score_all(state)[:, 1:].numpy()
         users, items = np.load(out / "user_vectors.npy"), np.load(out / "item_vectors.npy")
         np.testing.assert_allclose(users @ items.T, scores, rtol=1e-4, atol=1e-4)
-        layout = [part["part"] for part in json.loads((out / "manifest.json").read_text())["layout"]]
+        manifest = json.loads((out / "manifest.json").read_text())
+        layout = [part["part"] for part in manifest["layout"]]
+        equation = {"llmesr": "(L5)", "melt": "(M3)", "ccfrec": "(C6)", "pcrca": "(P4)"}.get(kind, "Eq. 9")
+        assert f"score ({equation}" in manifest["score"]  # each kind names its own score's equation
 
         user = recommender.dataset.user_ids[0]
         result = runner.invoke(main, ["recommend", str(folder), "--user", user, "-k", "5", "--device", "cpu"])

@@ -104,6 +104,9 @@ def test_exported_vectors_rank_and_score_as_the_model(runs, tmp_path, kind, back
     manifest = json.loads((out / "manifest.json").read_text())
     data = json.loads((runs[(kind, backbone)] / "data.json").read_text())
     assert manifest["model"]["kind"] == kind and manifest["model"]["backbone"] == backbone
+    equation = {"h2rec": "Eq. 9", "hid": "Eq. 9", "sid": "Eq. 9", "llmesr": "(L5)", "melt": "(M3)",
+                "ccfrec": "(C6)", "pcrca": "(P4)"}[kind]
+    assert f"score ({equation}" in manifest["score"]  # each kind names its own score's equation
     assert manifest["dimension"] == items.shape[1] == manifest["layout"][-1]["columns"][1]
     assert manifest["data"]["interactions"]["sha256"] == data["interactions"]["sha256"]
     assert manifest["data"]["semid"]["sha256"] == data["semid"]["sha256"]

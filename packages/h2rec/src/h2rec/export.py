@@ -135,8 +135,8 @@ def export_vectors(model: H2Rec, ds: Dataset, max_len: int, out_dir: str | Path,
                 "format": FORMAT, "h2rec_version": __version__,
                 "model": {key: getattr(model.cfg, key) for key in ("kind", "backbone", "dim", "candidate_weights")},
                 **record,
-                "score": "user_vectors[u] @ item_vectors[i] is the model's score (Eq. 9) of item i after user u's "
-                         "whole history; the user's own items are not left out",
+                "score": f"user_vectors[u] @ item_vectors[i] is the model's score ({model.score_equation}) of "
+                         "item i after user u's whole history; the user's own items are not left out",
                 "dimension": int(items.shape[1]), "layout": vector_layout(model),
                 "users": len(ds.user_ids), "items": len(ds.item_ids),
                 "files": {"item_vectors": "item_vectors.npy", "item_ids": "item_ids.json",

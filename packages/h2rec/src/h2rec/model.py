@@ -144,6 +144,8 @@ def pca_init(text: Tensor, dim: int, std: float, generator: torch.Generator) -> 
 
 
 class H2Rec(nn.Module):
+    score_equation = "Eq. 9"  # the score an export's vectors reproduce, named in its manifest
+
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, code_embedding: nn.Module | None = None,
                  text_embeddings: Tensor | None = None):
         """``code_embedding``: a ``semid`` CodeEmbedding (combine="levels", padding_idx0=True) holding

@@ -151,6 +151,8 @@ class CCFRec(nn.Module):
     """CCFRec on any ``srs_backbones`` encoder, with the interface of ``h2rec.model.H2Rec`` (forward,
     the scores, the serving vectors), so that training, evaluation and export use it as they are."""
 
+    score_equation = "(C6) of docs/model.md"  # the score an export's vectors reproduce, named in its manifest
+
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, code_embedding: nn.Module,
                  text_embeddings: Tensor):
         """``code_embedding``: a semid ``CodeEmbedding`` (padding_idx0=True) holding every item's codes and

@@ -90,6 +90,8 @@ class LLMESR(nn.Module):
     """LLM-ESR on any ``srs_backbones`` encoder; the same interface as ``h2rec.model.H2Rec`` (forward,
     the Eq. 9-style scores, the serving vectors), so training, evaluation and export use it as they are."""
 
+    score_equation = "(L5) of docs/model.md"  # the score an export's vectors reproduce, named in its manifest
+
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, text_embeddings: Tensor):
         """``text_embeddings`` (n, D): the semid folder's item embeddings, row i - 1 for item i."""
         super().__init__()

@@ -62,6 +62,8 @@ class MELT(nn.Module):
     """MELT on any ``srs_backbones`` encoder, with the interface of ``h2rec.model.H2Rec`` (forward,
     the scores, the serving vectors), so that evaluation and export use it as they are."""
 
+    score_equation = "(M3) of docs/model.md"  # the score an export's vectors reproduce, named in its manifest
+
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, text_embeddings: Tensor | None = None):
         """``text_embeddings`` (n, D): the PCA initialisation of the item table when ``cfg.pca_init``
         (off by default: the authors' table starts at random)."""

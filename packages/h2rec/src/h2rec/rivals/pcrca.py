@@ -61,6 +61,8 @@ class PCRCA(nn.Module):
     """PCR-CA on any ``srs_backbones`` encoder; the interface of ``h2rec.model.H2Rec`` (forward, the
     scores, the serving vectors), so training, evaluation and export use it as they are."""
 
+    score_equation = "(P4) of docs/model.md"  # the score an export's vectors reproduce, named in its manifest
+
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, code_embedding: nn.Module,
                  text_embeddings: Tensor | None = None):
         """``code_embedding``: a semid CodeEmbedding (combine="concat", padding_idx0=True) holding every
