@@ -7,8 +7,9 @@ inner product with a user's is the score, as ``h2rec export`` writes them) is sp
 top 20% of items by training interactions, ``data.head_share``) and Tail, and two numbers are
 reported per group: the mean cosine between two distinct items of the group, and the mean cosine of
 an item with the direction of the group's mean. Near 0: the items point every way and full ranking
-can tell them apart; near 1: they collapse onto one direction, and a Tail target cannot be ranked
-above the other Tail items whatever the user state. Written to OUT.json and OUT.md with the machine.
+can tell them apart; near 1: they collapse onto one direction, and a user state that scores one
+Tail item high scores the others about as high, so a Tail target is hard to rank above them.
+Written to OUT.json and OUT.md with the machine.
 """
 
 from __future__ import annotations
