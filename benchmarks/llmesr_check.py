@@ -143,17 +143,15 @@ def teachers(data: Path, n_similar: int = 10) -> dict:
     """How long the histories of the users that LLM-ESR's retrieval (L6) picks as teachers are, against
     every user's: the work of the self-distillation's forward pass per step."""
     import h2rec
-    import torch
+    from h2rec.assemble import build_model
     from h2rec.assemble import prepare as prepare_run
-    from h2rec.rivals.llmesr_distill import similar_users, text_user_vectors
+    from h2rec.rivals.llmesr_distill import build_distillation
 
     overrides = {**PROTOCOL, **ROWS["LLM-ESR (SASRec)"], "data.interactions": str(interactions_file("beauty", data)),
-                 "data.semid": str(prepare("beauty", SemanticIDs(), data)), "train.device": "cpu"}
-    _, sids, ds = prepare_run(h2rec.build_config(overrides=overrides))
-    text = torch.as_tensor(np.asarray(sids.embeddings)).float()
-    text = torch.cat([text.new_zeros(1, text.shape[1]), text])  # row 0: padding, as the model's buffer
-    candidates = torch.tensor([len(s) >= 2 for s in ds.train])
-    similar = similar_users(text_user_vectors(ds.train, text), candidates, n_similar)
+                 "data.semid": str(prepare("beauty", SemanticIDs(), data)), "train.device": "cpu",
+                 "train.similar_users": n_similar}
+    config, sids, ds = prepare_run(h2rec.build_config(overrides=overrides))
+    similar = build_distillation(config, ds, build_model(config, sids)).similar  # the run's own retrieval, (U, N)
     lengths = np.array([len(s) for s in ds.train])
     slots = similar[similar >= 0].numpy()
     times = np.bincount(slots, minlength=len(lengths))

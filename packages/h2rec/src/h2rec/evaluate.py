@@ -70,6 +70,21 @@ def by_length(histories: list[np.ndarray]) -> np.ndarray:
     return np.argsort([len(h) for h in histories], kind="stable")
 
 
+def in_length_batches(histories: list[np.ndarray], batch_size: int, fn):
+    """``fn`` applied to batches of ``histories`` of similar length (:func:`by_length`), its outputs (a
+    tensor, or a tuple of tensors, with a row per history) put back in the order of ``histories``."""
+    order = by_length(histories)
+    parts = [fn([histories[i] for i in order[start : start + batch_size]])
+             for start in range(0, len(order), batch_size)]
+    back = torch.from_numpy(np.argsort(order, kind="stable"))  # row r of the result is history r
+
+    def restore(tensors) -> torch.Tensor:
+        rows = torch.cat(tensors)
+        return rows[back.to(rows.device)]
+
+    return tuple(restore(p) for p in zip(*parts)) if isinstance(parts[0], tuple) else restore(parts)
+
+
 def leave_out_history(scores: torch.Tensor, histories: list[np.ndarray], start: int = 0) -> None:
     """Scores each row's own history items -inf in ``scores`` (B, C), in place; column j is item
     ``start + j`` (a chunk of the catalogue; the whole of it, (B, n + 1), by default)."""

@@ -19,7 +19,7 @@ import torch
 from semid.io import atomic_write
 
 from .data import Dataset
-from .evaluate import by_length, top_items
+from .evaluate import in_length_batches, top_items
 from .model import H2Rec
 from .progress import progress_bar
 from .tables import Rows, check_table_path, open_table
@@ -58,12 +58,8 @@ def write_recommendations(model: H2Rec, ds: Dataset, max_len: int, path: str | P
             starts = range(0, len(ds.user_ids), window)
             for start in progress_bar(starts, "recommend", progress, total=len(starts), unit="window"):
                 users = range(start, min(start + window, len(ds.user_ids)))
-                histories = [ds.sequences[r] for r in users]
-                order = by_length(histories)
-                parts = [top_items(model, [histories[i] for i in order[b : b + batch_size]], max_len, k,
-                                   exclude_history) for b in range(0, len(order), batch_size)]
-                back = torch.from_numpy(np.argsort(order, kind="stable"))  # the window's rows in user order
-                values, indices = (torch.cat(part)[back.to(part[0].device)] for part in zip(*parts))
+                values, indices = in_length_batches([ds.sequences[r] for r in users], batch_size,
+                                                    lambda batch: top_items(model, batch, max_len, k, exclude_history))
                 batch = batch_rows(values, indices, [ds.user_ids[r] for r in users], ds.item_ids)
                 writer.write(batch)
                 written += len(batch.user_id)

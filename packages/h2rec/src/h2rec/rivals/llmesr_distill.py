@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..data import Dataset, TrainingWindows, training_windows
-from ..evaluate import by_length, next_item_states
+from ..evaluate import in_length_batches, next_item_states
 from .llmesr import LLMESR, DualViewEncoded
 
 logger = logging.getLogger(__name__)
@@ -120,12 +120,8 @@ class RetrievalDistillation:
         ``TEACHER_ROWS`` of similar length, each as wide as its longest: one group as wide as the
         longest of B·N histories spent most of an epoch on padding (Scientific, 7 items a user on
         average: 85% of the step in the teachers' forward before)."""
-        order = by_length(histories)
-        parts = [model.user_vectors(next_item_states(model, [histories[i] for i in order[start:start + TEACHER_ROWS]],
-                                                     self.max_len))
-                 for start in range(0, len(order), TEACHER_ROWS)]
-        vectors = torch.cat(parts)
-        return vectors[torch.from_numpy(np.argsort(order, kind="stable")).to(vectors.device)]
+        return in_length_batches(histories, TEACHER_ROWS,
+                                 lambda batch: model.user_vectors(next_item_states(model, batch, self.max_len)))
 
     def loss(self, model: LLMESR, encoded: DualViewEncoded, owners: Tensor) -> Tensor:
         """(L7) L_sd of a batch: the mean squared difference between each latest window's user
