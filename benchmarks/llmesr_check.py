@@ -35,7 +35,7 @@ cannot match here:
 text embeddings) favours long histories: a long history's mean lies near the catalogue's mean and so
 near many users' (hubness). ``teachers`` measures it and writes results/llmesr_check/teachers.json;
 with the teachers' forward at 98% of a step (py-spy), an epoch of the LLM-ESR row took 434 s on one
-thread of the AMD EPYC at load 3-4 against the SASRec row's 11 s, about a day for 200 epochs. The
+thread of the AMD EPYC at load 3-4 against the SASRec row's 11.6 s, about a day for 200 epochs. The
 LLM-ESR rows are therefore for a GPU; MELT's branches cost a few extra sequences a step and run here.
 
 Run folders go to benchmarks/work/llmesr_check/ (gitignored); each finished run writes
