@@ -127,6 +127,27 @@ def test_a_killed_search_continues_the_interrupted_trial_from_its_checkpoint(tin
     assert spy["final"] == 1 and "test" not in spy["splits"]
 
 
+def test_a_search_continues_across_toolkit_versions_but_not_across_settings(tiny_config, tmp_path):
+    out, space = tmp_path / "search", write_space(tmp_path)
+    tune(space, out, tiny_config(), trials=1, progress=False)
+    study = optuna.load_study(study_name="h2rec", storage=f"sqlite:///{out / 'study.db'}")
+    stored = study.user_attrs["base_config"]
+    # a search begun before a setting existed (and from another path to the same data) continues:
+    # the setting's default leaves the trials' training as it was
+    del stored["train"]["distill_weight"]
+    semid = Path(stored["data"]["semid"])
+    (tmp_path / "linked").symlink_to(semid.parent, target_is_directory=True)
+    stored["data"]["semid"] = str(tmp_path / "linked" / semid.name)
+    study.set_user_attr("base_config", stored)
+    assert tune(space, out, tiny_config(), trials=2, progress=False)["finished_trials"] == 2
+
+    with pytest.raises(H2RecError, match="started with another base configuration"):
+        tune(space, out, tiny_config(**{"train.batch_size": 7}), trials=3, progress=False)
+    with pytest.raises(H2RecError, match="started with another search space"):
+        tune(write_space(tmp_path, SPACE + "train.weight_decay: {float: [0.0, 0.1]}\n"), out, tiny_config(),
+             trials=3, progress=False)
+
+
 @pytest.mark.parametrize("text, expected", [
     ("model.hidden_size: {int: [16, 64]}", "model.hidden_size: unknown config key"),
     ("optimizer.lr: {float: [0.1, 0.2]}", "optimizer.lr: not a config key"),

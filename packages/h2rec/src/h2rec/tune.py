@@ -205,19 +205,28 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))  # tuples -> lists, as stored and as YAML wants them
 
 
+def _comparable(config: Config) -> dict:
+    """A base configuration as two sessions of one search compare it: data paths resolved (another
+    checkout, or a symlinked one, names the same files) and the device left out (it may change)."""
+    values = runfolder.absolute_paths(config).to_dict()
+    values["train"] = {k: v for k, v in values["train"].items() if k != "device"}
+    return _plain(values)
+
+
 def _open_study(out: Path, settings: SearchSettings, base: Config) -> optuna.Study:
     storage = f"sqlite:///{(out / 'study.db').resolve()}"
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True)
     space = _plain([dataclasses.asdict(p) for p in settings.space])
-    base_values = base.to_dict()
-    base_values["train"] = {k: v for k, v in base_values["train"].items() if k != "device"}  # may change
-    base_values = _plain(base_values)
+    base_values = _comparable(base)
     if "space" not in study.user_attrs:
         study.set_user_attr("space", space)
         study.set_user_attr("base_config", base_values)
     else:
-        for name, now in (("space", space), ("base_config", base_values)):
-            if study.user_attrs[name] != now:
+        # the stored base is rebuilt as a run folder's config.json is: a setting added to the toolkit
+        # since the search began takes its default, which leaves the trials' training as it was
+        stored = _comparable(build_config(study.user_attrs["base_config"], source=f"{out / 'study.db'}"))
+        for name, then, now in (("space", study.user_attrs["space"], space), ("base_config", stored, base_values)):
+            if then != now:
                 what = "search space" if name == "space" else "base configuration"
                 raise H2RecError(f"{out}: this search was started with another {what}; "
                                  "use the same one to continue it, or another output folder")
