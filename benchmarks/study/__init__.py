@@ -20,6 +20,7 @@ twice).
     python -m benchmarks.study patience --datasets scientific              # early stopping after 30 epochs, not 10
     python -m benchmarks.study table2-defaults --datasets scientific      # Table 2 + rivals under h2rec's defaults
     python -m benchmarks.study table3-defaults --datasets scientific      # Table 3 under h2rec's defaults
+    python -m benchmarks.study llmesr-defaults --datasets scientific      # LLM-ESR's parts under h2rec's defaults
     python -m benchmarks.study report                             # docs/results.md + plots from what has run
 
 The package: ``experiments`` (the settings and one function per table), ``runner`` (locks, child

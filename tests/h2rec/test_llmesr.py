@@ -100,15 +100,24 @@ def test_cross_view_attention_against_a_loop(causal):
             torch.testing.assert_close(got[b, t], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_both_views_go_through_one_shared_encoder(llmesr):
-    _, _, ds, model = llmesr()
+@pytest.mark.parametrize("cross", ["replace", "residual", "off"])
+def test_both_views_go_through_one_shared_encoder(llmesr, cross):
+    _, _, ds, model = llmesr(**{"model.llmesr_cross": cross})
     items = next_item_inputs(model, ds)
     encoded, _ = model(items)
     pad = items == 0
     e_co, e_se = model.co(items), model.semantic(items)
-    # (L3) then (L4): u^co = f(CA(E^se -> E^co)), u^se = f(CA(E^co -> E^se)), the same f for both
-    torch.testing.assert_close(encoded.u_co, model.encoder(model.cross_co(e_se, e_co, pad, True), pad))
-    torch.testing.assert_close(encoded.u_se, model.encoder(model.cross_se(e_co, e_se, pad, True), pad))
+    # (L3) then (L4): u^co = f(CA(E^se -> E^co)), u^se = f(CA(E^co -> E^se)), the same f for both;
+    # "residual" adds each view to its attended form, "off" feeds the views as they are
+    if cross == "off":
+        into_co, into_se = e_co, e_se
+        assert not hasattr(model, "cross_co") and not hasattr(model, "cross_se")
+    else:
+        into_co, into_se = model.cross_co(e_se, e_co, pad, True), model.cross_se(e_co, e_se, pad, True)
+        if cross == "residual":
+            into_co, into_se = e_co + into_co, e_se + into_se
+    torch.testing.assert_close(encoded.u_co, model.encoder(into_co, pad))
+    torch.testing.assert_close(encoded.u_se, model.encoder(into_se, pad))
     assert sum(isinstance(m, type(model.encoder)) for m in model.modules()) == 1
 
 
@@ -261,9 +270,9 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
 
 
 # ----------------------------------------------------------------------------- causality
-@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
-def test_a_future_item_changes_no_earlier_output(llmesr, backbone):
-    _, _, ds, model = llmesr(**{"model.backbone": backbone})
+@pytest.mark.parametrize("backbone, cross", [("sasrec", "replace"), ("gru4rec", "replace"), ("sasrec", "residual")])
+def test_a_future_item_changes_no_earlier_output(llmesr, backbone, cross):
+    _, _, ds, model = llmesr(**{"model.backbone": backbone, "model.llmesr_cross": cross})
     items = torch.from_numpy(np.stack([s[:10] for s in ds.sequences if len(s) >= 10][:4]))
     changed = items.clone()
     changed[:, 6:] = torch.randint(1, model.n_items + 1, changed[:, 6:].shape)
@@ -282,6 +291,10 @@ def test_configuration_mistakes_exit_2_with_a_clear_message(tiny, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, [*base, "--model", "h2rec", "--distill-weight", "0.3"])
     assert result.exit_code == 2 and "--distill-weight" in result.output and "'llmesr'" in result.output
+    result = runner.invoke(main, [*base, "--model", "sid", "--llmesr-cross", "off"])
+    assert result.exit_code == 2 and "--llmesr-cross" in result.output and "'llmesr'" in result.output
+    result = runner.invoke(main, [*base, "--model", "llmesr", "--llmesr-cross", "skip"])
+    assert result.exit_code == 2 and "--llmesr-cross" in result.output and "residual" in result.output
     result = runner.invoke(main, [*base, "--model", "llmesr", "--similar-users", "0"])
     assert result.exit_code == 2 and "--similar-users" in result.output and ">= 1" in result.output
     no_text = tmp_path / "semid-without-embeddings"

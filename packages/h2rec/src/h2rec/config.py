@@ -73,6 +73,11 @@ class ModelConfig:
     # collaborative view's init; false = the LLM-ESR ablation with a random ID table)
     pca_init: bool | None = None
     init_std: float = 0.02
+    # --- LLM-ESR (model.kind "llmesr" only; docs/model.md "LLM-ESR", (L3)): what each view's cross-view
+    # attention does to it. "replace": the view becomes its attended form, as the authors' code (which
+    # is not causal there, so every position also saw the items after it); "residual": the attended
+    # form is added to the view; "off": no cross-view attention (the views meet only in the score)
+    llmesr_cross: Literal["replace", "residual", "off"] = "replace"
     # --- CCFRec (model.kind "ccfrec" only; docs/model.md "CCFRec", (C1)-(C10))
     # V text views: contiguous slices of each item's text embedding, each whitened-PCA'd to dim (C1);
     # 5 as the authors' five text attributes (title, brand, features, categories, description); 1 = one view
@@ -340,11 +345,16 @@ def _check_values(section: Any, name: str, where: Callable[[str, str], str]) -> 
                 raise H2RecError(f"{where(name, key)} must lie in [{low}, {high}], got {value!r}")
 
 
-_LLMESR_ONLY = ("distill_weight", "similar_users")
-_MELT_ONLY = ("user_branch_weight", "item_branch_weight", "melt_head_share", "curriculum_epochs", "melt_init")
-_PCRCA_ONLY = ("item_contrast_weight", "user_contrast_weight", "contrast_tau", "contrast_max_items")
-_CCFREC_ONLY = ("model.ccfrec_views", "model.ccfrec_layers", "model.ccfrec_dropout", "model.ccfrec_tau",
-                "train.mcm_weight", "train.msa_weight", "train.code_mask_ratio")
+# settings that belong to one model kind: set for another, they would do nothing without a word
+_KIND_ONLY = {
+    "llmesr": ("LLM-ESR", ("model.llmesr_cross", "train.distill_weight", "train.similar_users")),
+    "melt": ("MELT's bilateral branches", ("train.user_branch_weight", "train.item_branch_weight",
+                                           "train.melt_head_share", "train.curriculum_epochs", "train.melt_init")),
+    "pcrca": ("PCR-CA's contrastive alignment", ("train.item_contrast_weight", "train.user_contrast_weight",
+                                                 "train.contrast_tau", "train.contrast_max_items")),
+    "ccfrec": ("CCFRec", ("model.ccfrec_views", "model.ccfrec_layers", "model.ccfrec_dropout", "model.ccfrec_tau",
+                          "train.mcm_weight", "train.msa_weight", "train.code_mask_ratio")),
+}
 
 
 def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
@@ -357,24 +367,12 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
         raise H2RecError(f"{where('eval', 'ks')} must be cut-offs >= 1 that include 10, got {list(ks)}")
     if config.train.exclude_seen and (config.train.loss != "ce" or config.train.label_smoothing > 0):
         raise H2RecError(f"{where('train', 'exclude_seen')} works with train.loss 'ce' without label smoothing")
-    for key in _LLMESR_ONLY:  # set for another model, they would do nothing without a word
-        if config.model.kind != "llmesr" and getattr(config.train, key) != getattr(TrainConfig(), key):
-            raise H2RecError(f"{where('train', key)} belongs to LLM-ESR's self-distillation (model.kind 'llmesr'), "
-                             f"not to model.kind {config.model.kind!r}")
-    for key in _MELT_ONLY:
-        if config.model.kind != "melt" and getattr(config.train, key) != getattr(TrainConfig(), key):
-            raise H2RecError(f"{where('train', key)} belongs to MELT's bilateral branches (model.kind 'melt'), "
-                             f"not to model.kind {config.model.kind!r}")
-    for key in _PCRCA_ONLY:
-        if config.model.kind != "pcrca" and getattr(config.train, key) != getattr(TrainConfig(), key):
-            raise H2RecError(f"{where('train', key)} belongs to PCR-CA's contrastive alignment (model.kind 'pcrca'), "
-                             f"not to model.kind {config.model.kind!r}")
-    for dotted in _CCFREC_ONLY:
-        section, key = dotted.split(".")
-        if config.model.kind != "ccfrec" and getattr(getattr(config, section), key) != getattr(
-                SECTIONS[section](), key):
-            raise H2RecError(f"{where(section, key)} belongs to CCFRec (model.kind 'ccfrec'), "
-                             f"not to model.kind {config.model.kind!r}")
+    for kind, (owner, keys) in _KIND_ONLY.items():
+        for dotted in keys:
+            section, key = dotted.split(".")
+            if config.model.kind != kind and getattr(getattr(config, section), key) != getattr(SECTIONS[section](), key):
+                raise H2RecError(f"{where(section, key)} belongs to {owner} (model.kind {kind!r}), "
+                                 f"not to model.kind {config.model.kind!r}")
     if config.model.kind == "ccfrec" and config.model.pca_init:  # it would be ignored without a word
         raise H2RecError(f"{where('model', 'pca_init')} initialises an item ID table, and CCFRec (model.kind "
                          "'ccfrec') has none: its items are their semantic codes and text")

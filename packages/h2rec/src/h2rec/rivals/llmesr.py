@@ -129,8 +129,10 @@ class LLMESR(nn.Module):
         self.encoder = build_encoder(cfg.backbone, **options)  # f_θ of (L4), shared by both views
         self.causal = self.encoder.causal
         # (L3) in both directions, each with its own weights (the authors' llm2id and id2llm)
-        self.cross_co = CrossViewAttention(d, cfg.num_heads)  # semantic queries, collaborative keys and values
-        self.cross_se = CrossViewAttention(d, cfg.num_heads)  # collaborative queries, semantic keys and values
+        self.cross = cfg.llmesr_cross
+        if self.cross != "off":
+            self.cross_co = CrossViewAttention(d, cfg.num_heads)  # semantic queries, collaborative keys and values
+            self.cross_se = CrossViewAttention(d, cfg.num_heads)  # collaborative queries, semantic keys and values
 
     @property
     def device(self) -> torch.device:
@@ -155,8 +157,12 @@ class LLMESR(nn.Module):
             raise ValueError("llmesr has no masked-granularity view (msg_level)")
         pad = items == 0
         e_co, e_se = self.co(items), self.semantic(items)  # (B, N, d) each
-        fused_co = self.cross_co(e_se, e_co, pad, self.causal)  # (L3): collaborative view, read by the semantic one
-        fused_se = self.cross_se(e_co, e_se, pad, self.causal)  # (L3): semantic view, read by the collaborative one
+        fused_co, fused_se = e_co, e_se
+        if self.cross != "off":
+            fused_co = self.cross_co(e_se, e_co, pad, self.causal)  # (L3): collaborative view, read by the semantic one
+            fused_se = self.cross_se(e_co, e_se, pad, self.causal)  # (L3): semantic view, read by the collaborative one
+            if self.cross == "residual":
+                fused_co, fused_se = e_co + fused_co, e_se + fused_se
         # (L4): both views through the one shared encoder, in one call
         u_co, u_se = self.encoder(torch.cat([fused_co, fused_se]), torch.cat([pad, pad])).chunk(2)
         return DualViewEncoded(pad, u_co, u_se), None
