@@ -335,7 +335,10 @@ def curves_plot(dataset: str, rows: list[str], path: Path) -> Path | None:
 
 
 SPACES = Path(__file__).parent / "spaces"
-TUNE = {"beauty-sasrec": ("beauty", {**BEAUTY, **SASREC, "model.dropout": 0.5}, SPACES / "beauty_sasrec.yaml")}
+# search -> (dataset, base configuration, space, the row whose seed-42 run is the search's starting point:
+# it joins the study as a completed trial, `h2rec tune --add-run`, rather than being trained again)
+TUNE = {"beauty-sasrec": ("beauty", {**BEAUTY, **SASREC, "model.dropout": 0.5}, SPACES / "beauty_sasrec.yaml",
+                          "SASRec, CE, dropout 0.5")}
 
 
 def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: int | None) -> None:
@@ -348,7 +351,7 @@ def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: 
     import h2rec
     from h2rec.tune import tune
 
-    dataset, overrides, space = TUNE[name]
+    dataset, overrides, space, start_row = TUNE[name]
     inter, sids = data_paths(dataset, data)
     config = h2rec.build_config(overrides={**overrides, "data.interactions": str(inter), "data.semid": str(sids),
                                            "train.seed": 42, "train.device": device})
@@ -358,7 +361,9 @@ def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: 
         # a fresh checkout continues the committed study (a trial that was running starts again)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(kept / "study.db", out / "study.db")
-    summary = tune(space, out, config, trials=trials, minutes=minutes, progress=False)
+    start = Run(dataset, start_row, 42).folder
+    summary = tune(space, out, config, trials=trials, minutes=minutes, progress=False,
+                   add_runs=[start] if (start / "results.json").is_file() else [])
     kept.mkdir(parents=True, exist_ok=True)
     for file in ("study.db", "trials.csv", "trials.png", "best.yaml", "best_test.json"):
         if (out / file).is_file():

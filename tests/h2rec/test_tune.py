@@ -59,7 +59,8 @@ def spy(monkeypatch):
         record["train"].append((Path(run_dir).name, resume, test))
 
         def hook(rec):
-            on_epoch(rec)
+            if on_epoch is not None:  # a run trained outside the search
+                on_epoch(rec)
             if record["crash"] == (Path(run_dir).name, rec["epoch"]):
                 raise KeyboardInterrupt("simulated kill")
 
@@ -146,6 +147,40 @@ def test_a_search_continues_across_toolkit_versions_but_not_across_settings(tiny
     with pytest.raises(H2RecError, match="started with another search space"):
         tune(write_space(tmp_path, SPACE + "train.weight_decay: {float: [0.0, 0.1]}\n"), out, tiny_config(),
              trials=3, progress=False)
+
+
+def test_finished_runs_join_the_search_as_completed_trials(tiny_config, tmp_path, spy):
+    out = tmp_path / "search"
+    space = write_space(tmp_path, SPACE + "model.emb_dropout: {float: [0.1, 0.5], step: 0.1}\n")
+    # the starting point, trained before the search: emb_dropout None means "as dropout" (0.3)
+    start = tmp_path / "start"
+    training.train(tiny_config(**{"train.lr": 2e-3, "model.dropout": 0.3, "model.num_layers": 1}), start,
+                   progress=False, test=False)
+    other = tmp_path / "other-batch"
+    training.train(tiny_config(**{"train.batch_size": 32}), other, progress=False, test=False)
+    outside = tmp_path / "outside"
+    training.train(tiny_config(**{"train.lr": 0.05}), outside, progress=False, test=False)
+    valid = json.loads((start / "results.json").read_text())["valid"]["full"]["overall"]["NDCG@10"]
+    spy["train"].clear()
+
+    with pytest.raises(H2RecError, match=r"other-batch: cannot join the search: not its base configuration: "
+                                         r"train.batch_size = 32 \(the search's: 64\)"):
+        tune(space, out, tiny_config(), trials=2, progress=False, add_runs=[other])
+    with pytest.raises(H2RecError, match=r"outside: cannot join the search: outside its space: train.lr = 0.05"):
+        tune(space, out, tiny_config(), trials=2, progress=False, add_runs=[outside])
+    tune(space, out, tiny_config(), trials=2, progress=False, add_runs=[start])
+    tune(space, out, tiny_config(), trials=3, progress=False, add_runs=[start])  # named again: added once
+
+    rows = read_csv(out / "trials.csv")
+    assert [(r["number"], r["state"], r["run_dir"]) for r in rows] == [
+        ("0", "COMPLETE", str(start.resolve())), ("1", "COMPLETE", "trials/1"), ("2", "COMPLETE", "trials/2")]
+    assert float(rows[0]["value"]) == pytest.approx(valid)
+    assert [rows[0][k] for k in ("train.lr", "model.dropout", "model.num_layers", "model.emb_dropout")] == [
+        "0.002", "0.3", "1", "0.3"]
+    assert [name for name, _, _ in spy["train"]] == ["1", "2"]  # the added run is not trained again
+    study = optuna.load_study(study_name="h2rec", storage=f"sqlite:///{out / 'study.db'}")
+    history = [json.loads(line) for line in (start / "metrics.jsonl").read_text().splitlines()]
+    assert study.trials[0].intermediate_values == {r["epoch"]: r["valid_NDCG@10"] for r in history}
 
 
 @pytest.mark.parametrize("text, expected", [

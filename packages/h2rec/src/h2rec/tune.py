@@ -31,6 +31,13 @@ Files in OUT: ``best.yaml`` (the best trial's full configuration, for ``h2rec tr
 each searched key; a pruned trial's value is its last reported one), ``trials.png`` (validation
 NDCG@10 per trial and the running best) and ``best_test.json`` (validation and test metrics of the
 best trial's best checkpoint: the only time the search reads the test split).
+
+Runs trained before the search (e.g. the base configuration itself) join it with ``add_runs``
+(``--add-run RUN``): each must be the base configuration with values of the searched keys inside the
+space; it becomes a completed trial whose ``run_dir`` is that folder, so the sampler and the pruner
+learn from it without training it again. A setting whose None means another's value
+(``model.emb_dropout``, ``model.attn_dropout``: None = ``model.dropout``) is compared by the value
+the model uses.
 """
 
 from __future__ import annotations
@@ -52,12 +59,15 @@ import yaml
 from semid.io import one_writer
 
 from . import runfolder, training
-from .assemble import prepare
+from .assemble import prepare, resolve_config
 from .checkpoint import atomic_write, read_json, write_json, write_text
 from .config import SECTIONS, Config, build_config
 from .errors import H2RecError
 from .evaluate import selection_name
 from .runfolder import read_run_config
+
+if typing.TYPE_CHECKING:
+    import semid
 
 try:
     import optuna
@@ -95,6 +105,24 @@ class Param:
 
     def values_to_check(self) -> tuple:
         return self.choices if self.kind == "categorical" else (self.low, self.high)
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """What :meth:`suggest` draws from, for a trial added from a finished run."""
+        if self.kind == "float":
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return optuna.distributions.CategoricalDistribution(list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        grid = (value - self.low) / self.step if self.step else 0.0
+        return math.isclose(grid, round(grid), abs_tol=1e-6)
 
 
 @dataclass(frozen=True)
@@ -236,6 +264,59 @@ def _open_study(out: Path, settings: SearchSettings, base: Config) -> optuna.Stu
     pruner = optuna.pruners.MedianPruner(n_startup_trials=settings.prune_startup_trials,
                                          n_warmup_steps=settings.prune_warmup_epochs)
     return optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner)
+
+
+# settings whose None means "the value of another": a run is matched with a trial by the values its model uses
+FOLLOWS = {"model.emb_dropout": "model.dropout", "model.attn_dropout": "model.dropout"}
+
+
+def _effective(values: dict) -> dict:
+    values = {section: dict(keys) for section, keys in values.items()}
+    for key, leader in FOLLOWS.items():
+        section, name = key.split(".")
+        if values[section][name] is None:
+            lead_section, lead_name = leader.split(".")
+            values[section][name] = values[lead_section][lead_name]
+    return values
+
+
+def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids: semid.SemanticIDs,
+              runs: typing.Sequence[str | Path]) -> None:
+    """Finished runs join the search as completed trials (``h2rec tune --add-run``): each must be the base
+    configuration with values of the searched keys that the space holds. TPE and the pruner then learn
+    from them (no need to train the starting point again), and the best trial may be one of them. A run
+    is added once, whatever later commands name it again."""
+    added = list(study.user_attrs.get("added_runs", []))
+    metric = selection_name(base)
+    for given in runs:
+        run = Path(given).expanduser().resolve()
+        if str(run) in added:
+            continue
+        values = _effective(_comparable(read_run_config(run)))
+        params = {p.key: values[p.key.split(".")[0]][p.key.split(".")[1]] for p in settings.space}
+        outside = [f"{p.key} = {params[p.key]!r}" for p in settings.space if not p.contains(params[p.key])]
+        if outside:
+            raise H2RecError(f"{run}: cannot join the search: outside its space: {', '.join(outside)}")
+        # as the trial's run folder would record it: resolved against the semantic IDs (e.g. pca_init)
+        expected = _effective(_comparable(resolve_config(build_config(base.to_dict(), params, source=f"{run}"), sids)))
+        differ = [f"{section}.{key} = {values[section].get(key)!r} (the search's: {value!r})"
+                  for section, keys in expected.items() for key, value in keys.items()
+                  if values[section].get(key) != value]
+        if differ:
+            raise H2RecError(f"{run}: cannot join the search: not its base configuration: {'; '.join(differ)}")
+        if not (run / "results.json").is_file():
+            raise H2RecError(f"{run}: cannot join the search: the run has not finished (no results.json)")
+        value = read_json(run / "results.json")["valid"][metric]["overall"]["NDCG@10"]
+        state = read_json(run / "checkpoints" / "last.json")
+        history = {r["epoch"]: r["valid_NDCG@10"] for r in state["history"] if "valid_NDCG@10" in r}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={p.key: p.distribution() for p in settings.space}, value=value,
+            intermediate_values=history,
+            user_attrs={"run_dir": str(run), "added_run": True, "epochs_run": state["epoch"],
+                        "best_epoch": state["best_epoch"]}))
+        added.append(str(run))
+        study.set_user_attr("added_runs", added)
+        log.info("added %s as a completed trial: %s %.5f (%s)", run, metric, value, _format_params(params))
 
 
 def _retry_interrupted(study: optuna.Study) -> None:
@@ -390,8 +471,9 @@ def _test_best(out: Path, best: optuna.trial.FrozenTrial, base: Config) -> dict:
 
 # ----------------------------------------------------------------------------- the command
 def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trials: int | None = None,
-         minutes: float | None = None, progress: bool = True) -> dict:
+         minutes: float | None = None, progress: bool = True, add_runs: typing.Sequence[str | Path] = ()) -> dict:
     """Searches ``space_path`` around ``base_config`` into ``out_dir``; see the module docstring.
+    ``add_runs``: finished run folders that join the study as completed trials (see :func:`_add_runs`).
 
     Returns ``{"metric", "best_trial", "best_value", "best_params", "finished_trials", "files", "test"}``
     (best and test are None while no trial has completed). ``progress`` shows each trial's epochs.
@@ -407,7 +489,7 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
     settings = SearchSettings(load_space(space_path, base_config), trials, minutes, seed=base_config.train.seed)
     metric = f"valid NDCG@10 ({selection_name(base_config)})"
     # data and semantic-ID errors now, not in every trial
-    _, _, ds = prepare(runfolder.absolute_paths(base_config))
+    _, sids, ds = prepare(runfolder.absolute_paths(base_config))
     runfolder.check_catalogue_coverage(base_config, ds)
     runfolder.check_before_training(base_config, ds)
     out = Path(out_dir)
@@ -417,6 +499,7 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
         study = _open_study(out, settings, base_config)
         log.info("search in %s: %d finished trial(s) so far; maximising %s over %s", out, _finished(study), metric,
                  ", ".join(p.key for p in settings.space))
+        _add_runs(study, settings, base_config, sids, add_runs)
         _retry_interrupted(study)
         deadline = None if minutes is None else time.monotonic() + minutes * 60
         failures = 0
