@@ -225,7 +225,8 @@ def every_run(datasets, seeds) -> list[Run]:
 
 
 EXPERIMENTS = {"table2": table2, "table3": table3, "table2-defaults": table2_defaults,
-               "table3-defaults": table3_defaults, "llmesr-defaults": llmesr_defaults, "sweeps": sweeps, "table6": table6, "table7": table7,
+               "table3-defaults": table3_defaults, "llmesr-defaults": llmesr_defaults, "sweeps": sweeps,
+               "table6": table6, "table7": table7,
                "table8": table8, "loss": loss_choice, "patience": patience_check}
 # the others: Yelp, the paper's domain; the patience check on the smallest catalogue, where it is cheap
 DEFAULT_DATASETS = {"table2": ["yelp", "beauty", "scientific"], "table3": ["yelp", "scientific"], "loss": ["beauty"],

@@ -429,7 +429,8 @@ def significance(rows: dict[str, list[dict]], table: str, paper: dict | None) ->
 
 
 # The row each variant of a table is measured against: the configuration every other table uses.
-DEFAULT_ROW = {"table3": "H2Rec", "table3-defaults": "H2Rec", "llmesr-defaults": "LLM-ESR", "table6": "RQVAE + H2Rec", "table8": "4x128"}
+DEFAULT_ROW = {"table3": "H2Rec", "table3-defaults": "H2Rec", "llmesr-defaults": "LLM-ESR", "table6": "RQVAE + H2Rec",
+               "table8": "4x128"}
 
 
 def variant_effects(rows: dict[str, list[dict]], paper: dict | None, reference: str) -> list[str]:

@@ -370,7 +370,8 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
     for kind, (owner, keys) in _KIND_ONLY.items():
         for dotted in keys:
             section, key = dotted.split(".")
-            if config.model.kind != kind and getattr(getattr(config, section), key) != getattr(SECTIONS[section](), key):
+            value, default = getattr(getattr(config, section), key), getattr(SECTIONS[section](), key)
+            if config.model.kind != kind and value != default:
                 raise H2RecError(f"{where(section, key)} belongs to {owner} (model.kind {kind!r}), "
                                  f"not to model.kind {config.model.kind!r}")
     if config.model.kind == "ccfrec" and config.model.pca_init:  # it would be ignored without a word
