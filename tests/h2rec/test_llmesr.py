@@ -20,6 +20,7 @@ from h2rec.cli import main
 from h2rec.data import training_windows
 from h2rec.evaluate import next_item_states
 from h2rec.rivals.llmesr import CrossViewAttention
+from h2rec.runfolder import read_run_config
 from h2rec.rivals.llmesr_distill import (
     build_distillation,
     similar_users,
@@ -291,7 +292,7 @@ def test_configuration_mistakes_exit_2_with_a_clear_message(tiny, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, [*base, "--model", "h2rec", "--distill-weight", "0.3"])
     assert result.exit_code == 2 and "--distill-weight" in result.output and "'llmesr'" in result.output
-    result = runner.invoke(main, [*base, "--model", "sid", "--llmesr-cross", "off"])
+    result = runner.invoke(main, [*base, "--model", "sid", "--llmesr-cross", "replace"])
     assert result.exit_code == 2 and "--llmesr-cross" in result.output and "'llmesr'" in result.output
     result = runner.invoke(main, [*base, "--model", "llmesr", "--llmesr-cross", "skip"])
     assert result.exit_code == 2 and "--llmesr-cross" in result.output and "residual" in result.output
@@ -302,6 +303,21 @@ def test_configuration_mistakes_exit_2_with_a_clear_message(tiny, tmp_path):
     (no_text / "embeddings.safetensors").unlink()
     result = runner.invoke(main, [*base[:4], str(no_text), *base[5:], "--model", "llmesr"])
     assert result.exit_code == 2 and "text embeddings" in result.output, result.output
+
+
+def test_a_run_from_before_the_setting_reads_as_the_authors_form(tiny_config, tmp_path):
+    """Format-2 run folders predate model.llmesr_cross, when every LLM-ESR replaced its views: they must not
+    read as today's default (another model with the same weights)."""
+    run = tmp_path / "run"
+    h2rec.train(tiny_config(**{"model.kind": "llmesr", "model.llmesr_cross": "replace", "train.epochs": 1}), run,
+                progress=False)
+    before = h2rec.load(run).evaluate()
+    meta = json.loads((run / "config.json").read_text())
+    del meta["model"]["llmesr_cross"]
+    meta["format_version"] = 2
+    (run / "config.json").write_text(json.dumps(meta))
+    assert read_run_config(run).model.llmesr_cross == "replace"
+    assert h2rec.load(run).evaluate() == before
 
 
 # ----------------------------------------------------------------------------- the command line, end to end

@@ -23,7 +23,20 @@ from semid.io import read_json as semid_read_json
 from .errors import H2RecError
 from .version import __version__
 
-FORMAT_VERSION = 2  # bump when the run-folder layout, the state-dict names or a config default change
+FORMAT_VERSION = 3  # bump when the run-folder layout, the state-dict names or a config default change
+
+
+def _from_format_2(meta: dict) -> None:
+    # format 3: model.llmesr_cross's default became "off"; an LLM-ESR run of format 2 either names its
+    # form or predates the setting, when the only form was the authors' "replace"
+    model = meta.get("model")
+    if isinstance(model, dict) and model.get("kind") == "llmesr":
+        model.setdefault("llmesr_cross", "replace")
+
+
+# format -> what reading a folder of that format as the next one takes: the settings whose default has
+# changed since, set to what the folder was trained with (a missing key would otherwise read as today's default)
+UPGRADES = {2: _from_format_2}
 
 
 def write_text(path: Path, text: str) -> None:
@@ -46,6 +59,9 @@ def check_run_folder(run_dir: Path) -> dict:
     """The run's config.json, after checking that this version of h2rec can read the folder."""
     meta = read_json(run_dir / "config.json")
     found = meta.get("format_version")
+    while found in UPGRADES:
+        UPGRADES[found](meta)
+        found += 1
     if found != FORMAT_VERSION:
         raise H2RecError(
             f"{run_dir}: run folder format {found!r} (h2rec {meta.get('h2rec_version', '?')}); "

@@ -95,7 +95,8 @@ MODEL_FLAGS = [
          switch="both", default="on for h2rec and llmesr"),
     Flag("model.candidate_weights", "--candidate-weights", "Level weights of a candidate's SID embedding in Eq. 9."),
     Flag("model.llmesr_cross", "--llmesr-cross", "llmesr: each view becomes its cross-view attended form "
-         "(replace, the authors' code), gains it (residual), or neither (off)."),
+         "(replace, the authors' code), gains it (residual), or the views meet only in the score (off, "
+         "the best measured)."),
     Flag("model.ccfrec_views", "--ccfrec-views", "ccfrec: text views, contiguous slices of each item's text "
          "embedding, that the codes attend to; 1 = the whole embedding as one view."),
     Flag("model.ccfrec_layers", "--ccfrec-layers", "ccfrec: layers of the semantic-fusion module."),

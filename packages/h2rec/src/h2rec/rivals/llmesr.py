@@ -9,8 +9,9 @@ Two views of every item go through one shared sequence encoder:
 - the collaborative view: a trainable ID embedding table initialised from the top principal
   components of the same text embeddings, (L2).
 
-Each view's sequence is mixed with the other's by a cross-view attention (sequence-level fusion, (L3))
-before the shared encoder (L4); the score of an item is the inner product of the concatenated user
+Each view's sequence can be mixed with the other's by a cross-view attention (sequence-level fusion, (L3);
+``model.llmesr_cross``, off by default: under causal masks it measured worse than no mixing) before the
+shared encoder (L4); the score of an item is the inner product of the concatenated user
 views with the concatenated item views (logit-level fusion, (L5)). The retrieval-augmented
 self-distillation of the paper's second module is training-only and lives in :mod:`.llmesr_distill`.
 
