@@ -230,6 +230,31 @@ def test_cli_end_to_end_then_train_the_best_config(tiny, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_prune_warmup_reaches_the_pruner(tiny, tmp_path, monkeypatch):
+    seen = []
+    real = optuna.pruners.MedianPruner
+
+    def median_pruner(**kwargs):
+        if "n_warmup_steps" in kwargs:  # Optuna's own default pruner is built without it
+            seen.append(kwargs["n_warmup_steps"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", median_pruner)
+    space = write_space(tmp_path, "model.dropout: {categorical: [0.1, 0.3]}\n")
+    base = tmp_path / "base.yaml"
+    base.write_text("data:\n  max_len: 20\nmodel:\n  dim: 16\ntrain:\n  epochs: 1\n  batch_size: 64\n")
+    args = ["tune", "--space", str(space), "--config", str(base), "--interactions", str(tiny["interactions"]),
+            "--semid", str(tiny["semid"]), "--device", "cpu", "--trials", "1", "--quiet"]
+    runner = CliRunner()
+    result = runner.invoke(main, [*args, "-o", str(tmp_path / "a"), "--prune-warmup", "12"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, [*args, "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert seen == [12, 5]
+    result = runner.invoke(main, [*args, "-o", str(tmp_path / "c"), "--prune-warmup", "-1"])
+    assert result.exit_code == 2 and "--prune-warmup" in result.output
+
+
 def test_cli_bad_space_exits_2(tiny, tmp_path):
     space = write_space(tmp_path, "model.hidden: {int: [1, 2]}\n")
     result = CliRunner().invoke(main, ["tune", "--space", str(space), "-o", str(tmp_path / "o"), "--minutes", "1",

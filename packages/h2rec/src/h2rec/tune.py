@@ -17,7 +17,7 @@ reading validation only (``train(test=False)``), and Optuna's TPE sampler (seede
 ``train.seed``) maximises the validation NDCG@10 of its best checkpoint, under the protocol that
 selects checkpoints (``eval.select_on``, ``eval.exclude_history``). A median pruner stops a trial
 whose validation NDCG@10 falls below the median of earlier trials at the same epoch (after 3
-completed trials, from epoch 5).
+completed trials, from epoch 5 or ``prune_warmup_epochs``).
 
 Budget: ``trials`` counts finished (complete or pruned) trials in the whole study, earlier runs of
 the command included; ``minutes`` is this invocation's wall clock (no trial starts after it; the
@@ -471,9 +471,13 @@ def _test_best(out: Path, best: optuna.trial.FrozenTrial, base: Config) -> dict:
 
 # ----------------------------------------------------------------------------- the command
 def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trials: int | None = None,
-         minutes: float | None = None, progress: bool = True, add_runs: typing.Sequence[str | Path] = ()) -> dict:
+         minutes: float | None = None, progress: bool = True, add_runs: typing.Sequence[str | Path] = (),
+         prune_warmup_epochs: int = 5) -> dict:
     """Searches ``space_path`` around ``base_config`` into ``out_dir``; see the module docstring.
     ``add_runs``: finished run folders that join the study as completed trials (see :func:`_add_runs`).
+    ``prune_warmup_epochs``: no trial is pruned before this epoch. Early epochs mostly say how fast a
+    trial learns (a low learning rate starts slowly and may end best), so a search whose runs peak late
+    should wait longer than the default 5.
 
     Returns ``{"metric", "best_trial", "best_value", "best_params", "finished_trials", "files", "test"}``
     (best and test are None while no trial has completed). ``progress`` shows each trial's epochs.
@@ -486,7 +490,10 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
         raise H2RecError(f"trials must be at least 1, got {trials}")
     if minutes is not None and not minutes > 0:
         raise H2RecError(f"minutes must be positive, got {minutes}")
-    settings = SearchSettings(load_space(space_path, base_config), trials, minutes, seed=base_config.train.seed)
+    if prune_warmup_epochs < 0:
+        raise H2RecError(f"prune_warmup_epochs must be 0 or more, got {prune_warmup_epochs}")
+    settings = SearchSettings(load_space(space_path, base_config), trials, minutes, seed=base_config.train.seed,
+                              prune_warmup_epochs=prune_warmup_epochs)
     metric = f"valid NDCG@10 ({selection_name(base_config)})"
     # data and semantic-ID errors now, not in every trial
     _, sids, ds = prepare(runfolder.absolute_paths(base_config))
