@@ -20,13 +20,13 @@ from h2rec.cli import main
 from h2rec.data import training_windows
 from h2rec.evaluate import next_item_states
 from h2rec.rivals.llmesr import CrossViewAttention
-from h2rec.runfolder import read_run_config
 from h2rec.rivals.llmesr_distill import (
     build_distillation,
     similar_users,
     text_user_vectors,
     window_owners,
 )
+from h2rec.runfolder import read_run_config
 from h2rec.step import training_step
 
 BACKBONES = ["sasrec", "gru4rec", "bert4rec"]
