@@ -320,6 +320,19 @@ def test_a_run_from_before_the_setting_reads_as_the_authors_form(tiny_config, tm
     assert h2rec.load(run).evaluate() == before
 
 
+def test_another_models_run_of_format_2_still_reads(tiny_config, tmp_path):
+    """Between the setting's arrival and its new default, every run folder recorded llmesr_cross 'replace',
+    which another model never read: such a folder loads, resumes and evaluates."""
+    run = tmp_path / "run"
+    h2rec.train(tiny_config(**{"model.kind": "hid", "train.epochs": 1}), run, progress=False)
+    meta = json.loads((run / "config.json").read_text())
+    meta["model"]["llmesr_cross"], meta["format_version"] = "replace", 2
+    (run / "config.json").write_text(json.dumps(meta))
+    assert read_run_config(run).model.kind == "hid"
+    h2rec.load(run).evaluate()
+    h2rec.train(None, run, resume=True, progress=False)
+
+
 # ----------------------------------------------------------------------------- the command line, end to end
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
 def test_train_resume_evaluate_export_recommend(tiny, tmp_path, backbone, cli_round_trip):

@@ -27,11 +27,14 @@ FORMAT_VERSION = 3  # bump when the run-folder layout, the state-dict names or a
 
 
 def _from_format_2(meta: dict) -> None:
-    # format 3: model.llmesr_cross's default became "off"; an LLM-ESR run of format 2 either names its
-    # form or predates the setting, when the only form was the authors' "replace"
+    # format 3: model.llmesr_cross's default became "off". An LLM-ESR run of format 2 either names its
+    # form or predates the setting, when the only form was the authors' "replace"; any other model
+    # wrote the then default "replace" for a setting it never read, which today reads as set by hand
     model = meta.get("model")
     if isinstance(model, dict) and model.get("kind") == "llmesr":
         model.setdefault("llmesr_cross", "replace")
+    elif isinstance(model, dict):
+        model.pop("llmesr_cross", None)
 
 
 # format -> what reading a folder of that format as the next one takes: the settings whose default has
