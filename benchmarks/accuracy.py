@@ -7,6 +7,7 @@
                                                        # (and of each long-history scheme: none is picked)
     python -m benchmarks.accuracy other                # Scientific and Yelp, seed 42: paper preset vs defaults
     python -m benchmarks.accuracy tune --minutes 600   # h2rec tune, SASRec on Beauty (benchmarks/spaces/)
+    python -m benchmarks.accuracy tune-save            # a search's study and trials table into results/ now
     python -m benchmarks.accuracy report               # benchmarks/results/accuracy.md from the records
 
 Every run trains with ``test=False``: the test split is never read while settings are chosen. Test
@@ -278,6 +279,9 @@ def report() -> str:
             plot = curves_plot(dataset, CHOSEN[dataset], RESULTS / "accuracy" / f"{dataset}_curves.png")
             if plot:
                 lines += [f"Training curves of these runs: `{plot.relative_to(RESULTS.parent.parent)}`.", ""]
+        for name, (search_dataset, *_) in TUNE.items():
+            if search_dataset == dataset:
+                lines += tune_section(name)
     return "\n".join(lines)
 
 
@@ -341,6 +345,51 @@ TUNE = {"beauty-sasrec": ("beauty", {**BEAUTY, **SASREC, "model.dropout": 0.5}, 
                           "SASRec, CE, dropout 0.5")}
 
 
+def save_tune(name: str) -> None:
+    """A search's study and trials table, copied from benchmarks/work/ into results/ (what ``tune`` does
+    when it ends): SQLite's backup, so a search running meanwhile leaves a consistent copy."""
+    import sqlite3
+
+    out, kept = RUNS / "tune" / name, RESULTS / "accuracy" / "tune" / name
+    if not (out / "study.db").is_file():
+        return
+    kept.mkdir(parents=True, exist_ok=True)
+    tmp = kept / "study.db.tmp"
+    with sqlite3.connect(out / "study.db") as source, sqlite3.connect(tmp) as copy:
+        source.backup(copy)
+    tmp.replace(kept / "study.db")
+    if (out / "trials.csv").is_file():
+        (kept / "trials.csv").write_text((out / "trials.csv").read_text())
+    (kept / "machine.txt").write_text(machine() + "\n")
+
+
+def tune_section(name: str) -> list[str]:
+    """The search's trials, best first, from its committed trials table."""
+    import csv
+
+    path = RESULTS / "accuracy" / "tune" / name / "trials.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        trials = [t for t in csv.DictReader(f) if t["state"] in ("COMPLETE", "PRUNED")]
+    keys = [k for k in trials[0] if "." in k] if trials else []
+    trials.sort(key=lambda t: -float(t["value"] or 0))
+    dataset, _, space, start = TUNE[name]
+    lines = [f"### Search `{name}` (`python -m benchmarks.accuracy tune`, `h2rec tune`)", "",
+             f"{len(trials)} finished trials on {dataset}, validation NDCG@10 with seen items left out, best first "
+             f"(space: `{space.relative_to(Path(__file__).parent.parent)}`; the starting point, '{start}' seed 42, "
+             "joined as a completed trial; a pruned trial's value is its last). No test split is read before the "
+             "search ends.", "",
+             "| trial | state | valid NDCG@10 | best / last epoch | " + " | ".join(keys) + " |",
+             "|---|---|---|---|" + "---|" * len(keys)]
+    for t in trials:
+        values = [f"{float(t[k]):.3g}" if t[k] not in ("", "True", "False") and k != "model.num_heads" else t[k]
+                  for k in keys]
+        lines.append(f"| {t['number']} | {t['state'].lower()} | {float(t['value']):.4f} | {t['best_epoch']} / "
+                     f"{t['epochs_run']} | " + " | ".join(values) + " |")
+    return lines + [""]
+
+
 def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: int | None) -> None:
     """``h2rec tune`` on one of TUNE, resumable (its study lives in benchmarks/work/accuracy/tune/);
     the study (SQLite), trials table, plot, best configuration and its test reading are copied to
@@ -378,7 +427,8 @@ def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["long", "beauty-select", "beauty-seeds", "other", "tune", "test", "report"])
+    ap.add_argument("command", choices=["long", "beauty-select", "beauty-seeds", "other", "tune", "tune-save", "test",
+                                        "report"])
     ap.add_argument("--search", choices=sorted(TUNE), default="beauty-sasrec", help="tune: which search")
     ap.add_argument("--minutes", type=float, help="tune: start no trial after this many minutes")
     ap.add_argument("--trials", type=int, help="tune: stop at this many finished trials")
@@ -395,6 +445,9 @@ def main() -> None:
         return
     if args.command == "tune":
         run_tune(args.search, args.data, args.device, args.minutes, args.trials)
+        return
+    if args.command == "tune-save":
+        save_tune(args.search)
         return
     seeds = args.seeds or [42, 43, 44]
     if args.command == "long":
