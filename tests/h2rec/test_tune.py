@@ -16,7 +16,7 @@ from h2rec import api, evaluate, training  # noqa: E402
 from h2rec.cli import main  # noqa: E402
 from h2rec.config import load_config_file  # noqa: E402
 from h2rec.errors import H2RecError  # noqa: E402
-from h2rec.tune import tune  # noqa: E402
+from h2rec.tune import _test_best, _write_best_config, tune  # noqa: E402
 
 SPACE = """\
 # dotted config key -> distribution
@@ -173,7 +173,7 @@ def test_finished_runs_join_the_search_as_completed_trials(tiny_config, tmp_path
 
     rows = read_csv(out / "trials.csv")
     assert [(r["number"], r["state"], r["run_dir"]) for r in rows] == [
-        ("0", "COMPLETE", str(start.resolve())), ("1", "COMPLETE", "trials/1"), ("2", "COMPLETE", "trials/2")]
+        ("0", "COMPLETE", "../start"), ("1", "COMPLETE", "trials/1"), ("2", "COMPLETE", "trials/2")]
     assert float(rows[0]["value"]) == pytest.approx(valid)
     assert [rows[0][k] for k in ("train.lr", "model.dropout", "model.num_layers", "model.emb_dropout")] == [
         "0.002", "0.3", "1", "0.3"]
@@ -181,6 +181,17 @@ def test_finished_runs_join_the_search_as_completed_trials(tiny_config, tmp_path
     study = optuna.load_study(study_name="h2rec", storage=f"sqlite:///{out / 'study.db'}")
     history = [json.loads(line) for line in (start / "metrics.jsonl").read_text().splitlines()]
     assert study.trials[0].intermediate_values == {r["epoch"]: r["valid_NDCG@10"] for r in history}
+
+    # another checkout: the search's folder without the added run's. Were the added run the best, as the
+    # Beauty search's starting point is, best.yaml still says what it was; its test reading waits
+    moved = tmp_path / "elsewhere" / "search"
+    moved.parent.mkdir()
+    out.rename(moved)
+    added = optuna.load_study(study_name="h2rec", storage=f"sqlite:///{moved / 'study.db'}").trials[0]
+    _write_best_config(moved, added, "valid NDCG@10 (full)")
+    best_yaml = yaml.safe_load((moved / "best.yaml").read_text())
+    assert (best_yaml["train"]["lr"], best_yaml["model"]["dropout"], best_yaml["model"]["num_layers"]) == (2e-3, 0.3, 1)
+    assert _test_best(moved, added, tiny_config()) is None
 
 
 @pytest.mark.parametrize("text, expected", [

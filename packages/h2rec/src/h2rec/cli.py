@@ -380,9 +380,13 @@ def tune(space_file, config_file, out_dir, trials, minutes, add_runs, prune_warm
         click.echo(f"best trial {summary['best_trial']}: {summary['metric']} = {summary['best_value']:.5f}")
         for key, value in summary["best_params"].items():
             click.echo(f"  {key}: {value}")
-        click.echo(format_results(summary["test"]))
+        if summary["test"] is not None:
+            click.echo(format_results(summary["test"]))
         click.echo(f"best config: {summary['files']['best_config']}  (h2rec train --config it -o RUN_DIR)")
-        click.echo(f"test metrics: {summary['files']['best_test']}")
+        if summary["test"] is not None:
+            click.echo(f"test metrics: {summary['files']['best_test']}")
+        else:
+            click.echo("not tested: the best trial's run folder is not here (see the log)")
     click.echo(f"trials: {summary['files']['trials_csv']}")
 
 

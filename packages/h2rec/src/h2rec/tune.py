@@ -48,6 +48,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 import types
 import typing
@@ -280,7 +281,7 @@ def _effective(values: dict) -> dict:
     return values
 
 
-def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids: semid.SemanticIDs,
+def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids: semid.SemanticIDs, out: Path,
               runs: typing.Sequence[str | Path]) -> None:
     """Finished runs join the search as completed trials (``h2rec tune --add-run``): each must be the base
     configuration with values of the searched keys that the space holds. TPE and the pruner then learn
@@ -290,7 +291,9 @@ def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids:
     metric = selection_name(base)
     for given in runs:
         run = Path(given).expanduser().resolve()
-        if str(run) in added:
+        # the folder as seen from the search's: another checkout with the same layout finds it again
+        where = Path(os.path.relpath(run, out.resolve())).as_posix()
+        if where in added:
             continue
         values = _effective(_comparable(read_run_config(run)))
         params = {p.key: values[p.key.split(".")[0]][p.key.split(".")[1]] for p in settings.space}
@@ -309,12 +312,13 @@ def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids:
         value = read_json(run / "results.json")["valid"][metric]["overall"]["NDCG@10"]
         state = read_json(run / "checkpoints" / "last.json")
         history = {r["epoch"]: r["valid_NDCG@10"] for r in state["history"] if "valid_NDCG@10" in r}
+        # with its configuration, so that best.yaml can be written where the folder is not
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={p.key: p.distribution() for p in settings.space}, value=value,
             intermediate_values=history,
-            user_attrs={"run_dir": str(run), "added_run": True, "epochs_run": state["epoch"],
-                        "best_epoch": state["best_epoch"]}))
-        added.append(str(run))
+            user_attrs={"run_dir": where, "added_run": True, "epochs_run": state["epoch"],
+                        "best_epoch": state["best_epoch"], "config": _plain(read_run_config(run).to_dict())}))
+        added.append(where)
         study.set_user_attr("added_runs", added)
         log.info("added %s as a completed trial: %s %.5f (%s)", run, metric, value, _format_params(params))
 
@@ -417,7 +421,11 @@ def _write_trials_csv(study: optuna.Study, settings: SearchSettings, path: Path)
 
 
 def _write_best_config(out: Path, best: optuna.trial.FrozenTrial, metric: str) -> None:
-    config = read_run_config(out / best.user_attrs["run_dir"])  # resolved, as the trial trained
+    folder = out / best.user_attrs["run_dir"]
+    if (folder / "config.json").is_file():
+        config = read_run_config(folder)  # resolved, as the trial trained
+    else:  # an added run whose folder this checkout lacks: the configuration it was added with
+        config = build_config(best.user_attrs["config"], source=f"{out / 'study.db'}: trial {best.number}")
     header = (f"# h2rec tune: best trial {best.number} ({_format_params(best.params)}), "
               f"{metric} = {best.value:.5f}\n# h2rec train --config best.yaml -o RUN_DIR\n")
     write_text(out / "best.yaml", header + yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
@@ -453,7 +461,7 @@ def _plot(study: optuna.Study, metric: str, path: Path) -> bool:
     return True
 
 
-def _test_best(out: Path, best: optuna.trial.FrozenTrial, base: Config) -> dict:
+def _test_best(out: Path, best: optuna.trial.FrozenTrial, base: Config) -> dict | None:
     """Validation and test metrics of the best trial's best checkpoint, computed once per best trial."""
     from .api import load
 
@@ -462,8 +470,13 @@ def _test_best(out: Path, best: optuna.trial.FrozenTrial, base: Config) -> dict:
         saved = read_json(path)
         if saved.get("trial") == best.number:
             return saved
+    folder = out / best.user_attrs["run_dir"]
+    if not (folder / "config.json").is_file():
+        log.warning("the best trial, %d, is a run this checkout lacks (%s): not tested; train best.yaml, or "
+                    "add its folder with --add-run", best.number, folder)
+        return None
     log.info("evaluating trial %d on the test split", best.number)
-    results = load(out / best.user_attrs["run_dir"], device=base.train.device).evaluate()
+    results = load(folder, device=base.train.device).evaluate()
     saved = {"trial": best.number, "run_dir": best.user_attrs["run_dir"], "params": best.params, **results}
     write_json(path, saved)
     return saved
@@ -506,7 +519,7 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
         study = _open_study(out, settings, base_config)
         log.info("search in %s: %d finished trial(s) so far; maximising %s over %s", out, _finished(study), metric,
                  ", ".join(p.key for p in settings.space))
-        _add_runs(study, settings, base_config, sids, add_runs)
+        _add_runs(study, settings, base_config, sids, out, add_runs)
         _retry_interrupted(study)
         deadline = None if minutes is None else time.monotonic() + minutes * 60
         failures = 0
@@ -541,7 +554,8 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
             return summary
         _write_best_config(out, best, metric)
         summary["test"] = _test_best(out, best, base_config)
-        files.update(best_config=str(out / "best.yaml"), best_test=str(out / "best_test.json"))
+        files.update(best_config=str(out / "best.yaml"),
+                     best_test=str(out / "best_test.json") if summary["test"] is not None else None)
         summary.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params))
         return summary
 
