@@ -34,8 +34,9 @@ best trial's best checkpoint: the only time the search reads the test split).
 
 Runs trained before the search (e.g. the base configuration itself) join it with ``add_runs``
 (``--add-run RUN``): each must be the base configuration with values of the searched keys inside the
-space; it becomes a completed trial whose ``run_dir`` is that folder, so the sampler and the pruner
-learn from it without training it again. A setting whose None means another's value
+space; it becomes a completed trial whose ``run_dir`` is that folder (relative to OUT, so another
+checkout with the same layout finds it; its configuration is kept in the study, so ``best.yaml`` can
+be written without it), and the sampler and the pruner learn from it without training it again. A setting whose None means another's value
 (``model.emb_dropout``, ``model.attn_dropout``: None = ``model.dropout``) is compared by the value
 the model uses.
 """
@@ -295,7 +296,8 @@ def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids:
         where = Path(os.path.relpath(run, out.resolve())).as_posix()
         if where in added:
             continue
-        values = _effective(_comparable(read_run_config(run)))
+        config = read_run_config(run)
+        values = _effective(_comparable(config))
         params = {p.key: values[p.key.split(".")[0]][p.key.split(".")[1]] for p in settings.space}
         outside = [f"{p.key} = {params[p.key]!r}" for p in settings.space if not p.contains(params[p.key])]
         if outside:
@@ -317,7 +319,7 @@ def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids:
             params=params, distributions={p.key: p.distribution() for p in settings.space}, value=value,
             intermediate_values=history,
             user_attrs={"run_dir": where, "added_run": True, "epochs_run": state["epoch"],
-                        "best_epoch": state["best_epoch"], "config": _plain(read_run_config(run).to_dict())}))
+                        "best_epoch": state["best_epoch"], "config": _plain(config.to_dict())}))
         added.append(where)
         study.set_user_attr("added_runs", added)
         log.info("added %s as a completed trial: %s %.5f (%s)", run, metric, value, _format_params(params))
