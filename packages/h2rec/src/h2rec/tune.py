@@ -36,9 +36,9 @@ Runs trained before the search (e.g. the base configuration itself) join it with
 (``--add-run RUN``): each must be the base configuration with values of the searched keys inside the
 space; it becomes a completed trial whose ``run_dir`` is that folder (relative to OUT, so another
 checkout with the same layout finds it; its configuration is kept in the study, so ``best.yaml`` can
-be written without it), and the sampler and the pruner learn from it without training it again. A setting whose None means another's value
-(``model.emb_dropout``, ``model.attn_dropout``: None = ``model.dropout``) is compared by the value
-the model uses.
+be written without it), and the sampler and the pruner learn from it without training it again. A
+setting whose None means another's value (``model.emb_dropout``, ``model.attn_dropout``: None =
+``model.dropout``) is compared by the value the model uses.
 """
 
 from __future__ import annotations
