@@ -65,6 +65,7 @@ def check_run_folder(run_dir: Path) -> dict:
     while found in UPGRADES:
         UPGRADES[found](meta)
         found += 1
+        meta["format_version"] = found  # what the meta now is (e.g. for save_pretrained's copy)
     if found != FORMAT_VERSION:
         raise H2RecError(
             f"{run_dir}: run folder format {found!r} (h2rec {meta.get('h2rec_version', '?')}); "
