@@ -382,9 +382,14 @@ def tune_section(name: str) -> list[str]:
              "search ends.", "",
              "| trial | state | valid NDCG@10 | best / last epoch | " + " | ".join(keys) + " |",
              "|---|---|---|---|" + "---|" * len(keys)]
+    def shown(value: str) -> str:  # numbers to 3 significant digits, anything else as written
+        try:
+            return f"{float(value):.3g}"
+        except ValueError:
+            return value
+
     for t in trials:
-        values = [f"{float(t[k]):.3g}" if t[k] not in ("", "True", "False") and k != "model.num_heads" else t[k]
-                  for k in keys]
+        values = [shown(t[k]) for k in keys]
         lines.append(f"| {t['number']} | {t['state'].lower()} | {float(t['value']):.4f} | {t['best_epoch']} / "
                      f"{t['epochs_run']} | " + " | ".join(values) + " |")
     return lines + [""]

@@ -12,8 +12,8 @@ validation NDCG@10 under that protocol (``eval.select_on=sampled``); d = 64, 2 l
 dropout 0.5, the last 200 items of each training history (``train.windows=last``), batch 128, Adam
 at 1e-3, binary cross-entropy with one sampled negative at every position averaged over positions,
 patience 20 epochs, at most 200; LLM-ESR with α = 0.1 and N = 10 similar users, in h2rec's default
-form (no cross-view attention, ``model.llmesr_cross`` "off", chosen on validation: docs/model.md). MELT with its
-authors' Beauty setting (λ_U = 0.1, λ_I = 0.4, e_max = 180, Pareto 20%) starts, as theirs does, from
+form (no cross-view attention, ``model.llmesr_cross`` "off", chosen on validation: docs/model.md).
+MELT with its authors' Beauty setting (λ_U = 0.1, λ_I = 0.4, e_max = 180, Pareto 20%) starts, as theirs does, from
 a trained SASRec: the SASRec row's run of the same seed (``train.melt_init``), trained first when
 missing. The H2Rec paper's Table 2 ran MELT under this protocol too.
 
