@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from h2rec.losses import (
     bce,
     bpr,
-    chunked_cross_entropy,
     gbce,
     proposal_log_probs,
     sample_shared,
     sampled_softmax_shared,
 )
+from h2rec.softmax import ScoreFactor, softmax_cross_entropy
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -34,7 +34,7 @@ def random_scores(p=5, k=6, seed=0, dtype=torch.float64, device="cpu"):
     return pos.to(device), neg.to(device), hits.to(device)
 
 
-# ---------------------------------------------------------------- chunked full softmax
+# ---------------------------------------------------------------- full softmax, tile by tile
 
 
 def catalogue(p=4, n=13, d=5, seed=0, dtype=torch.float64, device="cpu"):
@@ -45,12 +45,12 @@ def catalogue(p=4, n=13, d=5, seed=0, dtype=torch.float64, device="cpu"):
     return u, e, targets
 
 
-def chunked(u, e, targets, chunk_size, label_smoothing=0.0):
-    return chunked_cross_entropy(lambda a, b: u @ e[a:b].T, len(e) - 1, (u * e[targets]).sum(1),
-                                 chunk_size=chunk_size, label_smoothing=label_smoothing)
+def tiled(u, e, targets, item_chunk, label_smoothing=0.0, tile_elements=None, seen=None):
+    return softmax_cross_entropy([ScoreFactor(u, e[1:])], len(e) - 1, (u * e[targets]).sum(1), label_smoothing,
+                                 seen, item_chunk=item_chunk, tile_elements=tile_elements)
 
 
-def unchunked(u, e, targets):
+def untiled(u, e, targets):
     scores = u @ e.T
     scores = torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores[:, 1:]], 1)  # padding: no class
     return F.cross_entropy(scores, targets, reduction="none")
@@ -68,76 +68,117 @@ def smoothed_reference(u, e, targets, eps):
     return torch.tensor(losses, dtype=torch.float64)
 
 
+# (item_chunk, tile_elements): 13 = n, one chunk; 4 and 5 do not divide 13; tile_elements 4 with chunks
+# of 4 gives tiles of one row, 8 of two rows (4 positions: 2 tiles), 10**6 one tile of every row
+TILINGS = [(1, None), (4, None), (13, None), (5, None), (100, None), (4, 4), (4, 8), (13, 26), (5, 10**6)]
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("chunk_size", [1, 4, 13, 5, 100])  # 13 = n: one chunk; 4 and 5 do not divide 13
-def test_chunked_cross_entropy_equals_full_cross_entropy(chunk_size, device):
+@pytest.mark.parametrize("item_chunk,tile_elements", TILINGS)
+def test_tiled_cross_entropy_equals_full_cross_entropy(item_chunk, tile_elements, device):
     u, e, targets = catalogue(device=device)
-    torch.testing.assert_close(chunked(u, e, targets, chunk_size), unchunked(u, e, targets))
+    torch.testing.assert_close(tiled(u, e, targets, item_chunk, tile_elements=tile_elements), untiled(u, e, targets))
     u32, e32 = u.detach().float(), e.detach().float()
-    torch.testing.assert_close(chunked(u32, e32, targets, chunk_size), unchunked(u32, e32, targets))
+    torch.testing.assert_close(tiled(u32, e32, targets, item_chunk, tile_elements=tile_elements),
+                               untiled(u32, e32, targets))
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 13])
+@pytest.mark.parametrize("item_chunk,tile_elements", [(1, None), (4, 4), (13, 26)])
 @pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
-def test_chunked_cross_entropy_label_smoothing_spreads_over_real_items(chunk_size, eps):
+def test_tiled_cross_entropy_label_smoothing_spreads_over_real_items(item_chunk, tile_elements, eps):
     u, e, targets = catalogue(seed=1)
     expected = smoothed_reference(u.detach(), e.detach(), targets, eps)
-    torch.testing.assert_close(chunked(u, e, targets, chunk_size, eps), expected)
+    torch.testing.assert_close(tiled(u, e, targets, item_chunk, eps, tile_elements), expected)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("chunk_size", [3, 4, 13])
+@pytest.mark.parametrize("item_chunk,tile_elements", [(3, None), (4, 4), (13, 26), (5, 10)])
 @pytest.mark.parametrize("eps", [0.0, 0.2])
-def test_chunked_cross_entropy_gradients_match_unchunked(chunk_size, eps, device):
+def test_tiled_cross_entropy_gradients_match_plain_autograd(item_chunk, tile_elements, eps, device):
     u, e, targets = catalogue(seed=2, device=device)
     weights = torch.linspace(0.5, 2.0, len(u), dtype=torch.float64, device=device)  # not just a plain sum
-    (chunked(u, e, targets, chunk_size, eps) * weights).sum().backward()
+    (tiled(u, e, targets, item_chunk, eps, tile_elements) * weights).sum().backward()
     grad_u, grad_e = u.grad.clone(), e.grad.clone()
     u.grad = e.grad = None
-    (chunked(u, e, targets, chunk_size=10**6, label_smoothing=eps) * weights).sum().backward()  # one block
+    scores = (u @ e[1:].T)
+    plain = torch.logsumexp(scores, 1) - (u * e[targets]).sum(1)
+    plain = (1 - eps) * plain + eps * (torch.logsumexp(scores, 1) - scores.mean(1))
+    (plain * weights).sum().backward()
     torch.testing.assert_close(grad_u, u.grad)
     torch.testing.assert_close(grad_e, e.grad)
     assert torch.all(grad_e[0] == 0)  # the padding row is never scored
-    if eps == 0:
-        u.grad = e.grad = None
-        (unchunked(u, e, targets) * weights).sum().backward()
-        torch.testing.assert_close(grad_u, u.grad)
-        torch.testing.assert_close(grad_e, e.grad)
 
 
-def test_chunked_cross_entropy_scores_bounded_blocks_and_recomputes_them_in_backward():
-    u, e, targets = catalogue(p=3, n=13, d=2)  # every dimension <= 4 except the catalogue's
-    calls = []
+def test_tiled_cross_entropy_with_a_sparse_factor_equals_the_dense_score():
+    """H2Rec's form: an ID factor plus per-code scores summed into items by a sparse item x code
+    matrix (no gradient); losses and gradients equal the plain expression of the same score."""
+    g = torch.Generator().manual_seed(4)
+    p, n, d, levels, k = 5, 11, 3, 2, 4
+    u = torch.randn(p, d, generator=g, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    per_code = torch.randn(p, levels * k, generator=g, dtype=torch.float64, requires_grad=True)
+    codes = torch.randint(0, k, (n, levels), generator=g) + torch.arange(levels) * k
+    incidence = torch.zeros(n, levels * k, dtype=torch.float64).scatter_(1, codes, 1.0)
+    targets = torch.randint(1, n + 1, (p,), generator=g)
+    dense = u @ e.T + per_code @ incidence.T  # (P, n), item j + 1 in column j
+    target_scores = dense.gather(1, targets[:, None] - 1)[:, 0]
+    weights = torch.linspace(0.5, 2.0, p, dtype=torch.float64)
+    expected = torch.logsumexp(dense, 1) - target_scores
+    (expected * weights).sum().backward()
+    grads = [t.grad.clone() for t in (u, e, per_code)]
+    for t in (u, e, per_code):
+        t.grad = None
+    for item_chunk, tile_elements in [(11, None), (4, 4), (3, 9)]:
+        factors = [ScoreFactor(per_code, incidence.to_sparse_csr()), ScoreFactor(u, e)]
+        target_scores = (u @ e.T + per_code @ incidence.T).gather(1, targets[:, None] - 1)[:, 0]
+        loss = softmax_cross_entropy(factors, n, target_scores, item_chunk=item_chunk, tile_elements=tile_elements)
+        torch.testing.assert_close(loss, expected.detach())
+        (loss * weights).sum().backward()
+        for t, want in zip((u, e, per_code), grads):
+            torch.testing.assert_close(t.grad, want)
+            t.grad = None
 
-    def score_chunk(a, b):
-        calls.append((a, b))
-        return u @ e[a:b].T
 
-    def saved_shapes(chunk_size):
+def test_tiled_cross_entropy_keeps_no_score_matrix_for_backward():
+    """What autograd keeps between forward and backward is the inputs and one value per position,
+    never a (P, n) block of scores, whatever the tiling."""
+    u, e, targets = catalogue(p=3, n=13, d=2)
+    scores_kept = (u @ e.T).detach()  # the plain expression keeps its (P, n + 1) scores: the check can fail
+    for item_chunk, tile_elements in [(13, None), (4, 4), (13, 10**6), (None, None)]:
         shapes = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
-            loss = chunked_cross_entropy(score_chunk, 13, (u * e[targets]).sum(1), chunk_size, label_smoothing=0.1)
-        return loss, shapes
 
-    loss, shapes = saved_shapes(4)
-    assert calls == [(1, 5), (5, 9), (9, 13), (13, 14)]  # items 1..13, padding never, blocks <= 4 wide
-    assert all(max(shape, default=0) <= 4 for shape in shapes)  # no score block kept for backward
-    assert any(13 in shape for shape in saved_shapes(13)[1])  # one unchunked block is kept (the check can fail)
-    calls.clear()
-    loss.sum().backward()
-    assert sorted(calls) == [(1, 5), (5, 9), (9, 13), (13, 14)]  # backward recomputes each block once
-    with torch.no_grad():  # no backward: no recomputation either
-        calls.clear()
-        chunked_cross_entropy(score_chunk, 13, (u * e[targets]).sum(1), chunk_size=4)
-    assert calls == [(1, 5), (5, 9), (9, 13), (13, 14)]
+        def keep(t, shapes=shapes):
+            shapes.append(tuple(t.shape))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            if item_chunk is None:
+                untiled(u, e, targets)
+            else:
+                tiled(u, e, targets, item_chunk, 0.1, tile_elements)
+        kept = [shape for shape in shapes if len(shape) == 2 and 3 in shape and (13 in shape or 14 in shape)]
+        assert bool(kept) == (item_chunk is None), (item_chunk, shapes)
+    assert scores_kept.shape == (3, 14)
 
 
-def test_chunked_cross_entropy_rejects_bad_arguments():
+def test_tile_rows_keeps_a_cpu_tile_in_the_cache_and_one_tile_elsewhere():
+    from h2rec.softmax import CPU_TILE_ELEMENTS, tile_rows
+
+    assert tile_rows(torch.device("cpu"), 12101, 3000) == CPU_TILE_ELEMENTS // 12101
+    assert tile_rows(torch.device("cpu"), 10**7, 3000) == 1  # at least one row
+    assert tile_rows(torch.device("cpu"), 10, 3) == 3  # at most every row
+    assert tile_rows(torch.device("cuda"), 12101, 3000) == 3000
+    assert tile_rows(torch.device("cuda"), 12101, 3000, tile_elements=12101 * 7) == 7
+
+
+def test_tiled_cross_entropy_rejects_bad_arguments():
     u, e, targets = catalogue()
-    with pytest.raises(ValueError, match="chunk_size"):
-        chunked(u, e, targets, chunk_size=0)
+    with pytest.raises(ValueError, match="item_chunk"):
+        tiled(u, e, targets, item_chunk=0)
     with pytest.raises(ValueError, match="label_smoothing"):
-        chunked(u, e, targets, chunk_size=4, label_smoothing=1.5)
+        tiled(u, e, targets, item_chunk=4, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="label smoothing"):
+        tiled(u, e, targets, item_chunk=4, label_smoothing=0.1, seen=(torch.tensor([0]), torch.tensor([1])))
 
 
 # ---------------------------------------------------------------- sampled softmax, shared negatives
@@ -296,18 +337,15 @@ def test_bce_and_bpr_leave_hits_out(device):
 
 
 # ---------------------------------------------------------------- seen items out of the softmax
-@pytest.mark.parametrize("chunk_size", [1, 4, 13])
-def test_masked_chunked_cross_entropy_equals_cross_entropy_without_the_seen_items(chunk_size):
-    from h2rec.losses import mask_seen
-
+@pytest.mark.parametrize("item_chunk,tile_elements", [(1, None), (4, None), (13, None), (4, 4), (5, 10)])
+def test_seen_items_leave_the_tiled_softmax(item_chunk, tile_elements):
     u, e, targets = catalogue(seed=3)
     seen = (torch.tensor([0, 0, 2, 3, 3, 3]), torch.tensor([1, 13, 5, 2, 7, 8]))
     seen_items = {int(p): set() for p in range(len(u))}
     for p, i in zip(*seen):
         seen_items[int(p)].add(int(i))
     seen = tuple(t[[int(targets[p]) != int(i) for p, i in zip(*seen)]] for t in seen)  # targets stay classes
-    loss = chunked_cross_entropy(lambda a, b: mask_seen(u @ e[a:b].T, a, seen), len(e) - 1,
-                                 (u * e[targets]).sum(1), chunk_size=chunk_size)
+    loss = tiled(u, e, targets, item_chunk, tile_elements=tile_elements, seen=seen)
     # reference: one position at a time, a plain softmax over the items it has not seen
     for p in range(len(u)):
         classes = [j for j in range(1, len(e)) if j not in seen_items[p] or j == int(targets[p])]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 
 # Ranking losses return one value per position, (P,); `reduce_positions` turns them into the batch loss.
@@ -114,59 +111,6 @@ def sample_shared(log_q: Tensor, k: int, generator: torch.Generator) -> Tensor:
     ``generator`` for reproducibility. -> (k,) long, on ``log_q``'s device."""
     probs = log_q.detach().to("cpu", torch.float64).exp()  # drawn on the CPU, where the generator lives
     return torch.multinomial(probs, k, replacement=True, generator=generator).to(log_q.device)
-
-
-def _chunk_lse_and_sum(score_chunk: Callable[[int, int], Tensor], start: int, end: int) -> tuple[Tensor, Tensor]:
-    scores = score_chunk(start, end)
-    return torch.logsumexp(scores, 1), scores.sum(1)
-
-
-def mask_seen(scores: Tensor, start: int, seen: tuple[Tensor, Tensor] | None) -> Tensor:
-    """``scores`` (P, chunk) of items start..start+chunk-1 with the ``seen`` (position, item) pairs set
-    to -inf: those items leave the softmax, as they leave the ranking when evaluation drops a user's
-    seen items. Out of place, so autograd gives them zero gradient."""
-    if seen is None:
-        return scores
-    position, item = seen
-    inside = (item >= start) & (item < start + scores.shape[1])
-    if not inside.any():
-        return scores
-    return scores.index_put((position[inside], item[inside] - start),
-                            torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
-
-
-def chunked_cross_entropy(score_chunk: Callable[[int, int], Tensor], n_items: int, target_scores: Tensor,
-                          chunk_size: int = 65536, label_smoothing: float = 0.0) -> Tensor:
-    """Full softmax cross-entropy over items 1..n (item 0 is padding, never a class), chunk by chunk:
-
-        loss = (1 - ε) (lse - s_target) + ε (lse - 1/n Σ_{j=1..n} s_j),   lse = log Σ_{j=1..n} exp(s_j),
-
-    ε = ``label_smoothing`` spread uniformly over the n real items (Szegedy et al., CVPR 2016,
-    "Rethinking the Inception Architecture"). ``score_chunk(start, end)`` returns the (P, end - start)
-    scores of items start..end-1; ``target_scores`` (P,) the scores of each position's target
-    (differentiable, from the caller). -> (P,).
-
-    Each chunk is checkpointed, so backward recomputes its (P, chunk) score block instead of keeping
-    it: memory stays O(P x chunk_size) for the whole catalogue (score_chunk is called twice per chunk).
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
-    if chunk_size >= n_items or not torch.is_grad_enabled():
-        # nothing to save by recomputing: one block, or no backward at all
-        lse_sum_pairs = [_chunk_lse_and_sum(score_chunk, start, min(start + chunk_size, n_items + 1))
-                         for start in range(1, n_items + 1, chunk_size)]
-    else:
-        lse_sum_pairs = [checkpoint(_chunk_lse_and_sum, score_chunk, start, min(start + chunk_size, n_items + 1),
-                                    use_reentrant=False)
-                         for start in range(1, n_items + 1, chunk_size)]
-    lse = torch.logsumexp(torch.stack([chunk_lse for chunk_lse, _ in lse_sum_pairs]), 0)
-    loss = lse - target_scores
-    if label_smoothing > 0:
-        mean_score = torch.stack([chunk_sum for _, chunk_sum in lse_sum_pairs]).sum(0) / n_items
-        loss = (1 - label_smoothing) * loss + label_smoothing * (lse - mean_score)
-    return loss
 
 
 def reduce_positions(losses: Tensor, user_of: Tensor, how: str) -> Tensor:

@@ -26,6 +26,7 @@ from srs_backbones import attention_mask, build_encoder, split_states
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .softmax import ScoreFactor
 
 
 class GranularityFusion(nn.Module):
@@ -329,13 +330,27 @@ class H2Rec(nn.Module):
         hid = self.hid.weight[start:end] if self.has_hid else None
         if not self.has_sid:
             return state.u_hid @ hid.T
-        w = self.candidate_weights(state)  # (P, L)
-        per_code = torch.cat([w[:, level, None] * (state.u_sid @ table.weight.T)  # (P, ΣK_l)
-                              for level, table in enumerate(self.codes.levels)], dim=1)
-        scores = (self.code_incidence(start, end) @ per_code.T.contiguous()).T.contiguous()
+        scores = (self.code_incidence(start, end) @ self.per_code_scores(state).T.contiguous()).T.contiguous()
         if self.has_hid:
             scores.addmm_(state.u_hid, hid.T)
         return scores
+
+    def per_code_scores(self, state: UserState) -> Tensor:
+        """u^sid against every code of every level, each level weighted as candidates weigh it: (P, ΣK_l)."""
+        w = self.candidate_weights(state)  # (P, L)
+        return torch.cat([w[:, level, None] * (state.u_sid @ table.weight.T)
+                          for level, table in enumerate(self.codes.levels)], dim=1)
+
+    def score_factors(self, state: UserState) -> list[ScoreFactor]:
+        """Eq. 9 over items 1..n as a sum of inner products, for the tiled softmax (h2rec.softmax):
+        u^hid against the ID table, and the per-code scores against the sparse item x code matrix (as
+        ``score_range`` factorises the SID part)."""
+        factors = []
+        if self.has_hid:
+            factors.append(ScoreFactor(state.u_hid, self.hid.weight[1 : self.n_items + 1]))
+        if self.has_sid:
+            factors.append(ScoreFactor(self.per_code_scores(state), self.code_incidence(1, self.n_items + 1)))
+        return factors
 
     def score_all(self, state: UserState) -> Tensor:
         """Eq. 9 against the whole catalogue: (P, n + 1), column i for item i, column 0 = -inf."""

@@ -19,10 +19,8 @@ from .losses import (
     alignment_positives,
     bce,
     bpr,
-    chunked_cross_entropy,
     code_guided_alignment,
     gbce,
-    mask_seen,
     masked_granularity,
     proposal_log_probs,
     reduce_positions,
@@ -34,6 +32,7 @@ from .rivals.ccfrec_masking import code_masking_losses, draw_code_mask, uses_cod
 from .rivals.llmesr_distill import RetrievalDistillation
 from .rivals.melt_branches import BilateralBranches
 from .rivals.pcrca_align import batch_items, contrastive_losses
+from .softmax import ScoreFactor, softmax_cross_entropy
 
 
 def sample_negatives(gen: torch.Generator, n_items: int, exclude: torch.Tensor, k: int) -> torch.Tensor:
@@ -70,6 +69,15 @@ def seen_pairs(items: torch.Tensor, targets: torch.Tensor, where: torch.Tensor) 
     return position, history[position, column]
 
 
+def score_factors(model, state) -> list[ScoreFactor]:
+    """The model's score over items 1..n as inner products (h2rec.softmax): its own factorisation
+    where it has one (H2Rec: the SID part through the item x code matrix), else the vectors an
+    export writes, whose inner product is the score (``user_vectors`` / ``item_vectors``)."""
+    if hasattr(model, "score_factors"):
+        return model.score_factors(state)
+    return [ScoreFactor(model.user_vectors(state), model.item_vectors())]
+
+
 def draw_negatives(model: H2Rec, targets: torch.Tensor, exclude: torch.Tensor, cfg: TrainConfig,
                    gen: torch.Generator, log_q: torch.Tensor | None = None) -> torch.Tensor | None:
     """The negatives of the positive ``targets`` (P,), from ``gen``: None for ``ce`` (the whole
@@ -100,8 +108,8 @@ def ranking_loss(model: H2Rec, state, targets: torch.Tensor, exclude: torch.Tens
     if cfg.loss == "ce":
         target_scores = model.score(state, targets_d[:, None])[:, 0]
         seen_d = None if seen is None else (seen[0].to(device), seen[1].to(device))
-        return chunked_cross_entropy(lambda start, end: mask_seen(model.score_range(state, start, end), start, seen_d),
-                                     model.n_items, target_scores, cfg.ce_chunk_items, cfg.label_smoothing)
+        return softmax_cross_entropy(score_factors(model, state), model.n_items, target_scores, cfg.label_smoothing,
+                                     seen_d, cfg.ce_chunk_items)
     if negatives is None:
         negatives = draw_negatives(model, targets, exclude, cfg, gen, log_q)
     if cfg.loss == "sampled_softmax":
