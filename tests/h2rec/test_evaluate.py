@@ -158,3 +158,25 @@ def test_a_real_model_ranks_the_same_in_chunks(tiny_config, kind):
         chunked = EvalConfig(exclude_history=exclude_history, item_chunk=23)
         assert np.array_equal(rank_targets(model, ds, ds.test, chunked, config.data.max_len),
                               rank_targets(model, ds, ds.test, one_pass, config.data.max_len))
+
+
+@pytest.mark.parametrize("kind", ["hid", "sid", "h2rec"])
+def test_tiles_of_rows_and_items_count_as_one_matrix(tiny_config, kind):
+    # the CPU's tiles (rows x items, h2rec.softmax.tile_shape) against every row in one tile: tiles of
+    # 3 rows with the whole catalogue (each tile one pass) and with 23 items (targets scored apart)
+    from h2rec.assemble import build_model, prepare
+    from h2rec.evaluate import count_in_catalogue, next_item_states
+
+    config, sids, ds = prepare(tiny_config(**{"model.kind": kind}))
+    torch.manual_seed(0)
+    model = build_model(config, sids).eval()
+    histories, targets = ds.test.histories, torch.as_tensor(ds.test.targets)[:, None]
+    with torch.no_grad():
+        state = next_item_states(model, histories, config.data.max_len)
+        for exclude in (None, histories):
+            whole = count_in_catalogue(model, state, targets, exclude, 65536, tile_elements=10**15)
+            assert len(targets) > 6  # several tiles of 3 rows
+            for item_chunk in (65536, 23):
+                tiled = count_in_catalogue(model, state, targets, exclude, item_chunk, tile_elements=3 * min(
+                    item_chunk, model.n_items + 1))
+                assert torch.equal(tiled, whole), (kind, item_chunk)

@@ -161,14 +161,17 @@ def test_tiled_cross_entropy_keeps_no_score_matrix_for_backward():
     assert scores_kept.shape == (3, 14)
 
 
-def test_tile_rows_keeps_a_cpu_tile_in_the_cache_and_one_tile_elsewhere():
-    from h2rec.softmax import CPU_TILE_ELEMENTS, tile_rows
+def test_tile_shape_keeps_a_cpu_tile_in_the_cache_and_one_tile_elsewhere():
+    from h2rec.softmax import CPU_TILE_ELEMENTS, CPU_TILE_ITEMS, tile_shape
 
-    assert tile_rows(torch.device("cpu"), 12101, 3000) == CPU_TILE_ELEMENTS // 12101
-    assert tile_rows(torch.device("cpu"), 10**7, 3000) == 1  # at least one row
-    assert tile_rows(torch.device("cpu"), 10, 3) == 3  # at most every row
-    assert tile_rows(torch.device("cuda"), 12101, 3000) == 3000
-    assert tile_rows(torch.device("cuda"), 12101, 3000, tile_elements=12101 * 7) == 7
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert tile_shape(cpu, 10**5, 3000, 65536) == (CPU_TILE_ELEMENTS // CPU_TILE_ITEMS, CPU_TILE_ITEMS)
+    assert tile_shape(cpu, 5000, 3000, 65536) == (CPU_TILE_ELEMENTS // 5000, 5000)  # a small catalogue whole
+    assert tile_shape(cpu, 10, 3, 65536) == (3, 10)  # at most every row
+    assert tile_shape(cpu, 100, 3000, 65536, tile_elements=7) == (1, 100)  # at least one row
+    assert tile_shape(cuda, 12101, 3000, 65536) == (3000, 12101)
+    assert tile_shape(cuda, 10**6, 3000, 65536) == (3000, 65536)
+    assert tile_shape(cuda, 12101, 3000, 65536, tile_elements=12101 * 7) == (7, 12101)
 
 
 def test_tiled_cross_entropy_rejects_bad_arguments():

@@ -33,6 +33,7 @@ from .distributed import Group
 from .errors import H2RecError
 from .model import H2Rec, UserState
 from .progress import progress_bar
+from .softmax import tile_shape
 
 
 def protocol_name(negatives: int, exclude_history: bool = False) -> str:
@@ -213,26 +214,50 @@ def target_scores(model: H2Rec, state: UserState, targets: torch.Tensor, item_ch
 
 
 def count_in_catalogue(model: H2Rec, state: UserState, targets: torch.Tensor, histories: list[np.ndarray] | None,
-                       item_chunk: int) -> torch.Tensor:
+                       item_chunk: int, tile_elements: int | None = None) -> torch.Tensor:
     """Per row, the catalogue items scoring at or above the target (B, 1), the target included:
     items scoring above it or tying with it (pessimistic). Given ``histories``, each row's seen items
-    are left out, but never its target (a repeated item, which Yelp has, may be the target)."""
-    if model.n_items + 1 <= item_chunk:  # one pass: the target's score is read from the same matrix
-        (_, scores), = scored_chunks(model, state, None, item_chunk)
-        target_score = scores.gather(1, targets)
-        if histories is not None:
-            leave_out_history(scores, histories)
-            scores.scatter_(1, targets, target_score)
-        return count_at_or_above(scores, target_score)
-    target_score = target_scores(model, state, targets, item_chunk)  # chunks before the target's own need it
+    are left out, but never its target (a repeated item, which Yelp has, may be the target).
+
+    The scores come a tile of rows x items at a time (``softmax.tile_shape``): off the CPU every row
+    by ``item_chunk`` items; on the CPU a tile small enough to stay in the cache while it is written,
+    masked, compared and summed, as the training softmax does (for a whole batch each of those passes
+    would go through main memory). ``tile_elements``: as ``softmax.tile_shape`` takes it."""
+    n = model.n_items + 1  # not the mask token's row
+    rows, items = tile_shape(targets.device, n, len(targets), item_chunk, tile_elements)
+    if items >= n:  # one pass per row tile: the target's score is read from the same matrix
+        tiles = [slice(start, start + rows) for start in range(0, len(targets), rows)]
+        return torch.cat([count_in_one_pass(model, state_rows(state, tile), targets[tile],
+                                            None if histories is None else histories[tile]) for tile in tiles])
+    target_score = target_scores(model, state, targets, items)  # tiles before the target's own need it
     count = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
-    for start, scores in scored_chunks(model, state, histories, item_chunk):
-        # the target's column holds exactly target_score, so it counts once whatever the rounding of
-        # the chunk's computation, and also when it was a seen item
-        inside = ((targets >= start) & (targets < start + scores.shape[1])).squeeze(1)
-        scores[inside, targets[inside, 0] - start] = target_score[inside, 0]
-        count += count_at_or_above(scores, target_score)
+    tiles = [slice(start, start + rows) for start in range(0, len(targets), rows)]
+    tile_states = [state_rows(state, tile) for tile in tiles]
+    for first in range(0, n, items):  # items outside, so that their rows stay in the cache across row tiles
+        for tile, tile_state in zip(tiles, tile_states):
+            scores = model.score_range(tile_state, first, min(first + items, n))
+            if first == 0:
+                scores[:, 0] = float("-inf")  # padding, never ranked
+            if histories is not None:
+                leave_out_history(scores, histories[tile], first)
+            # the target's column holds exactly target_score, so it counts once whatever the rounding of
+            # the tile's computation, and also when it was a seen item
+            tile_targets, tile_score = targets[tile], target_score[tile]
+            inside = ((tile_targets >= first) & (tile_targets < first + scores.shape[1])).squeeze(1)
+            scores[inside, tile_targets[inside, 0] - first] = tile_score[inside, 0]
+            count[tile] += count_at_or_above(scores, tile_score)
     return count
+
+
+def count_in_one_pass(model: H2Rec, state: UserState, targets: torch.Tensor,
+                      histories: list[np.ndarray] | None) -> torch.Tensor:
+    """``count_in_catalogue`` from one (B, n + 1) matrix of scores."""
+    scores = model.score_all(state)
+    target_score = scores.gather(1, targets)
+    if histories is not None:
+        leave_out_history(scores, histories)
+        scores.scatter_(1, targets, target_score)
+    return count_at_or_above(scores, target_score)
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:

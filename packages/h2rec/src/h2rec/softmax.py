@@ -12,8 +12,8 @@ the two gradient products), and on a CPU those passes, not the arithmetic, take 
 time and keeps only lse (P,); its backward scores each tile again and turns it, while it is still
 in the cache, into the softmax and both gradient products. Measured on one AMD EPYC thread (one
 Beauty batch, P = 3,000 positions, n = 12,101 items, d = 64): 665 ms for the plain expression, 330 ms in
-tiles of 32 rows. On an accelerator a tile is a kernel launch, so there one tile holds every row.
-Items are taken ``item_chunk`` at a time as well, which bounds memory at 10^6 items and more.
+tiles of 32 rows. On an accelerator a tile is a kernel launch, so there one tile holds every row and
+``item_chunk`` items (which bounds memory at 10^6 items and more).
 """
 
 from __future__ import annotations
@@ -24,10 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Scores held at once on a CPU: 2^19 floats (2 MiB) stay in the cache while one tile is scored,
-# reduced and differentiated (32 rows of a 12k-item catalogue; 16-48 rows measured alike, 64 and
-# more slower, the tile then spilling out of the cache).
+# A CPU tile: at most 16,384 items (their rows, 4 MiB at d = 64, are read again for every row tile,
+# so they must stay in the cache too) by as many rows as make 2^19 scores (2 MiB). Measured on one
+# AMD EPYC thread, 1,500 positions, d = 64, forward and backward: 100,000 items 2,423 ms untiled,
+# 1,805 ms in tiles of 16,384 items, 1,574 ms in tiles of 8,192 items, 3,586 ms in tiles of 65,536
+# items by 8 rows (the item rows then come from main memory every tile); 12,101 items 339 ms untiled,
+# 180 ms in one tile of items. 16,384 keeps a catalogue of that size whole in a tile, which full-ranking
+# evaluation needs to read each target's score from its own tile (h2rec.evaluate.count_in_catalogue).
 CPU_TILE_ELEMENTS = 1 << 19
+CPU_TILE_ITEMS = 16384
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class _Plan:
 
     n_items: int
     sparse: dict[int, Tensor]  # factor index -> its sparse item matrix (not an autograd input)
-    item_chunk: int
+    item_chunk: int  # items of a tile
     tile_rows: int
     seen: tuple[Tensor, Tensor] | None  # (position, column) pairs left out of the softmax, by position
     with_total: bool  # also Σ_j s[p, j] (label smoothing)
@@ -165,14 +170,17 @@ class _TiledLogSumExp(torch.autograd.Function):
         return (None, *grad_users, *grad_items)
 
 
-def tile_rows(device: torch.device, n_columns: int, n_rows: int, tile_elements: int | None = None) -> int:
-    """Rows per tile: all of them off the CPU (unless ``tile_elements`` says otherwise), else as many as
-    keep a tile within ``CPU_TILE_ELEMENTS`` scores."""
+def tile_shape(device: torch.device, n_items: int, n_rows: int, item_chunk: int,
+               tile_elements: int | None = None) -> tuple[int, int]:
+    """(rows, items) of a tile. By default: off the CPU every row by ``item_chunk`` items; on the CPU at
+    most ``CPU_TILE_ITEMS`` items, by as many rows as make ``CPU_TILE_ELEMENTS`` scores. Given
+    ``tile_elements``: ``item_chunk`` items by as many rows as make that many scores."""
+    items = max(1, min(item_chunk, n_items))
     if tile_elements is None:
         if device.type != "cpu":
-            return max(n_rows, 1)
-        tile_elements = CPU_TILE_ELEMENTS
-    return max(1, min(n_rows, tile_elements // max(n_columns, 1)))
+            return max(n_rows, 1), items
+        items, tile_elements = min(items, CPU_TILE_ITEMS), CPU_TILE_ELEMENTS
+    return max(1, min(n_rows, tile_elements // items)), items
 
 
 def softmax_cross_entropy(factors: list[ScoreFactor], n_items: int, target_scores: Tensor,
@@ -187,7 +195,7 @@ def softmax_cross_entropy(factors: list[ScoreFactor], n_items: int, target_score
     "Rethinking the Inception Architecture"). ``target_scores`` (P,): each position's target score
     (differentiable, from the caller). ``seen``: (position, item) pairs that leave the softmax, as
     they leave the ranking when evaluation drops a user's seen items (not with label smoothing).
-    ``item_chunk`` items and ``tile_elements`` scores at a time (default: see :func:`tile_rows`). -> (P,).
+    At most ``item_chunk`` items and ``tile_elements`` scores at a time (see :func:`tile_shape`). -> (P,).
     """
     if item_chunk < 1:
         raise ValueError(f"item_chunk must be >= 1, got {item_chunk}")
@@ -197,16 +205,14 @@ def softmax_cross_entropy(factors: list[ScoreFactor], n_items: int, target_score
         raise ValueError("seen items cannot leave the softmax under label smoothing (their scores are in its mean)")
     if not factors:
         raise ValueError("a score needs at least one factor")
-    n_rows = len(target_scores)
-    item_chunk = min(item_chunk, n_items)
+    rows, items = tile_shape(target_scores.device, n_items, len(target_scores), item_chunk, tile_elements)
     seen_columns = None
     if seen is not None:  # by position, so that a tile finds its pairs by binary search
         position, item = seen
         order = torch.argsort(position, stable=True)
         seen_columns = (position[order].contiguous(), item[order] - 1)
-    plan = _Plan(n_items, {f: factor.items for f, factor in enumerate(factors) if factor.sparse}, item_chunk,
-                 tile_rows(target_scores.device, item_chunk, n_rows, tile_elements), seen_columns,
-                 with_total=label_smoothing > 0)
+    plan = _Plan(n_items, {f: factor.items for f, factor in enumerate(factors) if factor.sparse}, items, rows,
+                 seen_columns, with_total=label_smoothing > 0)
     dense = [None if factor.sparse else factor.items for factor in factors]
     lse, total = _TiledLogSumExp.apply(plan, *[factor.user for factor in factors], *dense)
     loss = lse - target_scores
