@@ -225,13 +225,12 @@ def count_in_catalogue(model: H2Rec, state: UserState, targets: torch.Tensor, hi
     would go through main memory). ``tile_elements``: as ``softmax.tile_shape`` takes it."""
     n = model.n_items + 1  # not the mask token's row
     rows, items = tile_shape(targets.device, n, len(targets), item_chunk, tile_elements)
+    tiles = [slice(start, start + rows) for start in range(0, len(targets), rows)]
     if items >= n:  # one pass per row tile: the target's score is read from the same matrix
-        tiles = [slice(start, start + rows) for start in range(0, len(targets), rows)]
         return torch.cat([count_in_one_pass(model, state_rows(state, tile), targets[tile],
                                             None if histories is None else histories[tile]) for tile in tiles])
     target_score = target_scores(model, state, targets, items)  # tiles before the target's own need it
     count = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
-    tiles = [slice(start, start + rows) for start in range(0, len(targets), rows)]
     tile_states = [state_rows(state, tile) for tile in tiles]
     for first in range(0, n, items):  # items outside, so that their rows stay in the cache across row tiles
         for tile, tile_state in zip(tiles, tile_states):
