@@ -74,21 +74,21 @@ class _Plan:
 
     n_items: int
     sparse: dict[int, Tensor]  # factor index -> its sparse item matrix (not an autograd input)
-    item_chunk: int  # items of a tile
+    tile_items: int
     tile_rows: int
     seen: tuple[Tensor, Tensor] | None  # (position, column) pairs left out of the softmax, by position
     with_total: bool  # also Σ_j s[p, j] (label smoothing)
 
     def chunks(self):
-        for start in range(0, self.n_items, self.item_chunk):
-            yield start, min(start + self.item_chunk, self.n_items)
+        for start in range(0, self.n_items, self.tile_items):
+            yield start, min(start + self.tile_items, self.n_items)
 
     def tiles(self, n_rows: int):
         for start in range(0, n_rows, self.tile_rows):
             yield start, min(start + self.tile_rows, n_rows)
 
     def scores(self, users: list[Tensor], chunk: list[Tensor], rows: tuple[int, int]) -> Tensor:
-        """The (rows, chunk) tile of s, with the seen pairs at -inf."""
+        """The (rows, chunk) tile of s."""
         r0, r1 = rows
         s = None
         for u, v in sorted(zip(users, chunk), key=lambda uv: uv[1].layout == torch.sparse_csr):  # dense first
@@ -100,6 +100,7 @@ class _Plan:
         return s
 
     def mask(self, s: Tensor, rows: tuple[int, int], columns: tuple[int, int]) -> None:
+        """The seen pairs of the tile ``s`` at -inf, in place."""
         if self.seen is None:
             return
         position, column = self.seen
