@@ -111,11 +111,13 @@ def test_ranking_in_chunks_of_items_gives_the_ranks_of_one_pass(item_chunk):
         ranks(EvalConfig(batch_size=8, item_chunk=41), candidates, RANDOM, RANDOM_SPLIT)
 
 
-@pytest.mark.parametrize("item_chunk", [1, 3, 16])
-def test_top_items_merged_over_chunks_equal_one_pass(item_chunk):
+@pytest.mark.parametrize("item_chunk,tile_elements", [(1, None), (3, None), (16, None), (16, 32), (41, 41 * 4)])
+def test_top_items_merged_over_chunks_equal_one_pass(item_chunk, tile_elements):
+    # tile_elements 32 with 16 items: tiles of 2 rows; 41 * 4 with the whole catalogue: tiles of 4 rows
     histories = RANDOM_SPLIT.histories
     for exclude_history in (False, True):
-        values, indices = top_items(RANDOM, histories, 50, 12, exclude_history, item_chunk=item_chunk)
+        values, indices = top_items(RANDOM, histories, 50, 12, exclude_history, item_chunk=item_chunk,
+                                    tile_elements=tile_elements)
         expected_values, _ = top_items(RANDOM, histories, 50, 12, exclude_history, item_chunk=41)
         assert torch.equal(values, expected_values)  # ties may come in another order: compare by score
         scores = RANDOM.score_all(LastItem(torch.tensor([h[-1] for h in histories])))

@@ -95,39 +95,38 @@ def leave_out_history(scores: torch.Tensor, histories: list[np.ndarray], start: 
     scores[seen_by[inside], items[inside]] = float("-inf")
 
 
-def scored_chunks(model: H2Rec, state: UserState, histories: list[np.ndarray] | None, chunk: int):
-    """(start, scores (B, C) of items start..start+C-1) over the catalogue, ``chunk`` items at a
-    time; padding (item 0) and, given ``histories``, each row's seen items score -inf."""
-    n = model.n_items + 1  # not the mask token's row
-    for start in range(0, n, chunk):
-        scores = model.score_range(state, start, min(start + chunk, n))
-        if start == 0:
-            scores[:, 0] = float("-inf")  # padding, never ranked
-        if histories is not None:
-            leave_out_history(scores, histories, start)
-        yield start, scores
-
-
 ITEM_CHUNK = EvalConfig().item_chunk  # for callers without a config (recommend, export)
 
 
 @torch.no_grad()
-def top_items(model: H2Rec, histories: list[np.ndarray], max_len: int, k: int,
-              exclude_history: bool = True, item_chunk: int = ITEM_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def top_items(model: H2Rec, histories: list[np.ndarray], max_len: int, k: int, exclude_history: bool = True,
+              item_chunk: int = ITEM_CHUNK, tile_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and item indices (B, min(k, n)) of the top-``k`` next items after each history, best
     first; with ``exclude_history`` a history's own items score -inf (so they come last, if at all).
-    Eq. 1: the argmax of P(v_{N+1} = v_i | S_u), k deep, merged chunk by chunk."""
+    Eq. 1: the argmax of P(v_{N+1} = v_i | S_u), k deep, merged tile by tile (``softmax.tile_shape``:
+    on the CPU tiles of rows x items that stay in the cache; ``tile_elements`` as it takes it)."""
     state = next_item_states(model, histories, max_len)
     k = min(k, model.n_items)
-    best: tuple[torch.Tensor, torch.Tensor] | None = None
-    for start, scores in scored_chunks(model, state, histories if exclude_history else None, item_chunk):
-        values, indices = torch.topk(scores, min(k, scores.shape[1]))
-        if best is not None:  # running merge: the top k of (the best so far, this chunk's best)
-            merged = torch.cat([best[0], values], 1)
-            values, order = torch.topk(merged, min(k, merged.shape[1]))
-            indices = torch.cat([best[1], indices + start], 1).gather(1, order)
-        best = values, indices
-    return best
+    n = model.n_items + 1  # not the mask token's row
+    rows, items = tile_shape(model.device, n, len(histories), item_chunk, tile_elements)
+    tiles = [slice(start, start + rows) for start in range(0, len(histories), rows)]
+    tile_states = [state_rows(state, tile) for tile in tiles]
+    best: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(tiles)
+    for first in range(0, n, items):  # items outside, so that their rows stay in the cache across row tiles
+        for t, (tile, tile_state) in enumerate(zip(tiles, tile_states)):
+            scores = model.score_range(tile_state, first, min(first + items, n))
+            if first == 0:
+                scores[:, 0] = float("-inf")  # padding, never ranked
+            if exclude_history:
+                leave_out_history(scores, histories[tile], first)
+            values, indices = torch.topk(scores, min(k, scores.shape[1]))
+            indices += first
+            if best[t] is not None:  # running merge: the top k of (the best so far, this tile's best)
+                merged = torch.cat([best[t][0], values], 1)
+                values, order = torch.topk(merged, min(k, merged.shape[1]))
+                indices = torch.cat([best[t][1], indices], 1).gather(1, order)
+            best[t] = values, indices
+    return torch.cat([values for values, _ in best]), torch.cat([indices for _, indices in best])
 
 
 def recommend_items(model: H2Rec, history: Sequence[int], max_len: int, item_ids: Sequence[str],
