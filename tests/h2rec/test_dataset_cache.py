@@ -143,3 +143,43 @@ def test_train_evaluate_recommend_read_the_file_once(tiny, tmp_path, reads):
     assert result.exit_code == 0, result.output
     assert len(reads) == 2
     assert json.loads((run / "config.json").read_text())["data"]["cache"] is True
+
+
+def test_cache_list_and_clear(tmp_path, reads):
+    """`h2rec cache list` shows each entry and its file; `clear --missing` deletes the entries whose
+    file is gone, `clear` the rest; an entry being built (its lock held) is left alone; the next
+    build prepares its file again."""
+    from filelock import FileLock
+
+    kept, gone = tmp_path / "kept.csv", tmp_path / "gone.csv"
+    kept.write_text(LOG)
+    gone.write_text(LOG + "u4,a,1\nu4,b,2\n")
+    for path in (kept, gone):
+        build_dataset(DataConfig(interactions=str(path)), ITEMS)
+    gone.unlink()
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(main, ["cache", "list", "--json"]).output)
+    assert sorted(e["path"] for e in listed) == sorted(str(p.resolve()) for p in (kept, gone))
+    assert {e["path"]: e["source_present"] for e in listed} == {str(kept.resolve()): True, str(gone.resolve()): False}
+    assert all(e["bytes"] > 0 and e["interactions"] in (8, 10) for e in listed)
+    assert "(file gone)" in runner.invoke(main, ["cache", "list"]).output
+
+    result = runner.invoke(main, ["cache", "clear", "--missing"])
+    assert result.exit_code == 0 and "removed 1 of 1" in result.output
+    assert [e["path"] for e in dataset_cache.cache_entries()] == [str(kept.resolve())]
+    assert runner.invoke(main, ["cache", "clear", "--older-than", "1"]).output.startswith("removed 0 of 0")
+
+    key = entries(tmp_path)[0]
+    with FileLock(tmp_path / "cache" / "interactions" / f".{key}.lock"):  # a builder holds it
+        assert "removed 0 of 1" in runner.invoke(main, ["cache", "clear"]).output
+    assert entries(tmp_path) == [key]
+    assert "removed 1 of 1" in runner.invoke(main, ["cache", "clear"]).output
+    assert entries(tmp_path) == [] and not list((tmp_path / "cache" / "interactions").glob(".*.tmp"))
+    build_dataset(DataConfig(interactions=str(kept)), ITEMS)
+    assert len(reads) == 3  # the two first builds, and this one after the clear
+
+
+def test_cache_clear_of_an_empty_or_absent_folder(tmp_path, reads):
+    result = CliRunner().invoke(main, ["cache", "clear"])
+    assert result.exit_code == 0 and "removed 0 of 0" in result.output
+    assert "0 entries" in CliRunner().invoke(main, ["cache", "list"]).output

@@ -304,6 +304,55 @@ def export(run_dir, out_dir, batch_size, overwrite, quiet, device, cache, thread
                f"{manifest['dimension']} ({manifest['model']['kind']}/{manifest['model']['backbone']}{faiss})")
 
 
+@main.group()
+def cache():
+    """The cache of prepared interaction files ($H2REC_CACHE_DIR, else the user cache folder)."""
+
+
+@cache.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@reports_errors
+def cache_list(as_json):
+    """Each entry, oldest first: the file it was made from, its interactions and size on disk."""
+    import datetime
+
+    from .dataset_cache import cache_entries, default_cache_dir
+
+    entries = cache_entries()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    click.echo(f"{default_cache_dir() / 'interactions'}: {len(entries)} entries, "
+               f"{sum(e['bytes'] for e in entries) / 2**20:,.1f} MiB")
+    for e in entries:
+        created = datetime.datetime.fromtimestamp(e["created"]).strftime("%Y-%m-%d %H:%M")
+        gone = "" if e["source_present"] else "  (file gone)"
+        click.echo(f"{e['key']}  {created}  {e['bytes'] / 2**20:9,.1f} MiB  {e['interactions'] or '?':>12}  "
+                   f"{e['path'] or '?'}{gone}")
+
+
+@cache.command("clear")
+@click.option("--older-than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Only entries made more than DAYS days ago.")
+@click.option("--missing", is_flag=True, help="Only entries whose source file is gone.")
+@reports_errors
+def cache_clear(older_than, missing):
+    """Deletes cache entries (all of them unless --older-than or --missing narrows it). A later run
+    prepares its file again; runs and their folders are not touched."""
+    import time as _time
+
+    from .dataset_cache import cache_entries, remove_entries
+
+    entries = cache_entries()
+    if older_than is not None:
+        entries = [e for e in entries if _time.time() - e["created"] > older_than * 86400]
+    if missing:
+        entries = [e for e in entries if not e["source_present"]]
+    removed = set(remove_entries([e["key"] for e in entries]))
+    freed = sum(e["bytes"] for e in entries if e["key"] in removed)
+    click.echo(f"removed {len(removed)} of {len(entries)} entries, {freed / 2**20:,.1f} MiB")
+
+
 RECENT = 5  # history items `recommend` shows
 
 

@@ -18,8 +18,9 @@ process waits for the first and reads its entry instead of parsing the file too.
 be written (read-only, disk full) or an entry that cannot be read costs a warning, never the run.
 
 The folder is ``$H2REC_CACHE_DIR`` when set, else the user cache folder (platformdirs:
-``~/.cache/h2rec`` on Linux); entries may be deleted at any time. ``data.cache: false``
-(``--no-cache``) neither reads nor writes it.
+``~/.cache/h2rec`` on Linux); entries may be deleted at any time (``h2rec cache list`` / ``clear``:
+:func:`cache_entries`, :func:`remove_entries`). ``data.cache: false`` (``--no-cache``) neither reads
+nor writes it.
 """
 
 from __future__ import annotations
@@ -183,3 +184,51 @@ def _read_or_none(entry: Path) -> Interactions | None:
         log.warning("%s: damaged cache entry (%s); it is rebuilt", entry, err)
         return None
     return table
+
+
+# ----------------------------------------------------------------------------- keeping the folder in bounds
+def cache_entries(cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The entries of the cache folder, oldest first: ``key``, ``path`` (the file it was made from),
+    ``source_present`` (that file is still there), ``interactions``, ``bytes`` on disk and ``created``
+    (seconds since the epoch). Entries whose meta.json cannot be read are listed with what is known."""
+    root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "interactions"
+    if not root.is_dir():
+        return []
+    entries = []
+    for entry in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            meta = json.loads((entry / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        path = meta.get("path")
+        entries.append({"key": entry.name, "path": path, "source_present": bool(path) and Path(path).is_file(),
+                        "interactions": meta.get("interactions"), "created": entry.stat().st_mtime,
+                        "bytes": sum(f.stat().st_size for f in entry.iterdir() if f.is_file())})
+    return sorted(entries, key=lambda e: e["created"])
+
+
+def remove_entries(keys: list[str], cache_dir: str | Path | None = None) -> list[str]:
+    """Deletes the entries ``keys``; returns the ones deleted. An entry that a process is building
+    (its lock held) is left alone. A process reading an entry keeps what it has mapped: the entry is
+    renamed out of sight first (one atomic rename), then deleted, so a reader opens a whole entry or
+    none, never part of one."""
+    root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "interactions"
+    removed = []
+    for key in keys:
+        lock = FileLock(root / f".{key}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("%s: being built by another process; left alone", root / key)
+            continue
+        try:
+            gone = root / f".{key}.removed.tmp"
+            os.rename(root / key, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+            removed.append(key)
+        except FileNotFoundError:
+            pass
+        finally:
+            lock.release()
+        (root / f".{key}.lock").unlink(missing_ok=True)
+    return removed
