@@ -41,6 +41,7 @@ def median_ms(fn, repeats: int = 5) -> float:
 
 
 def softmax_cases(n: int, positions: int = 1500, dim: int = 64) -> dict[str, float]:
+    from h2rec import softmax
     from h2rec.softmax import ScoreFactor, softmax_cross_entropy
 
     g = torch.Generator().manual_seed(0)
@@ -58,8 +59,17 @@ def softmax_cases(n: int, positions: int = 1500, dim: int = 64) -> dict[str, flo
             softmax_cross_entropy([ScoreFactor(u, e)], n, target_scores, tile_elements=tile_elements).mean().backward()
         return step
 
-    return {"plain autograd": median_ms(plain), "one tile": median_ms(tiled(ONE_TILE)),
-            "CPU tiles": median_ms(tiled(None))}
+    out = {"plain autograd": median_ms(plain), "one tile": median_ms(tiled(ONE_TILE)),
+           "CPU tiles": median_ms(tiled(None))}
+    # the tile's width in items (softmax.CPU_TILE_ITEMS), rows making 2^19 scores: why 16,384
+    width = softmax.CPU_TILE_ITEMS
+    try:
+        for items in (8192, 65536):
+            softmax.CPU_TILE_ITEMS = items
+            out[f"CPU tiles {items} items wide"] = median_ms(tiled(None))
+    finally:
+        softmax.CPU_TILE_ITEMS = width
+    return out
 
 
 def evaluation_cases(n: int, users: int = 512, dim: int = 64) -> dict[str, dict[str, float]]:
@@ -114,6 +124,12 @@ def main() -> None:
                    r["top10_ms_512_users"])
         lines.append(f"| {n:,} | {s['plain autograd']} | {s['one tile']} | {s['CPU tiles']} | {e['one tile']} "
                      f"| {e['CPU tiles']} | {t['one tile']} | {t['CPU tiles']} |")
+    lines += ["", "The softmax in CPU tiles of other widths (rows making 2^19 scores; the default is "
+              "16,384 items):", "", "| items | 8,192 items wide | 16,384 | 65,536 |", "|---|---|---|---|"]
+    for n, r in results["sizes"].items():
+        s = r["softmax_ms_forward_backward_1500_positions"]
+        lines.append(f"| {n:,} | {s['CPU tiles 8192 items wide']} | {s['CPU tiles']} | "
+                     f"{s['CPU tiles 65536 items wide']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -10,10 +10,11 @@ the two gradient products), and on a CPU those passes, not the arithmetic, take 
 
 :class:`_TiledLogSumExp` never forms the matrix: its forward scores a tile of rows x items at a
 time and keeps only lse (P,); its backward scores each tile again and turns it, while it is still
-in the cache, into the softmax and both gradient products. Measured on one AMD EPYC thread (one
-Beauty batch, P = 3,000 positions, n = 12,101 items, d = 64): 665 ms for the plain expression, 330 ms in
-tiles of 32 rows. On an accelerator a tile is a kernel launch, so there one tile holds every row and
-``item_chunk`` items (which bounds memory at 10^6 items and more).
+in the cache, into the softmax and both gradient products. Forward and backward of 1,500 positions,
+d = 64, one AMD EPYC thread (``python -m benchmarks.tiles``): 390 ms for the plain expression and
+188 ms in tiles at 12,101 items; 2,821 and 1,481 ms at 100,000 items. On an accelerator a tile is a
+kernel launch, so there one tile holds every row and ``item_chunk`` items (which bounds memory at
+10^6 items and more).
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import torch
 from torch import Tensor
 
 # A CPU tile: at most 16,384 items (their rows, 4 MiB at d = 64, are read again for every row tile,
-# so they must stay in the cache too) by as many rows as make 2^19 scores (2 MiB). Measured on one
-# AMD EPYC thread, 1,500 positions, d = 64, forward and backward: 100,000 items 2,423 ms untiled,
-# 1,805 ms in tiles of 16,384 items, 1,574 ms in tiles of 8,192 items, 3,586 ms in tiles of 65,536
-# items by 8 rows (the item rows then come from main memory every tile); 12,101 items 339 ms untiled,
-# 180 ms in one tile of items. 16,384 keeps a catalogue of that size whole in a tile, which full-ranking
-# evaluation needs to read each target's score from its own tile (h2rec.evaluate.count_in_catalogue).
+# so they must stay in the cache too) by as many rows as make 2^19 scores (2 MiB). benchmarks/tiles.py,
+# 100,000 items: 1,399 ms in tiles 8,192 items wide, 1,481 ms at 16,384, 3,482 ms at 65,536 (8 rows a
+# tile: the item rows come from main memory every tile). 16,384 keeps a catalogue of up to that size
+# whole in a tile, which lets full-ranking evaluation read each target's score from its own tile
+# (h2rec.evaluate.count_in_catalogue).
 CPU_TILE_ELEMENTS = 1 << 19
 CPU_TILE_ITEMS = 16384
 
