@@ -6,7 +6,7 @@ its per-code scores summed into items by the sparse item x code matrix). The los
 position p, lse_p = log Σ_j exp(s[p, j]) over items 1..n, and its gradient needs the softmax
 exp(s - lse) of every (p, j). Written as the plain tensor expression, the (P, n) score matrix passes
 through main memory about five times a step (product, log-sum-exp, saved for backward, softmax,
-the two gradient products), and on a CPU those passes, not the arithmetic, take most of the time.
+the two gradient products), and on a CPU those passes take about half of the time.
 
 :class:`_TiledLogSumExp` never forms the matrix: its forward scores a tile of rows x items at a
 time and keeps only lse (P,); its backward scores each tile again and turns it, while it is still
