@@ -3,9 +3,10 @@
     python -m benchmarks.epoch_seconds RUN_DIR... [--machine TEXT] [--out FILE.json]
 
 Works on finished runs and on runs cut short (gpu.sh stops its study runs after a time box). The
-median skips epoch 1, which pays for warm-up (allocator, kernel choice). --machine defaults to
-this machine; give it when the runs were trained elsewhere, or it is read from a finished run's
-results.json.
+median skips epoch 1, which pays for warm-up (allocator, kernel choice). A finished run also gets
+its best epoch and the minutes of training and validation up to it and in all. --machine defaults
+to this machine; give it when the runs were trained elsewhere (a results.json that names its
+machine overrides it).
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ from benchmarks.machine import machine
 def summarise(run_dir: Path, default_machine: str) -> dict:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steady = lines[1:] or lines
-    results = run_dir / "results.json"
-    return {
+    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    out = {
         "epochs": len(lines),
         "train_seconds_median": round(statistics.median(r["train_seconds"] for r in steady), 2),
         "eval_seconds_median": round(statistics.median(r["eval_seconds"] for r in steady), 2),
-        "machine": json.loads(results.read_text())["machine"] if results.is_file() else default_machine,
+        "machine": results.get("machine", default_machine),
     }
+    if "best_epoch" in results:  # a finished run: how long it took to reach the epoch it keeps
+        best = results["best_epoch"]
+        out["best_epoch"] = best
+        out["minutes_to_best_epoch"] = round(sum(r["train_seconds"] + r["eval_seconds"] for r in lines[:best]) / 60, 1)
+        out["minutes_in_all"] = round(sum(r["train_seconds"] + r["eval_seconds"] for r in lines) / 60, 1)
+    return out
 
 
 def main() -> None:
