@@ -4,7 +4,8 @@
 #      gradients and loss curves, no leakage on CUDA, and semid's quantizers and text encoder run
 #      there (their tests use device "auto");
 #   2. timings: the three encoders (backbones.py, fp32 and bf16), a training step of each H2Rec part
-#      on Beauty and Yelp (h2rec_speed.py), and the study's H2Rec and SASRec runs on Yelp cut short
+#      on Beauty and Yelp (h2rec_speed.py; on Beauty also under the defaults, the full softmax), and
+#      the study's H2Rec and SASRec runs on Yelp cut short
 #      (seconds per epoch of training and of full-ranking evaluation).
 #
 #   OUT=folder benchmarks/gpu.sh            (default OUT: benchmarks/work/gpu; everything lands there)
@@ -42,6 +43,10 @@ for dataset in beauty yelp; do
   step "training step, $dataset"
   timeout 90 python3 -m benchmarks.h2rec_speed --dataset "$dataset" --device cuda --out "$OUT/h2rec_speed_cuda_$dataset"
 done
+# under h2rec train's defaults: the full softmax (h2rec.softmax), one tile of every row on a GPU
+step "training step, beauty, defaults"
+timeout 60 python3 -m benchmarks.h2rec_speed --dataset beauty --device cuda --preset defaults \
+  --only "hid (SASRec)" h2rec --out "$OUT/h2rec_speed_cuda_beauty_defaults"
 
 # the study's own configurations (seed 42), stopped after a time box: enough epochs for their cost
 for row_and_seconds in "H2Rec 120" "SASRec (hid) 60"; do
