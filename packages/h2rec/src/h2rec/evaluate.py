@@ -95,6 +95,18 @@ def leave_out_history(scores: torch.Tensor, histories: list[np.ndarray], start: 
     scores[seen_by[inside], items[inside]] = float("-inf")
 
 
+def scored_tile(model: H2Rec, state: UserState, start: int, end: int,
+                histories: list[np.ndarray] | None) -> torch.Tensor:
+    """Scores (B, end - start) of items start..end-1 for the users of ``state``; padding (item 0) and,
+    given ``histories`` (one per row), each row's seen items score -inf."""
+    scores = model.score_range(state, start, end)
+    if start == 0:
+        scores[:, 0] = float("-inf")  # padding, never ranked
+    if histories is not None:
+        leave_out_history(scores, histories, start)
+    return scores
+
+
 ITEM_CHUNK = EvalConfig().item_chunk  # for callers without a config (recommend, export)
 
 
@@ -114,11 +126,8 @@ def top_items(model: H2Rec, histories: list[np.ndarray], max_len: int, k: int, e
     best: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(tiles)
     for first in range(0, n, items):  # items outside, so that their rows stay in the cache across row tiles
         for t, (tile, tile_state) in enumerate(zip(tiles, tile_states)):
-            scores = model.score_range(tile_state, first, min(first + items, n))
-            if first == 0:
-                scores[:, 0] = float("-inf")  # padding, never ranked
-            if exclude_history:
-                leave_out_history(scores, histories[tile], first)
+            scores = scored_tile(model, tile_state, first, min(first + items, n),
+                                 histories[tile] if exclude_history else None)
             values, indices = torch.topk(scores, min(k, scores.shape[1]))
             indices += first
             if best[t] is not None:  # running merge: the top k of (the best so far, this tile's best)
@@ -233,11 +242,8 @@ def count_in_catalogue(model: H2Rec, state: UserState, targets: torch.Tensor, hi
     tile_states = [state_rows(state, tile) for tile in tiles]
     for first in range(0, n, items):  # items outside, so that their rows stay in the cache across row tiles
         for tile, tile_state in zip(tiles, tile_states):
-            scores = model.score_range(tile_state, first, min(first + items, n))
-            if first == 0:
-                scores[:, 0] = float("-inf")  # padding, never ranked
-            if histories is not None:
-                leave_out_history(scores, histories[tile], first)
+            scores = scored_tile(model, tile_state, first, min(first + items, n),
+                                 None if histories is None else histories[tile])
             # the target's column holds exactly target_score, so it counts once whatever the rounding of
             # the tile's computation, and also when it was a seen item
             tile_targets, tile_score = targets[tile], target_score[tile]
