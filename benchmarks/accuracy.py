@@ -426,11 +426,10 @@ def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: 
     # no pruning before epoch 10
     summary = tune(space, out, config, trials=trials, minutes=minutes, progress=False,
                    add_runs=[start] if (start / "results.json").is_file() else [], prune_warmup_epochs=10)
-    kept.mkdir(parents=True, exist_ok=True)
-    for file in ("study.db", "trials.csv", "trials.png", "best.yaml", "best_test.json"):
+    save_tune(name)  # the study and its trials table
+    for file in ("trials.png", "best.yaml", "best_test.json"):
         if (out / file).is_file():
             shutil.copyfile(out / file, kept / file)
-    (kept / "machine.txt").write_text(machine() + "\n")
     print(f"[accuracy] tune {name}: {summary['finished_trials']} finished trial(s), best {summary['best_value']} "
           f"(trial {summary['best_trial']}) -> {kept}", flush=True)
 

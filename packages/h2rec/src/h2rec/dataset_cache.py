@@ -223,12 +223,12 @@ def remove_entries(keys: list[str], cache_dir: str | Path | None = None) -> list
             continue
         try:
             gone = root / f".{key}.removed.tmp"
+            shutil.rmtree(gone, ignore_errors=True)  # a removal killed halfway leaves one
             os.rename(root / key, gone)
             shutil.rmtree(gone, ignore_errors=True)
             removed.append(key)
         except FileNotFoundError:
             pass
         finally:
-            lock.release()
-        (root / f".{key}.lock").unlink(missing_ok=True)
+            lock.release()  # the lock file stays, as a builder's does: deleting it could give two locks
     return removed
