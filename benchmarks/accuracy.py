@@ -68,6 +68,10 @@ BEAUTY_ROWS = {
     "SASRec, CE, search trial 15 (dropout 0.4 / 0.5 / 0.5, label smoothing 0.1, lr 2.08e-3)": {
         **SASREC, "model.dropout": 0.4, "model.emb_dropout": 0.5, "model.attn_dropout": 0.5,
         "train.label_smoothing": 0.1, "train.lr": 0.002084186310279843},
+    # ... and H2Rec under the same setting: does it carry over, before it becomes everyone's default?
+    "H2Rec, CE, search trial 15 setting (dropout 0.4 / 0.5 / 0.5, label smoothing 0.1, lr 2.08e-3)": {
+        **H2REC, "model.dropout": 0.4, "model.emb_dropout": 0.5, "model.attn_dropout": 0.5,
+        "train.label_smoothing": 0.1, "train.lr": 0.002084186310279843},
     # H2Rec initialises its ID table from the text embeddings' principal components (Algorithm 1
     # line 6): how much of its gain over SASRec does that initialisation alone give SASRec?
     "SASRec, CE, dropout 0.5, ID table from the text embeddings (PCA)": {**SASREC, "model.dropout": 0.5,
