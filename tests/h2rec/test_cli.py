@@ -82,6 +82,17 @@ def test_config_file_with_overrides(tiny, tmp_path):
     assert saved["model"]["kind"] == "sid" and saved["model"]["dim"] == 32  # the flag wins over the file
 
 
+def test_sasrec_preset_trains_item_ids_only_and_flags_override_it(tiny, tmp_path):
+    result = CliRunner().invoke(main, train_args(tiny, tmp_path / "run", "--epochs", "1", "--preset", "sasrec",
+                                                 "--emb-dropout", "0.3"))
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["model"]["kind"], saved["model"]["backbone"]) == ("hid", "sasrec")
+    model, train = saved["model"], saved["train"]
+    assert (model["dropout"], model["attn_dropout"], train["label_smoothing"]) == (0.4, 0.5, 0.1)
+    assert model["emb_dropout"] == 0.3  # the flag wins over the preset
+
+
 @pytest.mark.parametrize("case", ["unknown_key", "unknown_section", "bad_choice", "bad_encoder_option",
                                   "unknown_item", "empty_file", "bad_version", "missing_semid"])
 def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, case, two_models):

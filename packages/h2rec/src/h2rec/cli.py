@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .config import PRESETS
 from .errors import H2RecError
 from .flags import DATA_FLAGS, DEVICE, TRAIN_COMMAND_FLAGS, TUNE_COMMAND_FLAGS, add_flags, flag_names
 from .flags import overrides as flag_overrides
@@ -111,9 +112,10 @@ def main():
 @click.option("--o", "old_o", type=int, hidden=True)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML file with sections data/model/train/eval; flags override it.")
-@click.option("--preset", type=click.Choice(["paper"]),
+@click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="Start from a named setting (paper: BPR with one negative, last window, as the paper's "
-                   "objective); --config and flags override it. Default: the best setting measured.")
+                   "objective; sasrec: SASRec with the settings our search found best for it on Beauty); "
+                   "--config and flags override it. Default: the best setting measured.")
 @click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder (checkpoints, metrics.jsonl, results.json).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last checkpoint.")
