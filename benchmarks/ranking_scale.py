@@ -3,13 +3,16 @@ of a 10^5- or 10^6-item catalogue for a set of users, as `h2rec evaluate` does.
 
     python -m benchmarks.ranking_scale [--items 1e5 1e6] [--users 2048] [--threads 1]
 
-Three ways to score H2Rec's Eq. 9 against the catalogue, each case in a fresh process (its peak RSS
+Four ways to score H2Rec's Eq. 9 against the catalogue, each case in a fresh process (its peak RSS
 is its own):
 
-- ``chunked, factorised``: h2rec's path (``evaluate.count_in_catalogue``), eval.item_chunk items at a
-  time; the SID part is u^sid against each level's codebook, summed into items through the sparse
-  item x code matrix (``H2Rec.score_range``);
-- ``chunked, dense``: the same chunks, with each item's level embeddings gathered and multiplied with
+- ``tiles, factorised``: h2rec's path (``evaluate.count_in_catalogue`` as `h2rec evaluate` calls it):
+  on the CPU tiles of rows x items small enough to stay in the cache (``softmax.tile_shape``); the SID
+  part is u^sid against each level's codebook, summed into items through the sparse item x code
+  matrix (``H2Rec.score_range``);
+- ``chunked, factorised``: the same scores, eval.item_chunk items by every row of the batch at a time
+  (h2rec's path before the tiles, and still its path off the CPU);
+- ``chunked, dense``: those chunks, with each item's level embeddings gathered and multiplied with
   u^sid level by level, as a plain implementation would;
 - ``one pass, factorised``: the whole catalogue at once (no chunks), where memory allows.
 
@@ -35,8 +38,8 @@ from benchmarks.machine import machine
 from benchmarks.shared_data import REPO
 
 OUT = Path(__file__).parent / "results" / "ranking_scale"
-METHODS = ("chunked, factorised", "chunked, dense", "one pass, factorised")
-LEVELS, CODEBOOK, DIM, HISTORY, BATCH = 4, 256, 64, 20, 512
+METHODS = ("tiles, factorised", "chunked, factorised", "chunked, dense", "one pass, factorised")
+LEVELS, CODEBOOK, DIM, HISTORY, BATCH, CHUNK = 4, 256, 64, 20, 512, 65536
 
 
 def build(n_items: int):
@@ -78,7 +81,9 @@ def run_case(n_items: int, users: int, method: str, threads: int) -> dict:
     rng = np.random.default_rng(0)
     histories = [rng.integers(1, n_items + 1, HISTORY) for _ in range(users)]
     targets = torch.as_tensor(rng.integers(1, n_items + 1, users))[:, None]
-    chunk = n_items + 1 if method.startswith("one pass") else 65536
+    chunk = n_items + 1 if method.startswith("one pass") else CHUNK
+    # scores per tile: None = h2rec's cache-sized tiles; otherwise every row of the batch by `chunk` items
+    tile_elements = None if method.startswith("tiles") else BATCH * chunk
     start = time.perf_counter()
     with torch.no_grad():
         for b in range(0, users, BATCH):
@@ -86,7 +91,8 @@ def run_case(n_items: int, users: int, method: str, threads: int) -> dict:
             if method == "chunked, dense":
                 dense_counts(model, state, targets[b : b + BATCH], chunk)
             else:
-                count_in_catalogue(model, state, targets[b : b + BATCH], histories[b : b + BATCH], chunk)
+                count_in_catalogue(model, state, targets[b : b + BATCH], histories[b : b + BATCH], chunk,
+                                   tile_elements)
     seconds = time.perf_counter() - start
     return {"items": n_items, "users": users, "method": method, "seconds": round(seconds, 2),
             "users_per_second": round(users / seconds, 1),
@@ -120,7 +126,7 @@ def main() -> None:
             rows.append(row)
     torch.set_num_threads(args.threads)
     result = {"machine": machine(), "levels": LEVELS, "codebook": CODEBOOK, "dim": DIM, "batch": BATCH,
-              "item_chunk": 65536, "rows": rows}
+              "item_chunk": CHUNK, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Full ranking at catalogue scale ({machine()})", "",
