@@ -144,6 +144,32 @@ def pca_init(text: Tensor, dim: int, std: float, generator: torch.Generator) -> 
     return rows
 
 
+def id_table(cfg: ModelConfig, n_items: int, text_embeddings: Tensor | None,
+             generator: torch.Generator) -> nn.Embedding:
+    """An item ID table of n + 2 rows (row 0: padding, zero; row n + 1: BERT4Rec's mask token), drawn
+    from N(0, init_std), with the items' rows from the text embeddings' principal components when
+    ``cfg.pca_init`` (Algorithm 1 line 6; ``generator`` fills what PCA leaves short of d)."""
+    table = nn.Embedding(n_items + 2, cfg.dim, padding_idx=0)
+    nn.init.normal_(table.weight, std=cfg.init_std)
+    with torch.no_grad():
+        if cfg.pca_init:
+            if text_embeddings is None:
+                raise ValueError("pca_init needs the items' text embeddings (semid folder without embeddings)")
+            table.weight[1 : n_items + 1] = pca_init(text_embeddings, cfg.dim, cfg.init_std, generator)
+        table.weight[0].zero_()
+    return table
+
+
+def sequence_encoder(cfg: ModelConfig, max_len: int) -> nn.Module:
+    """The ``srs_backbones`` encoder ``cfg.backbone`` names, with the model's sizes and dropouts."""
+    options = {"dim": cfg.dim, "dropout": cfg.dropout, "emb_dropout": cfg.emb_dropout, "max_len": max_len,
+               "num_layers": cfg.num_layers}
+    if cfg.backbone != "gru4rec":  # a GRU has no attention heads
+        options.update(num_heads=cfg.num_heads, attn_dropout=cfg.attn_dropout)
+    options.update(cfg.backbone_options)
+    return build_encoder(cfg.backbone, **options)
+
+
 class H2Rec(nn.Module):
     score_equation = "Eq. 9"  # the score an export's vectors reproduce, named in its manifest
 
@@ -163,15 +189,7 @@ class H2Rec(nn.Module):
         g = torch.Generator().manual_seed(0)  # parameters themselves are seeded by the caller
 
         if self.has_hid:
-            self.hid = nn.Embedding(n_items + 2, d, padding_idx=0)
-            nn.init.normal_(self.hid.weight, std=cfg.init_std)
-            if cfg.pca_init:
-                if text_embeddings is None:
-                    raise ValueError("pca_init needs the items' text embeddings (semid folder without embeddings)")
-                with torch.no_grad():
-                    self.hid.weight[1 : n_items + 1] = pca_init(text_embeddings, d, cfg.init_std, g)
-            with torch.no_grad():
-                self.hid.weight[0].zero_()
+            self.hid = id_table(cfg, n_items, text_embeddings, g)
 
         if self.has_sid:
             if code_embedding is None:
@@ -186,16 +204,11 @@ class H2Rec(nn.Module):
                            if cfg.fusion else None)
 
         self.mca = MultiGranularityCrossAttention(d) if cfg.kind == "h2rec" and cfg.mca else None
-        options = {"dim": d, "dropout": cfg.dropout, "emb_dropout": cfg.emb_dropout, "max_len": max_len,
-                   "num_layers": cfg.num_layers}
-        if cfg.backbone != "gru4rec":  # a GRU has no attention heads
-            options.update(num_heads=cfg.num_heads, attn_dropout=cfg.attn_dropout)
-        options.update(cfg.backbone_options)
-        self.f_sid = build_encoder(cfg.backbone, **options) if self.has_sid else None  # f_θ1
+        self.f_sid = sequence_encoder(cfg, max_len) if self.has_sid else None  # f_θ1
         self.f_hid = None  # f_θ2
         if self.has_hid:
             share = cfg.share_encoders and self.has_sid
-            self.f_hid = self.f_sid if share else build_encoder(cfg.backbone, **options)
+            self.f_hid = self.f_sid if share else sequence_encoder(cfg, max_len)
         self.causal = (self.f_sid or self.f_hid).causal
 
     @property

@@ -33,11 +33,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from srs_backbones import build_encoder
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..model import at_last
+from ..model import at_last, sequence_encoder
 
 
 # ----------------------------------------------------------------------------- (C1): the text views
@@ -181,12 +180,7 @@ class CCFRec(nn.Module):
         # BERT4Rec's mask token is no item: it has no codes and no text, so it gets a learned input vector
         self.cloze_item = nn.Parameter(torch.randn(d, generator=torch.Generator().manual_seed(0)) * cfg.init_std)
 
-        options = {"dim": d, "dropout": cfg.dropout, "emb_dropout": cfg.emb_dropout, "max_len": max_len,
-                   "num_layers": cfg.num_layers}
-        if cfg.backbone != "gru4rec":  # a GRU has no attention heads
-            options.update(num_heads=cfg.num_heads, attn_dropout=cfg.attn_dropout)
-        options.update(cfg.backbone_options)
-        self.encoder = build_encoder(cfg.backbone, **options)  # (C5)
+        self.encoder = sequence_encoder(cfg, max_len)  # (C5)
         self.causal = self.encoder.causal
         self._table: tuple[tuple, Tensor] | None = None  # the candidate table of the last evaluation
 

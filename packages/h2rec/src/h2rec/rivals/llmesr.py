@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from srs_backbones import attention_mask, build_encoder
+from srs_backbones import attention_mask
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..model import at_last, pca_init
+from ..model import at_last, id_table, sequence_encoder
 
 
 class CrossViewAttention(nn.Module):
@@ -115,19 +115,9 @@ class LLMESR(nn.Module):
         self.se_mask = nn.Parameter(torch.randn(d, generator=g) * cfg.init_std)
 
         # (L2): the collaborative view's ID table, initialised from the text embeddings' principal components
-        self.co = nn.Embedding(n_items + 2, d, padding_idx=0)
-        nn.init.normal_(self.co.weight, std=cfg.init_std)
-        with torch.no_grad():
-            if cfg.pca_init:  # False: random initialisation, the paper's ablation
-                self.co.weight[1 : n_items + 1] = pca_init(text_embeddings, d, cfg.init_std, g)
-            self.co.weight[0].zero_()
-
-        options = {"dim": d, "dropout": cfg.dropout, "emb_dropout": cfg.emb_dropout, "max_len": max_len,
-                   "num_layers": cfg.num_layers}
-        if cfg.backbone != "gru4rec":  # a GRU has no attention heads
-            options.update(num_heads=cfg.num_heads, attn_dropout=cfg.attn_dropout)
-        options.update(cfg.backbone_options)
-        self.encoder = build_encoder(cfg.backbone, **options)  # f_θ of (L4), shared by both views
+        # (pca_init False: random initialisation, the paper's ablation)
+        self.co = id_table(cfg, n_items, text_embeddings, g)
+        self.encoder = sequence_encoder(cfg, max_len)  # f_θ of (L4), shared by both views
         self.causal = self.encoder.causal
         # (L3) in both directions, each with its own weights (the authors' llm2id and id2llm)
         self.cross = cfg.llmesr_cross

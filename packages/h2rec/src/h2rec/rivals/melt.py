@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from srs_backbones import build_encoder
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..model import at_last, pca_init
+from ..model import at_last, id_table, sequence_encoder
 
 # (M3), (M5): p̂ = G^U(p) + β p. The authors' code adds the representation itself (β = 1), in
 # inference and in the item branch alike; the paper's figure writes β without a value.
@@ -74,20 +73,8 @@ class MELT(nn.Module):
         d = cfg.dim
         g = torch.Generator().manual_seed(0)  # parameters themselves are seeded by the caller
 
-        self.item = nn.Embedding(n_items + 2, d, padding_idx=0)  # q_i; row n + 1: BERT4Rec's mask token
-        nn.init.normal_(self.item.weight, std=cfg.init_std)
-        with torch.no_grad():
-            if cfg.pca_init:
-                if text_embeddings is None:
-                    raise ValueError("pca_init needs the items' text embeddings (semid folder without embeddings)")
-                self.item.weight[1 : n_items + 1] = pca_init(text_embeddings, d, cfg.init_std, g)
-            self.item.weight[0].zero_()
-        options = {"dim": d, "dropout": cfg.dropout, "emb_dropout": cfg.emb_dropout, "max_len": max_len,
-                   "num_layers": cfg.num_layers}
-        if cfg.backbone != "gru4rec":  # a GRU has no attention heads
-            options.update(num_heads=cfg.num_heads, attn_dropout=cfg.attn_dropout)
-        options.update(cfg.backbone_options)
-        self.encoder = build_encoder(cfg.backbone, **options)  # f_θ
+        self.item = id_table(cfg, n_items, text_embeddings, g)  # q_i; row n + 1: BERT4Rec's mask token
+        self.encoder = sequence_encoder(cfg, max_len)  # f_θ
         self.causal = self.encoder.causal
         # G^U and G^I: one linear map each, Xavier-normal weights, as the authors' W_U and W_I
         self.g_user = nn.Linear(d, d)

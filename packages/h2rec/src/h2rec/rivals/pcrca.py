@@ -25,11 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from srs_backbones import build_encoder
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..model import at_last, pca_init
+from ..model import at_last, id_table, sequence_encoder
 
 
 @dataclass
@@ -87,24 +86,12 @@ class PCRCA(nn.Module):
         self.sem_mask = nn.Parameter(torch.randn(d, generator=g) * cfg.init_std)
 
         # (P2): the hash-ID table
-        self.id_table = nn.Embedding(n_items + 2, d, padding_idx=0)
-        nn.init.normal_(self.id_table.weight, std=cfg.init_std)
-        with torch.no_grad():
-            if cfg.pca_init:
-                if text_embeddings is None:
-                    raise ValueError("pca_init needs the items' text embeddings (semid folder without embeddings)")
-                self.id_table.weight[1 : n_items + 1] = pca_init(text_embeddings, d, cfg.init_std, g)
-            self.id_table.weight[0].zero_()
+        self.id_table = id_table(cfg, n_items, text_embeddings, g)
 
         # (P3): one encoder per representation, the paper's two attention units (model.share_encoders:
         # one encoder for both)
-        options = {"dim": d, "dropout": cfg.dropout, "emb_dropout": cfg.emb_dropout, "max_len": max_len,
-                   "num_layers": cfg.num_layers}
-        if cfg.backbone != "gru4rec":  # a GRU has no attention heads
-            options.update(num_heads=cfg.num_heads, attn_dropout=cfg.attn_dropout)
-        options.update(cfg.backbone_options)
-        self.f_id = build_encoder(cfg.backbone, **options)
-        self.f_sem = self.f_id if cfg.share_encoders else build_encoder(cfg.backbone, **options)
+        self.f_id = sequence_encoder(cfg, max_len)
+        self.f_sem = self.f_id if cfg.share_encoders else sequence_encoder(cfg, max_len)
         self.causal = self.f_id.causal
 
     @property
