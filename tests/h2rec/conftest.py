@@ -13,7 +13,9 @@ import h2rec
 import numpy as np
 import pytest
 import semid
+import torch
 from h2rec import build_config, training
+from h2rec.assemble import build_model, prepare
 from h2rec.synthetic import SyntheticConfig, write
 
 
@@ -63,6 +65,46 @@ def _tiny_config(tiny, **overrides):
               "train.device": "cpu", "eval.batch_size": 256}
     values.update(overrides)
     return build_config(overrides=values)
+
+
+@pytest.fixture
+def small_model(tiny_config):
+    """``small_model(kind, **dotted_overrides)``: (config, sids, dataset, model in eval mode) of a small
+    model of that kind on the tiny dataset, with 2 attention heads and weights drawn from seed 0."""
+    def build(kind: str, **overrides):
+        config, sids, ds = prepare(tiny_config(**{"model.kind": kind, "model.num_heads": 2, **overrides}))
+        torch.manual_seed(0)
+        return config, sids, ds, build_model(config, sids).eval()
+
+    return build
+
+
+@pytest.fixture
+def with_a_future_change():
+    """``with_a_future_change(model, ds)``: (outputs, changed outputs, items): the model's outputs on the
+    first 10 items of four users, and on the same with every item from position 6 on drawn at random
+    (a causal model's outputs before position 6 must not move), and those items."""
+
+    def outputs(model, ds):
+        items = torch.from_numpy(np.stack([s[:10] for s in ds.sequences if len(s) >= 10][:4]))
+        changed = items.clone()
+        changed[:, 6:] = torch.randint(1, model.n_items + 1, changed[:, 6:].shape)
+        with torch.no_grad():
+            return model(items)[0], model(changed)[0], items
+
+    return outputs
+
+
+@pytest.fixture
+def untimed_epochs():
+    """``untimed_epochs(run_folder)``: its metrics.jsonl without the timings, what two runs that saw the
+    same training data share exactly."""
+
+    def read(folder: Path) -> list[dict]:
+        epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in e.items() if "seconds" not in k} for e in epochs]
+
+    return read
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from h2rec import ddp, training
-from h2rec.assemble import build_model, prepare
+from h2rec.assemble import prepare
 from h2rec.cli import main
 from h2rec.errors import H2RecError
 from h2rec.evaluate import model_inputs, next_item_states
@@ -37,15 +37,9 @@ MAX_LEN = 20  # tiny_config's data.max_len
 
 
 @pytest.fixture
-def ccfrec(tiny_config):
+def ccfrec(small_model):
     """``ccfrec(**overrides)``: (config, sids, dataset, model in eval mode) of a small ccfrec."""
-
-    def build(**overrides):
-        config, sids, ds = prepare(tiny_config(**{"model.kind": "ccfrec", "model.num_heads": 2, **overrides}))
-        torch.manual_seed(0)
-        return config, sids, ds, build_model(config, sids).eval()
-
-    return build
+    return lambda **overrides: small_model("ccfrec", **overrides)
 
 
 def code_vectors(model, sids, items: torch.Tensor) -> torch.Tensor:
@@ -297,7 +291,8 @@ def test_every_ranking_loss_trains(ccfrec, loss, chunk):
 
 
 # ----------------------------------------------------------------------------- no validation or test item
-def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, tmp_path):
+def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, untimed_epochs,
+                                                        tmp_path):
     """The masks are drawn on the training windows' own items and the views come from text only: move
     every user's test item (the last) to another item, and every training loss and validation
     metric stays exactly the same."""
@@ -308,8 +303,7 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
                                 "train.windows": "random", "data.min_catalogue_coverage": 0.0})
         _, _, ds = prepare(config)
         h2rec.train(config, tmp_path / name, progress=False, test=False)
-        epochs = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        outcome[name] = [{k: v for k, v in e.items() if "seconds" not in k} for e in epochs], ds
+        outcome[name] = untimed_epochs(tmp_path / name), ds
     (epochs_a, ds_a), (epochs_b, ds_b) = outcome["original"], outcome["moved"]
     assert not np.array_equal(ds_a.test.targets, ds_b.test.targets)  # the test items did move
     assert "loss_mcm" in epochs_a[0] and "loss_msa" in epochs_a[0]
@@ -318,14 +312,9 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
 
 # ----------------------------------------------------------------------------- causality
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
-def test_a_future_item_changes_no_earlier_output(ccfrec, backbone):
+def test_a_future_item_changes_no_earlier_output(ccfrec, with_a_future_change, backbone):
     _, _, ds, model = ccfrec(**{"model.backbone": backbone})
-    items = torch.from_numpy(np.stack([s[:10] for s in ds.sequences if len(s) >= 10][:4]))
-    changed = items.clone()
-    changed[:, 6:] = torch.randint(1, model.n_items + 1, changed[:, 6:].shape)
-    with torch.no_grad():
-        a, _ = model(items)
-        b, _ = model(changed)
+    a, b, _ = with_a_future_change(model, ds)
     torch.testing.assert_close(a.r[:, :6], b.r[:, :6])  # the SFM fuses each item alone: nothing leaks back
     assert not torch.allclose(a.r[:, 6:], b.r[:, 6:])
 

@@ -33,15 +33,9 @@ BACKBONES = ["sasrec", "gru4rec", "bert4rec"]
 
 
 @pytest.fixture
-def llmesr(tiny_config):
+def llmesr(small_model):
     """``llmesr(**overrides)``: (config, sids, dataset, model in eval mode) of a small llmesr."""
-
-    def build(**overrides):
-        config, sids, ds = prepare(tiny_config(**{"model.kind": "llmesr", "model.num_heads": 2, **overrides}))
-        torch.manual_seed(0)
-        return config, sids, ds, build_model(config, sids).eval()
-
-    return build
+    return lambda **overrides: small_model("llmesr", **overrides)
 
 
 # ----------------------------------------------------------------------------- (L1), (L2): the two item views
@@ -248,7 +242,8 @@ def flat(config) -> dict:
 
 
 # ----------------------------------------------------------------------------- no validation or test item
-def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, tmp_path):
+def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, untimed_epochs,
+                                                        tmp_path):
     """Retrieval and training read training items only: move every user's test item (the last) to
     another item, and the similar users, the training losses and the validation metrics stay exactly
     the same."""
@@ -262,8 +257,7 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
         torch.manual_seed(0)
         similar = build_distillation(config, ds, build_model(config, sids)).similar
         h2rec.train(config, tmp_path / name, progress=False, test=False)
-        epochs = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        outcome[name] = similar, [{k: v for k, v in e.items() if "seconds" not in k} for e in epochs], ds
+        outcome[name] = similar, untimed_epochs(tmp_path / name), ds
     (sim_a, epochs_a, ds_a), (sim_b, epochs_b, ds_b) = outcome["original"], outcome["moved"]
     assert not np.array_equal(ds_a.test.targets, ds_b.test.targets)  # the test items did move
     assert torch.equal(sim_a, sim_b)
@@ -272,14 +266,9 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
 
 # ----------------------------------------------------------------------------- causality
 @pytest.mark.parametrize("backbone, cross", [("sasrec", "replace"), ("gru4rec", "replace"), ("sasrec", "residual")])
-def test_a_future_item_changes_no_earlier_output(llmesr, backbone, cross):
+def test_a_future_item_changes_no_earlier_output(llmesr, with_a_future_change, backbone, cross):
     _, _, ds, model = llmesr(**{"model.backbone": backbone, "model.llmesr_cross": cross})
-    items = torch.from_numpy(np.stack([s[:10] for s in ds.sequences if len(s) >= 10][:4]))
-    changed = items.clone()
-    changed[:, 6:] = torch.randint(1, model.n_items + 1, changed[:, 6:].shape)
-    with torch.no_grad():
-        a, _ = model(items)
-        b, _ = model(changed)
+    a, b, _ = with_a_future_change(model, ds)
     torch.testing.assert_close(a.u_co[:, :6], b.u_co[:, :6])
     torch.testing.assert_close(a.u_se[:, :6], b.u_se[:, :6])
     assert not torch.allclose(a.u_co[:, 6:], b.u_co[:, 6:])

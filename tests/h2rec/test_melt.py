@@ -4,7 +4,6 @@ and the whole command line (train, resume, evaluate, export, recommend) on the t
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 
@@ -25,13 +24,11 @@ MAX_LEN = 20  # tiny_config's data.max_len
 
 
 @pytest.fixture
-def melt(tiny_config):
+def melt(small_model):
     """``melt(**overrides)``: (config, dataset, model in eval mode, its branches) of a small melt."""
 
     def build(**overrides):
-        config, sids, ds = prepare(tiny_config(**{"model.kind": "melt", **overrides}))
-        torch.manual_seed(0)
-        model = build_model(config, sids).eval()
+        config, _, ds, model = small_model("melt", **{"model.num_heads": 1, **overrides})
         return config, ds, model, build_branches(config, ds, model)
 
     return build
@@ -246,7 +243,8 @@ def test_training_step_adds_the_weighted_branch_losses(melt):
 
 
 # ----------------------------------------------------------------------------- no validation or test item
-def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, tmp_path):
+def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, untimed_epochs,
+                                                        tmp_path):
     """The thresholds, the contexts, the histories read training items only: move every user's test item
     (the last) to another item, and the branches, the training losses and the validation metrics stay
     exactly the same."""
@@ -259,8 +257,7 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
         _, sids, ds = prepare(config)
         branches = build_branches(config, ds, build_model(config, sids))
         h2rec.train(config, tmp_path / name, progress=False, test=False)
-        epochs = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        outcome[name] = branches, [{k: v for k, v in e.items() if "seconds" not in k} for e in epochs], ds
+        outcome[name] = branches, untimed_epochs(tmp_path / name), ds
     (a, epochs_a, ds_a), (b, epochs_b, ds_b) = outcome["original"], outcome["moved"]
     assert not np.array_equal(ds_a.test.targets, ds_b.test.targets)  # the test items did move
     assert (a.user_threshold, a.item_threshold) == (b.user_threshold, b.item_threshold)
@@ -273,14 +270,9 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
 
 # ----------------------------------------------------------------------------- causality
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
-def test_a_future_item_changes_no_earlier_output(melt, backbone):
+def test_a_future_item_changes_no_earlier_output(melt, with_a_future_change, backbone):
     _, ds, model, _ = melt(**{"model.backbone": backbone})
-    items = torch.from_numpy(np.stack([s[:10] for s in ds.sequences if len(s) >= 10][:4]))
-    changed = items.clone()
-    changed[:, 6:] = torch.randint(1, model.n_items + 1, changed[:, 6:].shape)
-    with torch.no_grad():
-        a, _ = model(items)
-        b, _ = model(changed)
+    a, b, items = with_a_future_change(model, ds)
     torch.testing.assert_close(a.p[:, :6], b.p[:, :6])
     assert not torch.allclose(a.p[:, 6:], b.p[:, 6:])
     with torch.no_grad():  # a tail user's next-item state reads its own history only

@@ -4,7 +4,6 @@ hand-written reference, no validation or test item in training, causality, and t
 
 from __future__ import annotations
 
-import json
 import logging
 
 import h2rec
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from h2rec.assemble import build_model, prepare
+from h2rec.assemble import prepare
 from h2rec.cli import main
 from h2rec.evaluate import model_inputs, next_item_states
 from h2rec.rivals.pcrca_align import batch_items, contrastive_losses, item_contrast, user_contrast
@@ -23,15 +22,9 @@ BACKBONES = ["sasrec", "gru4rec", "bert4rec"]
 
 
 @pytest.fixture
-def pcrca(tiny_config):
+def pcrca(small_model):
     """``pcrca(**overrides)``: (config, sids, dataset, model in eval mode) of a small pcrca."""
-
-    def build(**overrides):
-        config, sids, ds = prepare(tiny_config(**{"model.kind": "pcrca", "model.num_heads": 2, **overrides}))
-        torch.manual_seed(0)
-        return config, sids, ds, build_model(config, sids).eval()
-
-    return build
+    return lambda **overrides: small_model("pcrca", **overrides)
 
 
 def windows(ds, n: int = 16, width: int = 21) -> torch.Tensor:
@@ -202,7 +195,8 @@ def test_idle_parameters_are_those_a_step_leaves_without_gradient(pcrca, backbon
 
 
 # ----------------------------------------------------------------------------- no validation or test item
-def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, tmp_path):
+def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved_test_items, untimed_epochs,
+                                                        tmp_path):
     """Training reads training items only, the contrastive terms included: move every user's test item
     (the last) to another item, and every training loss and validation metric stays exactly the same."""
     moved = moved_test_items(tmp_path)
@@ -211,8 +205,7 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
         config = tiny_config(**{"model.kind": "pcrca", "data.interactions": str(interactions), "train.epochs": 2,
                                 "train.windows": "random", "data.min_catalogue_coverage": 0.0})
         h2rec.train(config, tmp_path / name, progress=False, test=False)
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        epochs[name] = [{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in lines]
+        epochs[name] = untimed_epochs(tmp_path / name)
     assert "loss_item_contrast" in epochs["original"][0] and "loss_user_contrast" in epochs["original"][0]
     assert epochs["original"] == epochs["moved"]
     _, _, ds_a = prepare(tiny_config(**{"model.kind": "pcrca"}))
@@ -223,14 +216,9 @@ def test_moving_a_test_item_changes_nothing_in_training(tiny, tiny_config, moved
 
 # ----------------------------------------------------------------------------- causality
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
-def test_a_future_item_changes_no_earlier_output(pcrca, backbone):
+def test_a_future_item_changes_no_earlier_output(pcrca, with_a_future_change, backbone):
     _, _, ds, model = pcrca(**{"model.backbone": backbone})
-    items = torch.from_numpy(np.stack([s[:10] for s in ds.sequences if len(s) >= 10][:4]))
-    changed = items.clone()
-    changed[:, 6:] = torch.randint(1, model.n_items + 1, changed[:, 6:].shape)
-    with torch.no_grad():
-        a, _ = model(items)
-        b, _ = model(changed)
+    a, b, _ = with_a_future_change(model, ds)
     torch.testing.assert_close(a.u_id[:, :6], b.u_id[:, :6])
     torch.testing.assert_close(a.u_sem[:, :6], b.u_sem[:, :6])
     assert not torch.allclose(a.u_id[:, 6:], b.u_id[:, 6:])
