@@ -7,6 +7,7 @@
                                                        # (and of each long-history scheme: none is picked)
     python -m benchmarks.accuracy other                # Scientific and Yelp, seed 42: paper preset vs defaults
     python -m benchmarks.accuracy tune --minutes 600   # h2rec tune, SASRec on Beauty (benchmarks/spaces/)
+    python -m benchmarks.accuracy tune --search beauty-h2rec --minutes 600   # the same search for H2Rec
     python -m benchmarks.accuracy tune-save            # a search's study and trials table into results/ now
     python -m benchmarks.accuracy report               # benchmarks/results/accuracy.md from the records
 
@@ -354,8 +355,12 @@ def curves_plot(dataset: str, rows: list[str], path: Path) -> Path | None:
 SPACES = Path(__file__).parent / "spaces"
 # search -> (dataset, base configuration, space, the row whose seed-42 run is the search's starting point:
 # it joins the study as a completed trial, `h2rec tune --add-run`, rather than being trained again)
+# search -> (dataset, fixed settings, search space, the row whose run is the search's first trial)
 TUNE = {"beauty-sasrec": ("beauty", {**BEAUTY, **SASREC, "model.dropout": 0.5}, SPACES / "beauty_sasrec.yaml",
-                          "SASRec, CE, dropout 0.5")}
+                          "SASRec, CE, dropout 0.5"),
+        # H2Rec gets the same search SASRec got (issue 21: the same tuning budget per model)
+        "beauty-h2rec": ("beauty", {**BEAUTY, **H2REC, "model.dropout": 0.5}, SPACES / "beauty_h2rec.yaml",
+                         "H2Rec, CE, dropout 0.5")}
 
 
 def save_tune(name: str) -> None:
