@@ -23,7 +23,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
-    ap.add_argument("--rows", nargs="+", metavar="NAME", help="only these rows of the table, e.g. H2Rec 'SASRec (hid)'")
+    ap.add_argument("--rows", nargs="+", metavar="NAME",
+                    help="only these rows of the table, in this order, e.g. H2Rec 'SASRec (hid)'")
     if len(sys.argv) == 3 and sys.argv[1] == "_train":  # the child process of execute()
         train_job(json.loads(sys.argv[2]))
         return
@@ -49,7 +50,8 @@ def main() -> None:
         if unknown:
             names = sorted({run.name for run in runs})
             ap.error(f"--rows: {sorted(unknown)} not among the rows of {args.command}: {names}")
-        runs = [run for run in runs if run.name in args.rows]
+        # in the order given (a stable sort keeps datasets and seeds in the table's order within a row)
+        runs = sorted((run for run in runs if run.name in args.rows), key=lambda run: args.rows.index(run.name))
     for run in runs:
         if args.dry_run:
             state = ("done" if run.record.is_file() else "running" if lock_held(run.folder)
