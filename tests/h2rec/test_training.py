@@ -122,3 +122,18 @@ def test_a_catalogue_above_ce_max_items_trains_with_the_sampled_softmax(tiny_con
     assert prepare(tiny_config(**{**big, "train.label_smoothing": 0.1}))[0].train.loss == "ce"
     assert prepare(tiny_config(**big, **{"train.loss": "bpr"}))[0].train.loss == "bpr"
     assert prepare(tiny_config())[0].train.loss == "ce"  # 160 items <= the default 100,000
+
+
+def test_default_label_smoothing_follows_the_loss_it_ends_up_with(tiny_config):
+    # None (the default) is resolved with the loss, and config.json records the number
+    from h2rec.assemble import prepare
+
+    def smoothing(**overrides):
+        return prepare(tiny_config(**overrides))[0].train.label_smoothing
+
+    assert smoothing() == 0.1  # the full softmax
+    assert smoothing(**{"train.ce_max_items": 100}) == 0.0  # became the sampled softmax
+    assert smoothing(**{"train.loss": "bpr"}) == smoothing(**{"train.exclude_seen": True}) == 0.0
+    assert smoothing(**{"train.label_smoothing": 0.2}) == 0.2
+    with pytest.raises(H2RecError, match="label_smoothing"):  # asked for where it cannot act
+        tiny_config(**{"train.loss": "bpr", "train.label_smoothing": 0.1})

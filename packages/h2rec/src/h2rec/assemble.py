@@ -13,7 +13,7 @@ import semid
 import semid.devices
 import torch
 
-from .config import Config, TrainConfig
+from .config import DEFAULT_LABEL_SMOOTHING, Config, TrainConfig
 from .data import Dataset, build_dataset
 from .errors import H2RecError
 from .model import H2Rec
@@ -42,8 +42,9 @@ def load_semid(path: str) -> semid.SemanticIDs:
 
 
 def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
-    """Fills the choices left to the data: PCA initialisation when text embeddings exist, and the
-    sampled softmax instead of the full one above ``train.ce_max_items`` items."""
+    """Fills the choices left to the data: PCA initialisation when text embeddings exist, the sampled
+    softmax instead of the full one above ``train.ce_max_items`` items, and the label smoothing of the loss
+    that results."""
     model = config.model
     if model.kind == "llmesr" and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.kind 'llmesr' reads the items' text embeddings (its semantic "
@@ -72,17 +73,21 @@ def check_ccfrec_text(config: Config, sids: semid.SemanticIDs) -> None:
 def catalogue_sized_loss(train: TrainConfig, n_items: int) -> TrainConfig:
     """``ce`` above ``ce_max_items`` items becomes ``sampled_softmax`` (with its logQ correction), unless
     a ce-only option is set: the full softmax's cost grows with the catalogue, the sampled one's does
-    not. The resolved loss is what config.json records."""
-    if train.loss != "ce" or not train.ce_max_items or n_items <= train.ce_max_items:
-        return train
-    if train.label_smoothing or train.exclude_seen:
+    not. Then the default label smoothing (None) becomes a number: DEFAULT_LABEL_SMOOTHING under ce
+    without exclude_seen, else 0. The resolved loss and smoothing are what config.json records."""
+    switch = train.loss == "ce" and train.ce_max_items and n_items > train.ce_max_items
+    if switch and (train.label_smoothing or train.exclude_seen):
         log.info("%d items > train.ce_max_items = %d, but label smoothing / exclude_seen are ce-only: keeping ce",
                  n_items, train.ce_max_items)
-        return train
-    log.info("%d items > train.ce_max_items = %d: training with sampled_softmax (%d shared negatives, logQ) "
-             "instead of the full softmax; set train.ce_max_items: 0 to keep ce", n_items, train.ce_max_items,
-             train.sampled_negatives)
-    return dataclasses.replace(train, loss="sampled_softmax")
+    elif switch:
+        log.info("%d items > train.ce_max_items = %d: training with sampled_softmax (%d shared negatives, logQ) "
+                 "instead of the full softmax; set train.ce_max_items: 0 to keep ce", n_items, train.ce_max_items,
+                 train.sampled_negatives)
+        train = dataclasses.replace(train, loss="sampled_softmax")
+    if train.label_smoothing is None:
+        smoothing = DEFAULT_LABEL_SMOOTHING if train.loss == "ce" and not train.exclude_seen else 0.0
+        train = dataclasses.replace(train, label_smoothing=smoothing)
+    return train
 
 
 def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MELT | CCFRec | PCRCA:

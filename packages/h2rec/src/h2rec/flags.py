@@ -106,7 +106,8 @@ MODEL_FLAGS = [
 
 TRAIN_FLAGS = [
     Flag("train.loss", "--loss", "Ranking loss: ce is the full softmax; the paper's Eq. 10 is bpr."),
-    Flag("train.label_smoothing", "--label-smoothing", "ce: label smoothing."),
+    Flag("train.label_smoothing", "--label-smoothing", "ce: label smoothing.",
+         default="0.1 under ce without --exclude-seen, else 0"),
     Flag("train.exclude_seen", "--exclude-seen", "ce: leave each position's earlier items out of its softmax, as "
          "--exclude-history leaves them out of the ranking; for data without repeats.", switch="both"),
     Flag("train.sampled_negatives", "--sampled-negatives", "sampled_softmax: negatives shared by a batch."),
