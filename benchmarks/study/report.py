@@ -35,9 +35,11 @@ PAPER_COLLISIONS = {shape: (c["collision_rate_percent"], c["utilisation_percent"
                     for shape, c in _PAPER_JSON["collisions"].items()}
 TITLES = {
     "table2": "Table 2: overall performance",
-    "table2-defaults": "Table 2 under h2rec's defaults (full cross-entropy, every training position, dropout 0.5)",
+    "table2-defaults": "Table 2 under h2rec's defaults (full cross-entropy, every training position, dropout 0.5, "
+                        "no label smoothing)",
     "table3": "Table 3: ablations",
-    "table3-defaults": "Table 3 under h2rec's defaults (full cross-entropy, every training position, dropout 0.5)",
+    "table3-defaults": "Table 3 under h2rec's defaults (full cross-entropy, every training position, dropout 0.5, "
+                        "no label smoothing)",
     "llmesr-defaults": "LLM-ESR's parts under h2rec's defaults (its own ablations, and the form of the cross-view "
                        "attention)",
     "beta": "Figure 3 (left): alignment weight beta",
