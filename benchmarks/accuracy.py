@@ -79,6 +79,14 @@ BEAUTY_ROWS = {
     # H2Rec under trial 15's setting fell below its own defaults (seed 42: 0.0734 against 0.0751, best
     # at epoch 13): is label smoothing, the one knob both of TPE's best trials share, any use to H2Rec alone?
     "H2Rec, CE, dropout 0.5, label smoothing 0.1": {**H2REC, "model.dropout": 0.5, "train.label_smoothing": 0.1},
+    # an exponential moving average of the weights (train.ema_decay), validated and kept in place of the
+    # weights: a horizon of about 200 and 1,000 optimizer steps (an epoch is 88 steps at batch 256)
+    f"{TUNED_SASREC}, weights averaged (EMA 0.995)": {**PRESETS["sasrec"], "train.ema_decay": 0.995},
+    f"{TUNED_SASREC}, weights averaged (EMA 0.999)": {**PRESETS["sasrec"], "train.ema_decay": 0.999},
+    "H2Rec, CE, dropout 0.5, label smoothing 0.1, weights averaged (EMA 0.995)": {
+        **H2REC, "model.dropout": 0.5, "train.label_smoothing": 0.1, "train.ema_decay": 0.995},
+    "H2Rec, CE, dropout 0.5, label smoothing 0.1, weights averaged (EMA 0.999)": {
+        **H2REC, "model.dropout": 0.5, "train.label_smoothing": 0.1, "train.ema_decay": 0.999},
     # H2Rec initialises its ID table from the text embeddings' principal components (Algorithm 1
     # line 6): how much of its gain over SASRec does that initialisation alone give SASRec?
     "SASRec, CE, dropout 0.5, ID table from the text embeddings (PCA)": {**SASREC, "model.dropout": 0.5,

@@ -108,7 +108,8 @@ def test_two_processes_follow_one_process(settings, tmp_path):
 
 def test_resumed_under_torchrun_ends_as_an_uninterrupted_run(settings, tmp_path):
     settings = {**settings, "model": {"dropout": 0.2}}  # each process's own dropout stream, redrawn on resume
-    settings["train"] = {**settings["train"], "epochs": 3}
+    # with a weight average: rank 0 restores it, and the others must take it from rank 0
+    settings["train"] = {**settings["train"], "epochs": 3, "ema_decay": 0.5}
     script = tmp_path / "resuming.py"
     script.write_text(RESUMING, encoding="utf-8")
     out = torchrun(str(script), json.dumps(settings), str(tmp_path))

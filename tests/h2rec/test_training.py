@@ -6,6 +6,7 @@ import json
 
 import h2rec
 import pytest
+import torch
 from h2rec.checkpoint import FORMAT_VERSION
 from h2rec.errors import H2RecError
 
@@ -33,7 +34,8 @@ def test_a_few_epochs_beat_random_by_a_wide_margin(tiny_config, tmp_path):
     {},  # the defaults
     # every piece of state a resume must restore: the window phase, the schedule's step, shared negatives
     {"train.windows": "random", "data.max_len": 5, "train.lr_schedule": "cosine", "train.warmup_steps": 5,
-     "train.loss": "sampled_softmax", "train.sampler": "popularity", "train.sampled_negatives": 16}])
+     "train.loss": "sampled_softmax", "train.sampler": "popularity", "train.sampled_negatives": 16},
+    {"train.ema_decay": 0.9}])  # the weights' average too
 def test_same_seed_same_numbers_and_resume_after_a_crash_matches(tiny_config, tmp_path, crash_then_resume, options):
     config = tiny_config(**{"train.epochs": 4, "train.patience": 10, **options})
     straight = h2rec.train(config, tmp_path / "straight", progress=False)
@@ -137,3 +139,43 @@ def test_default_label_smoothing_follows_the_loss_it_ends_up_with(tiny_config):
     assert smoothing(**{"train.label_smoothing": 0.2}) == 0.2
     with pytest.raises(H2RecError, match="label_smoothing"):  # asked for where it cannot act
         tiny_config(**{"train.loss": "bpr", "train.label_smoothing": 0.1})
+
+
+def test_the_weight_average_follows_its_formula():
+    from h2rec.config import TrainConfig
+    from h2rec.optim import make_average
+
+    assert make_average(torch.nn.Linear(3, 2), TrainConfig()) is None  # off by default
+    model = torch.nn.Linear(3, 2)
+    average = make_average(model, TrainConfig(ema_decay=0.75))
+    seen = []
+    for _ in range(3):  # the first update copies the weights, each later one moves a quarter of the way
+        seen.append(model.weight.detach().clone())
+        average.update_parameters(model)
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+    expected = 0.75 * (0.75 * seen[0] + 0.25 * seen[1]) + 0.25 * seen[2]
+    torch.testing.assert_close(average.module.weight, expected)
+    assert not any(p.requires_grad for p in average.parameters())  # never trained itself
+
+
+def test_with_a_weight_average_validation_and_the_best_checkpoint_read_the_average(tiny_config, tmp_path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    results = h2rec.train(tiny_config(**{"train.epochs": 3, "train.ema_decay": 0.9, "train.lr": 5e-3}), run,
+                          progress=False)
+    state = json.loads((run / "checkpoints" / "last.json").read_text())
+    folder = run / "checkpoints"
+    average = {k.removeprefix("module."): v for k, v in load_file(folder / state["files"]["average"]).items()
+               if k != "n_averaged"}
+    weights = load_file(folder / state["files"]["weights"])
+    assert sorted(average) == sorted(weights)
+    assert any(not torch.equal(average[k], weights[k]) for k in weights)  # an average, not the weights
+    assert results["best_epoch"] == 3  # still climbing: the best checkpoint is the last epoch's average
+    best = load_file(folder / state["files"]["best"])
+    assert all(torch.equal(best[k], average[k]) for k in best)
+    # the reported validation is the best checkpoint's (the average), read again after training
+    assert results["valid"]["full"]["overall"]["NDCG@10"] == pytest.approx(state["best_ndcg10"])
+    with pytest.raises(H2RecError, match="ema_decay"):  # a decay of 1 never leaves the initial weights
+        tiny_config(**{"train.ema_decay": 1.0})

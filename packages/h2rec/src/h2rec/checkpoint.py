@@ -1,10 +1,12 @@
 """Run folders and checkpoints: safetensors for tensors, JSON for the rest, every file written atomically.
 
 The last checkpoint is ``last-E.safetensors`` (model weights after epoch E),
-``last-E.state.safetensors`` (optimizer moments and RNG states), ``best-B.safetensors`` (weights of
-the best validation epoch B) and ``last.json`` (epoch, early-stopping state, history, optimizer
-hyper-parameters, and the names of those files). ``last.json`` is written last: it is the commit
-point, so a run killed mid-write resumes from the previous complete checkpoint.
+``last-E.state.safetensors`` (optimizer moments and RNG states), ``average-E.safetensors`` (the
+weights' moving average, when ``train.ema_decay`` > 0), ``best-B.safetensors`` (the weights
+validation chose at epoch B: the average's, when there is one) and ``last.json`` (epoch,
+early-stopping state, history, optimizer hyper-parameters, and the names of those files).
+``last.json`` is written last: it is the commit point, so a run killed mid-write resumes from the
+previous complete checkpoint.
 """
 
 from __future__ import annotations
@@ -123,15 +125,20 @@ def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, state: dict, best_model: torch.nn.Module | None = None) -> None:
+                    generator: torch.Generator, state: dict, best_model: torch.nn.Module | None = None,
+                    average: torch.nn.Module | None = None) -> None:
     """Writes epoch-stamped tensor files, then ``last.json`` naming them (the commit point), then
-    removes files no longer named. ``best_model`` (when the epoch improved) becomes the best weights."""
+    removes files no longer named. ``best_model`` (when the epoch improved) becomes the best weights;
+    ``average``: the weights' moving average (h2rec.optim.make_average), saved to resume."""
     folder = run_dir / "checkpoints"
     epoch = state["epoch"]
     previous = read_json(folder / "last.json") if (folder / "last.json").is_file() else {}
     files = {"weights": f"last-{epoch}.safetensors", "state": f"last-{epoch}.state.safetensors",
              "best": previous.get("files", {}).get("best")}
     save_weights(model, folder / files["weights"], {"epoch": str(epoch)})
+    if average is not None:
+        files["average"] = f"average-{epoch}.safetensors"
+        save_weights(average, folder / files["average"], {"epoch": str(epoch)})
     if best_model is not None:
         files["best"] = f"best-{epoch}.safetensors"
         save_weights(best_model, folder / files["best"], {"epoch": str(epoch)})
@@ -156,11 +163,14 @@ def best_weights_path(run_dir: Path) -> Path:
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> dict:
-    """Restores model, optimizer and RNG states from the last checkpoint; returns its JSON state."""
+                    generator: torch.Generator, average: torch.nn.Module | None = None) -> dict:
+    """Restores model, optimizer and RNG states (and the weights' ``average``) from the last
+    checkpoint; returns its JSON state."""
     folder = run_dir / "checkpoints"
     state = read_json(folder / "last.json")
     load_weights(model, folder / state["files"]["weights"])
+    if average is not None:
+        load_weights(average, folder / state["files"]["average"])
     tensors = read_tensors(folder / state["files"]["state"])
     device = next(model.parameters()).device
     moments: dict[int, dict[str, torch.Tensor]] = {}

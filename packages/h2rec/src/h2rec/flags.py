@@ -162,6 +162,8 @@ TRAIN_FLAGS = [
     Flag("train.lr_schedule", "--lr-schedule", "Learning-rate decay to 0 at --epochs."),
     Flag("train.warmup_steps", "--warmup-steps", "Linear learning-rate warm-up steps."),
     Flag("train.grad_clip", "--grad-clip", "Clip the gradient norm to this; 0 = off."),
+    Flag("train.ema_decay", "--ema-decay", "Validate and keep an exponential moving average of the weights with "
+         "this decay per step; 0 = off."),
     Flag("train.seed", "--seed", "Random seed."),
     Flag("train.device", "--device", "Where to run; auto = cuda when available.", type=DEVICE),
 ]

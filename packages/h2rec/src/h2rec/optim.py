@@ -1,10 +1,11 @@
-"""The optimizer and the learning-rate schedule."""
+"""The optimizer, the learning-rate schedule and the weight average."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import TrainConfig
 
@@ -29,3 +30,15 @@ def learning_rate(tc: TrainConfig, step: int, total_steps: int) -> float:
     if tc.lr_schedule == "cosine":
         return tc.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     return tc.lr * (1.0 - progress)
+
+
+def make_average(model: torch.nn.Module, tc: TrainConfig) -> AveragedModel | None:
+    """An exponential moving average of the weights (``train.ema_decay`` > 0; None when off), torch's
+    AveragedModel: after each optimizer step, average = decay * average + (1 - decay) * weights.
+    Validation, the best checkpoint and so every reported figure read the average; training moves the
+    weights. Buffers (codes, text embeddings) are copied, not averaged."""
+    if tc.ema_decay <= 0:
+        return None
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=False)
+    average.requires_grad_(False)
+    return average

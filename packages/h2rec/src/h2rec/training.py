@@ -43,7 +43,7 @@ from .ddp import cpu_state, data_parallel
 from .distributed import Group, Shard, check_batch_size, join, leave, quiet_unless_main
 from .errors import H2RecError
 from .evaluate import evaluate_split, final_results, selection_name, selection_protocol
-from .optim import learning_rate, make_optimizer
+from .optim import learning_rate, make_average, make_optimizer
 from .progress import progress_bar
 from .rivals.llmesr_distill import build_distillation
 from .rivals.melt_branches import build_branches, warm_start
@@ -147,6 +147,8 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
     gen = seed_everything(tc.seed)
     model = build_model(config, sids).to(device)
     optimizer = make_optimizer(model, tc)
+    average = make_average(model, tc)  # None unless train.ema_decay > 0
+    chosen = model if average is None else average.module  # the weights validation reads and keeps
     # the deterministic tiling (a random phase changes the count by a little): it sizes the schedule
     tiling = training_windows(ds.train, config.data.max_len, model.causal,
                               "last" if tc.windows == "last" else "sliding", tc.window_stride)
@@ -162,7 +164,7 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
         state = {"epoch": 0, "step": 0, "best_ndcg10": -1.0, "best_epoch": 0, "best_step": 0, "bad_epochs": 0,
                  "history": [], "stopped": False}
         if resume and (run_dir / "checkpoints" / "last.json").is_file():
-            state = load_checkpoint(run_dir, model, optimizer, gen)
+            state = load_checkpoint(run_dir, model, optimizer, gen, average)
             files = state.pop("files")
             remove_leftovers(run_dir, files)
             # a kill between the checkpoint and metrics.jsonl loses no line: the checkpoint holds the history
@@ -194,11 +196,14 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
             optimizer.load_state_dict(handed["optimizer"])
             gen.set_state(handed["generator"])
         group.broadcast_module(model)
+        if average is not None:
+            group.broadcast_module(average)
         ddp, shard = data_parallel(model, tc), Shard(group)
 
     def end_epoch(state: dict, record: dict, improved: bool) -> dict:  # rank 0: the checkpoint, the metrics line
         epoch = record["epoch"]
-        save_checkpoint(run_dir, model, optimizer, gen, state, best_model=model if improved else None)
+        save_checkpoint(run_dir, model, optimizer, gen, state, best_model=chosen if improved else None,
+                        average=average)
         write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
         logger.info(f"epoch {epoch}/{tc.epochs}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "epoch")
             + (f" | best valid NDCG@10 {state['best_ndcg10']:.5f} at epoch {state['best_epoch']}"
@@ -243,6 +248,8 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             state["step"] += 1
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
@@ -257,7 +264,7 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
         improved = False
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             start = time.perf_counter()
-            valid = evaluate_split(model, ds, "valid", config.eval, config.data.max_len, selection_negatives,
+            valid = evaluate_split(chosen, ds, "valid", config.eval, config.data.max_len, selection_negatives,
                                    progress, group)["overall"]
             record.update({"eval_seconds": round(time.perf_counter() - start, 2),
                            **{f"valid_{k}": round(v, 5) for k, v in valid.items() if k != "n"}})
