@@ -144,6 +144,11 @@ OTHER_ROWS = {
                                                                          "model.pca_init": True},
     "H2Rec, CE, dropout 0.5, ID table at random (no text-PCA init)": {**H2REC, "model.dropout": 0.5,
                                                                       "model.pca_init": False},
+    # Beauty's weight average (decay 0.999 per step) where an epoch is 33 steps, not 88: does it carry over?
+    "SASRec, CE, dropout 0.5, weights averaged (EMA 0.999)": {**SASREC, "model.dropout": 0.5,
+                                                             "train.ema_decay": 0.999},
+    "H2Rec, CE, dropout 0.5, weights averaged (EMA 0.999)": {**H2REC, "model.dropout": 0.5,
+                                                            "train.ema_decay": 0.999},
 }
 
 
