@@ -293,8 +293,7 @@ _SEEDS = {"seed", "negatives_seed"}  # numpy takes seeds in [0, 2**32 - 1]
 _UNIT_INTERVAL = {"min_catalogue_coverage": (0.0, 1.0), "label_smoothing": (0.0, 1.0), "gbce_t": (0.0, 1.0),
                   "dropout": (0.0, 1.0),
                   "emb_dropout": (0.0, 1.0), "attn_dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0),
-                  "head_share": (0.0, 1.0), "ccfrec_dropout": (0.0, 1.0), "code_mask_ratio": (0.0, 1.0),
-                  "ema_decay": (0.0, 1.0)}
+                  "head_share": (0.0, 1.0), "ccfrec_dropout": (0.0, 1.0), "code_mask_ratio": (0.0, 1.0)}
 # PCR-CA's settings (model.kind "pcrca")
 _POSITIVE |= {"contrast_max_items"}
 _NON_NEGATIVE |= {"item_contrast_weight", "user_contrast_weight"}
@@ -404,8 +403,9 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
     if not 0 < config.train.melt_head_share < 1:  # a = 0 or 1: no head users or no tail users
         raise H2RecError(f"{where('train', 'melt_head_share')} must lie strictly between 0 and 1, "
                          f"got {config.train.melt_head_share!r}")
-    if config.train.ema_decay == 1.0:  # the average would stay at the initial weights
-        raise H2RecError(f"{where('train', 'ema_decay')} must be below 1 (0 = no average), got 1.0")
+    if not 0 <= config.train.ema_decay < 1:  # at 1 the average would stay at the initial weights
+        raise H2RecError(f"{where('train', 'ema_decay')} must lie in [0, 1) (0 = no average), "
+                         f"got {config.train.ema_decay!r}")
     if config.eval.select_on == "sampled" and not config.eval.negatives:
         raise H2RecError(f"{where('eval', 'select_on')} is 'sampled', which needs eval.negatives > 0 "
                          "(--eval-negatives N)")
