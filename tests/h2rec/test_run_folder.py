@@ -238,7 +238,8 @@ def test_a_kill_after_the_last_checkpoint_loses_no_metrics_line_and_leftovers_go
     assert results["epochs_run"] == 2
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["best-" + str(results["best_epoch"]) + ".safetensors", "last-2.safetensors",
+    assert names == ["average-2.safetensors",  # the default average of the weights
+                     "best-" + str(results["best_epoch"]) + ".safetensors", "last-2.safetensors",
                      "last-2.state.safetensors", "last.json"]
     assert not list(run.glob(".*.tmp"))
     mask = os.umask(0)

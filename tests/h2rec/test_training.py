@@ -56,7 +56,8 @@ def test_run_folder_files_and_checkpoint_cleanup(tiny_config, tmp_path):
         assert (run / name).is_file(), name
     state = json.loads((run / "checkpoints" / "last.json").read_text())
     on_disk = sorted(p.name for p in (run / "checkpoints").glob("*.safetensors"))
-    assert on_disk == sorted({state["files"]["weights"], state["files"]["state"], state["files"]["best"]})
+    # the average of the weights (train.ema_epochs, on by default) is kept beside them
+    assert on_disk == sorted(state["files"][key] for key in ("weights", "state", "best", "average"))
     config = json.loads((run / "config.json").read_text())
     assert config["format_version"] == FORMAT_VERSION
     assert config["model"]["pca_init"] is True  # the resolved value is saved
@@ -143,11 +144,16 @@ def test_default_label_smoothing_follows_the_loss_it_ends_up_with(tiny_config):
 
 def test_the_weight_average_follows_its_formula():
     from h2rec.config import TrainConfig
-    from h2rec.optim import make_average
+    from h2rec.optim import ema_decay, make_average
 
-    assert make_average(torch.nn.Linear(3, 2), TrainConfig()) is None  # off by default
+    assert make_average(torch.nn.Linear(3, 2), 0.0) is None  # off
+    # a horizon in epochs: 1 / (1 - decay) = epochs x steps an epoch; a decay per step wins when given
+    assert ema_decay(TrainConfig(ema_epochs=2.0, ema_decay=0.0), steps_per_epoch=10) == pytest.approx(0.95)
+    assert ema_decay(TrainConfig(ema_epochs=2.0, ema_decay=0.5), steps_per_epoch=10) == 0.5
+    assert ema_decay(TrainConfig(ema_epochs=0.0, ema_decay=0.0), steps_per_epoch=10) == 0.0
+    assert ema_decay(TrainConfig(ema_epochs=0.05, ema_decay=0.0), steps_per_epoch=10) == 0.0  # under a step: none
     model = torch.nn.Linear(3, 2)
-    average = make_average(model, TrainConfig(ema_decay=0.75))
+    average = make_average(model, 0.75)
     seen = []
     for _ in range(3):  # the first update copies the weights, each later one moves a quarter of the way
         seen.append(model.weight.detach().clone())
@@ -157,6 +163,40 @@ def test_the_weight_average_follows_its_formula():
     expected = 0.75 * (0.75 * seen[0] + 0.25 * seen[1]) + 0.25 * seen[2]
     torch.testing.assert_close(average.module.weight, expected)
     assert not any(p.requires_grad for p in average.parameters())  # never trained itself
+
+    # with the warm-up, the plain mean of the steps so far until the decay caps it: decay of the n-th
+    # update min(0.75, (n - 1) / n): 1/2, 2/3, then 0.75
+    model = torch.nn.Linear(3, 2)
+    average = make_average(model, 0.75, warmup=True)
+    seen = []
+    for _ in range(5):
+        seen.append(model.weight.detach().clone())
+        average.update_parameters(model)
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+    mean3 = (seen[0] + seen[1] + seen[2]) / 3
+    expected = 0.75 * (0.75 * mean3 + 0.25 * seen[3]) + 0.25 * seen[4]
+    torch.testing.assert_close(average.module.weight, expected)
+
+
+def test_a_run_from_before_the_average_reads_and_resumes_without_one(tiny_config, tmp_path):
+    """Format-3 run folders predate train.ema_epochs and its warm-up: they trained without an average (or
+    with train.ema_decay alone) and must not read as today's default."""
+    from h2rec.runfolder import read_run_config
+
+    run = tmp_path / "run"
+    h2rec.train(tiny_config(**{"train.epochs": 1, "train.ema_epochs": 0.0}), run, progress=False)
+    before = h2rec.load(run).evaluate()
+    meta = json.loads((run / "config.json").read_text())
+    del meta["train"]["ema_epochs"], meta["train"]["ema_warmup"]
+    meta["format_version"] = 3
+    (run / "config.json").write_text(json.dumps(meta))
+    config = read_run_config(run)
+    assert (config.train.ema_epochs, config.train.ema_warmup) == (0.0, False)
+    assert h2rec.load(run).evaluate() == before
+    resumed = h2rec.train(tiny_config(**{"train.epochs": 2, "train.ema_epochs": 0.0, "train.ema_warmup": False}),
+                          run, resume=True, progress=False)
+    assert resumed["epochs_run"] == 2
 
 
 def test_with_a_weight_average_validation_and_the_best_checkpoint_read_the_average(tiny_config, tmp_path):
@@ -179,3 +219,5 @@ def test_with_a_weight_average_validation_and_the_best_checkpoint_read_the_avera
     assert results["valid"]["full"]["overall"]["NDCG@10"] == pytest.approx(state["best_ndcg10"])
     with pytest.raises(H2RecError, match="ema_decay"):  # a decay of 1 never leaves the initial weights
         tiny_config(**{"train.ema_decay": 1.0})
+    with pytest.raises(H2RecError, match="ema_epochs"):
+        tiny_config(**{"train.ema_epochs": -1})

@@ -25,7 +25,7 @@ from semid.io import read_json as semid_read_json
 from .errors import H2RecError
 from .version import __version__
 
-FORMAT_VERSION = 3  # bump when the run-folder layout, the state-dict names or a config default change
+FORMAT_VERSION = 4  # bump when the run-folder layout, the state-dict names or a config default change
 
 
 def _from_format_2(meta: dict) -> None:
@@ -39,9 +39,18 @@ def _from_format_2(meta: dict) -> None:
         model.pop("llmesr_cross", None)
 
 
+def _from_format_3(meta: dict) -> None:
+    # format 4: a moving average of the weights by default (train.ema_epochs 10, with its warm-up). A
+    # format-3 folder without the keys trained without one, or with train.ema_decay and no warm-up
+    train = meta.get("train")
+    if isinstance(train, dict):
+        train.setdefault("ema_epochs", 0.0)
+        train.setdefault("ema_warmup", False)
+
+
 # format -> what reading a folder of that format as the next one takes: the settings whose default has
 # changed since, set to what the folder was trained with (a missing key would otherwise read as today's default)
-UPGRADES = {2: _from_format_2}
+UPGRADES = {2: _from_format_2, 3: _from_format_3}
 
 
 def write_text(path: Path, text: str) -> None:

@@ -162,8 +162,12 @@ TRAIN_FLAGS = [
     Flag("train.lr_schedule", "--lr-schedule", "Learning-rate decay to 0 at --epochs."),
     Flag("train.warmup_steps", "--warmup-steps", "Linear learning-rate warm-up steps."),
     Flag("train.grad_clip", "--grad-clip", "Clip the gradient norm to this; 0 = off."),
-    Flag("train.ema_decay", "--ema-decay", "Validate and keep an exponential moving average of the weights with "
-         "this decay per step; 0 = off."),
+    Flag("train.ema_epochs", "--ema-epochs", "Validate and keep an exponential moving average of the weights "
+         "whose horizon is this many epochs; 0 = off."),
+    Flag("train.ema_warmup", "--ema-warmup", "Until a horizon's worth of steps, average the steps so far "
+         "uniformly.", switch="both"),
+    Flag("train.ema_decay", "--ema-decay", "The average's decay per optimizer step instead (e.g. 0.999); "
+         "0 = use --ema-epochs."),
     Flag("train.seed", "--seed", "Random seed."),
     Flag("train.device", "--device", "Where to run; auto = cuda when available.", type=DEVICE),
 ]

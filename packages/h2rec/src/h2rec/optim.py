@@ -32,13 +32,34 @@ def learning_rate(tc: TrainConfig, step: int, total_steps: int) -> float:
     return tc.lr * (1.0 - progress)
 
 
-def make_average(model: torch.nn.Module, tc: TrainConfig) -> AveragedModel | None:
-    """An exponential moving average of the weights (``train.ema_decay`` > 0; None when off), torch's
-    AveragedModel: after each optimizer step, average = decay * average + (1 - decay) * weights.
+def ema_decay(tc: TrainConfig, steps_per_epoch: int) -> float:
+    """The average's decay per optimizer step: ``train.ema_decay`` when set, else the decay whose
+    horizon 1 / (1 - decay) is ``train.ema_epochs`` epochs of ``steps_per_epoch`` steps; 0 = no average."""
+    if tc.ema_decay > 0 or tc.ema_epochs <= 0:
+        return tc.ema_decay
+    return max(0.0, 1.0 - 1.0 / (tc.ema_epochs * steps_per_epoch))
+
+
+def make_average(model: torch.nn.Module, decay: float, warmup: bool = False) -> AveragedModel | None:
+    """An exponential moving average of the weights (None when ``decay`` is 0), torch's AveragedModel:
+    after each optimizer step, average = decay * average + (1 - decay) * weights.
+    With ``warmup`` the decay of the n-th update is min(decay, (n - 1) / n): until a horizon's worth of
+    steps, the average is the plain mean of every step's weights so far, not mostly the first step's
+    (which a short run would otherwise validate and keep).
     Validation, the best checkpoint and so every reported figure read the average; training moves the
     weights. Buffers (codes, text embeddings) are copied, not averaged."""
-    if tc.ema_decay <= 0:
+    if decay <= 0:
         return None
-    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=False)
+    update = warmed_ema(decay) if warmup else get_ema_multi_avg_fn(decay)
+    average = AveragedModel(model, multi_avg_fn=update, use_buffers=False)
     average.requires_grad_(False)
     return average
+
+
+def warmed_ema(decay: float):
+    """AveragedModel's multi_avg_fn for an average with a warm-up of its decay (see make_average)."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = int(n_averaged)  # updates so far, the first (a copy) included: a buffer, so resume keeps it
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, n / (n + 1)))
+    return update

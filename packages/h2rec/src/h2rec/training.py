@@ -43,7 +43,7 @@ from .ddp import cpu_state, data_parallel
 from .distributed import Group, Shard, check_batch_size, join, leave, quiet_unless_main
 from .errors import H2RecError
 from .evaluate import evaluate_split, final_results, selection_name, selection_protocol
-from .optim import learning_rate, make_average, make_optimizer
+from .optim import ema_decay, learning_rate, make_average, make_optimizer
 from .progress import progress_bar
 from .rivals.llmesr_distill import build_distillation
 from .rivals.melt_branches import build_branches, warm_start
@@ -147,18 +147,20 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
     gen = seed_everything(tc.seed)
     model = build_model(config, sids).to(device)
     optimizer = make_optimizer(model, tc)
-    average = make_average(model, tc)  # None unless train.ema_decay > 0
-    chosen = model if average is None else average.module  # the weights validation reads and keeps
     # the deterministic tiling (a random phase changes the count by a little): it sizes the schedule
     tiling = training_windows(ds.train, config.data.max_len, model.causal,
                               "last" if tc.windows == "last" else "sliding", tc.window_stride)
     if not len(tiling):
         raise H2RecError(f"{config.data.interactions}: no user has enough items to train on")
+    steps_per_epoch = math.ceil(len(tiling) / tc.batch_size)
+    decay = ema_decay(tc, steps_per_epoch)
+    average = make_average(model, decay, tc.ema_warmup)  # None unless train.ema_epochs or train.ema_decay > 0
+    chosen = model if average is None else average.module  # the weights validation reads and keeps
     log_q = sampler_log_q(tc, ds.popularity)
     distill = build_distillation(config, ds, model)  # LLM-ESR's; None for other models
     melt = build_branches(config, ds, model)  # MELT's; None for other models
     # the decay horizon of the learning-rate schedule: train.epochs epochs of the deterministic tiling
-    total_steps = tc.epochs * math.ceil(len(tiling) / tc.batch_size)
+    total_steps = tc.epochs * steps_per_epoch
 
     def start_run() -> dict:  # rank 0: the last checkpoint, or the run folder's first files
         state = {"epoch": 0, "step": 0, "best_ndcg10": -1.0, "best_epoch": 0, "best_step": 0, "bad_epochs": 0,
@@ -216,6 +218,7 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
     protocol = selection_name(config)
     logger.info(f"{config.model.kind}/{config.model.backbone} on {device}: {len(tiling)} training windows "
         f"({tc.windows}), {ds.n_items} items, {len(ds.valid)} evaluated users; "
+        + (f"validating a weight average of decay {decay:.5f} a step; " if decay else "") +
         f"selecting on valid NDCG@10 ({protocol})")
     while state["epoch"] < tc.epochs and not state["stopped"]:
         epoch = state["epoch"] + 1
