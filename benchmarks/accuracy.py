@@ -264,37 +264,33 @@ def demo_runs(rows: list[str], seeds: list[int]) -> list[Run]:
 
 
 # ----------------------------------------------------------------------------- data
-def demo_data() -> tuple[Path, Path]:
-    """The demo's generated catalogue and its semantic IDs, made as `h2rec demo` makes them (once, in
-    benchmarks/work/demo/)."""
+def generated_data(name: str, synthetic: dict, **encode) -> tuple[Path, Path]:
+    """A generated set (h2rec.synthetic) and its semantic IDs, made once in benchmarks/work/NAME/."""
     import semid
     from h2rec.synthetic import SyntheticConfig, write
 
-    root = WORK / "demo"
+    root = WORK / name
     items, inter = root / "data" / "items.jsonl", root / "data" / "interactions.csv"
     if not inter.is_file():
-        write(root / "data", SyntheticConfig(**DEMO))
+        write(root / "data", SyntheticConfig(**synthetic))
     sids = root / "semid"
     if not (sids / "stats.json").is_file():
-        semid.encode_catalogue(items, sids, read=semid.ReadConfig(template="{title}. Category: {category}"),
-                               cache_dir=WORK / "cache")
+        semid.encode_catalogue(items, sids, cache_dir=WORK / "cache", **encode)
     return inter, sids
+
+
+def demo_data() -> tuple[Path, Path]:
+    """The demo's generated catalogue, its semantic IDs made as `h2rec demo` makes them."""
+    import semid
+
+    return generated_data("demo", DEMO, read=semid.ReadConfig(template="{title}. Category: {category}"))
 
 
 def long_history_data() -> tuple[Path, Path]:
-    """The generated long-history set and its semantic IDs (made once, in benchmarks/work/long/)."""
+    """The generated long-history set and its semantic IDs (4 x 64 RQ-VAE)."""
     import semid
-    from h2rec.synthetic import SyntheticConfig, write
 
-    root = WORK / "long"
-    items, inter = root / "data" / "items.jsonl", root / "data" / "interactions.csv"
-    if not inter.is_file():
-        write(root / "data", SyntheticConfig(**LONG))
-    sids = root / "semid"
-    if not (sids / "stats.json").is_file():
-        semid.encode_catalogue(items, sids, quantizer=semid.QuantizerConfig(kind="rqvae", levels=4, codebook_size=64),
-                               cache_dir=WORK / "cache")
-    return inter, sids
+    return generated_data("long", LONG, quantizer=semid.QuantizerConfig(kind="rqvae", levels=4, codebook_size=64))
 
 
 def data_paths(dataset: str, data: Path) -> tuple[Path, Path]:
