@@ -58,8 +58,16 @@ def make_average(model: torch.nn.Module, decay: float, warmup: bool = False) -> 
 
 def warmed_ema(decay: float):
     """AveragedModel's multi_avg_fn for an average with a warm-up of its decay (see make_average)."""
+    warming = [True]  # until (n - 1) / n reaches the decay; then no more reads of the count
+
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        n = int(n_averaged)  # updates so far, the first (a copy) included: a buffer, so resume keeps it
-        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, n / (n + 1)))
+        step_decay = decay
+        if warming[0]:
+            # updates so far, the first (a copy) included: a buffer, so resume keeps it. Reading it
+            # waits for the device, so only during the warm-up (a resumed run past it reads it once)
+            n = int(n_averaged)
+            step_decay = min(decay, n / (n + 1))
+            warming[0] = step_decay < decay
+        torch._foreach_lerp_(averaged, current, 1.0 - step_decay)
     return update
