@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from h2rec.compare import paired_p_value
+from h2rec.config import CODE_FREE_KINDS
 from scipy import stats
 
 from benchmarks.shared_data import REPO
@@ -263,14 +264,15 @@ def dataset_line(rows: dict[str, list[dict]]) -> str:
 
 
 def code_set_warnings(named: dict) -> list[str]:
-    """Every run of one dataset and codebook shape must use the same semantic IDs. Records carry the
-    collision rate of theirs (at the precision the tables print), so a set remade differently, say
-    by another thread count (docs/semid.md), shows here."""
+    """Every run of one dataset and codebook shape that reads semantic IDs must read the same ones.
+    Records carry the collision rate of theirs (at the precision the tables print), so a set remade
+    differently, say by another thread count or CPU (docs/semid.md), shows here. Runs of kinds that
+    never read the codes (SASRec, LLM-ESR, MELT) record the folder's rate too but do not count."""
     rates = defaultdict(set)
     for rows in named.values():
         for runs in rows.values():
             for r in runs:
-                if "collisions" in r:
+                if "collisions" in r and r["config"]["model"]["kind"] not in CODE_FREE_KINDS:
                     rates[r["run"].rsplit("/", 1)[0]].add(round(100 * r["collisions"]["collision_rate"], 2))
     return [f"**Warning**: the runs of `{codes}` used different semantic IDs (collision rates "
             f"{', '.join(f'{v}%' for v in sorted(found))}); compare them with care.\n"

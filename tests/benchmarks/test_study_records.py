@@ -66,3 +66,22 @@ def test_archive_writes_the_record_and_execute_skips_it(study, tmp_path, monkeyp
     (run.folder / "results.json").unlink()
     monkeypatch.setattr(runner, "train_in_child", lambda *a: pytest.fail("a recorded run was trained again"))
     assert study.execute(run, tmp_path, "cpu") == record
+
+
+def test_code_set_warning_counts_only_runs_that_read_codes():
+    # a folder encoded again (1.50% collisions against 1.45%) matters to H2Rec's rows, not to SASRec's
+    from benchmarks.study.report import code_set_warnings
+
+    def record(kind: str, rate: float) -> dict:
+        return {"run": f"beauty/rqvae-4x128/defaults/{kind}-s42", "config": {"model": {"kind": kind}},
+                "collisions": {"collision_rate": rate}}
+
+    same_codes = {("table2-defaults", "beauty"): {"SASRec": [record("hid", 0.0145)],
+                                                  "LLM-ESR": [record("llmesr", 0.0145)],
+                                                  "H2Rec": [record("h2rec", 0.0150)],
+                                                  "SID only": [record("sid", 0.0150)]}}
+    assert code_set_warnings(same_codes) == []
+    mixed = {("table2-defaults", "beauty"): {**same_codes[("table2-defaults", "beauty")],
+                                             "CCFRec": [record("ccfrec", 0.0145)]}}
+    [warning] = code_set_warnings(mixed)
+    assert "beauty/rqvae-4x128/defaults" in warning and "1.45%, 1.5%" in warning

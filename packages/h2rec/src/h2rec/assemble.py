@@ -13,7 +13,7 @@ import semid
 import semid.devices
 import torch
 
-from .config import DEFAULT_LABEL_SMOOTHING, Config, TrainConfig
+from .config import CODE_FREE_KINDS, DEFAULT_LABEL_SMOOTHING, Config, TrainConfig
 from .data import Dataset, build_dataset
 from .errors import H2RecError
 from .model import H2Rec
@@ -94,7 +94,7 @@ def build_model(config: Config, sids: semid.SemanticIDs) -> H2Rec | LLMESR | MEL
     m = config.model
     if m.kind == "pcrca":  # a rival: parallel-codebook semantic IDs and hash IDs (h2rec.rivals)
         return build_pcrca(config, sids)
-    codes = None if m.kind in ("hid", "llmesr", "melt") else sids.embedding(
+    codes = None if m.kind in CODE_FREE_KINDS else sids.embedding(
         dim=m.dim, combine="levels", padding_idx0=True, init_std=m.init_std)
     try:
         if m.kind == "ccfrec":  # a rival: semantic codes fused with text views, no item IDs (h2rec.rivals)

@@ -19,6 +19,9 @@ from typing import Any, Literal
 from .errors import H2RecError
 
 ModelKind = Literal["h2rec", "hid", "sid", "llmesr", "melt", "ccfrec", "pcrca"]
+# kinds that never read the items' semantic IDs (LLM-ESR reads their text embeddings, MELT nothing of
+# the folder); a run of any other kind depends on the very codes of its folder
+CODE_FREE_KINDS = ("hid", "llmesr", "melt")
 Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
 RankingLoss = Literal["ce", "sampled_softmax", "gbce", "bce", "bpr"]
 WindowScheme = Literal["sliding", "random", "last"]
