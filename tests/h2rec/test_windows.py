@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import h2rec
@@ -137,6 +138,26 @@ def test_weight_decay_spares_biases_and_norms(tiny_config):
     assert any("norm" in names[id(p)] for p in spared["params"]) and any("bias" in names[id(p)]
                                                                           for p in spared["params"])
     assert len(decayed["params"]) + len(spared["params"]) == len(list(model.parameters()))
+
+
+def test_optimizer_is_fused_on_cpu_and_steps_as_adamw(tiny_config):
+    # the fused kernel (a step's cost grows with the item table: benchmarks/optimizer_step.py) applies
+    # AdamW's update: one step from the same gradients lands where torch's foreach AdamW lands
+    config, sids, _ = assemble.prepare(tiny_config(**{"train.weight_decay": 0.1}))
+    model = assemble.build_model(config, sids)
+    optimizer = make_optimizer(model, config.train)
+    assert optimizer.defaults["fused"]
+    reference = copy.deepcopy(model)
+    params, ref_params = list(model.parameters()), list(reference.parameters())
+    for p, q in zip(params, ref_params):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    optimizer.step()
+    torch.optim.AdamW([{"params": [q for q in ref_params if q.dim() >= 2], "weight_decay": 0.1},
+                       {"params": [q for q in ref_params if q.dim() < 2], "weight_decay": 0.0}],
+                      lr=config.train.lr, foreach=True).step()
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
 
 
 def test_early_stopping_waits_for_both_clocks(tiny_config, tmp_path, monkeypatch):

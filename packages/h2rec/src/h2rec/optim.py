@@ -9,14 +9,22 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import TrainConfig
 
+FUSED_DEVICES = ("cpu", "cuda")  # devices with a fused AdamW kernel in torch 2.13
+
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter, ICLR 2019). As in nanoGPT, weight decay applies to matrices
-    (embedding tables, projections) and not to biases, layer norms or other vectors."""
+    (embedding tables, projections) and not to biases, layer norms or other vectors.
+
+    Torch's fused kernel where the parameters' device has one (CPU, CUDA): the same update in one
+    pass over each tensor instead of a chain of foreach operations, which is what a step costs once
+    the item table is large (SASRec with 10^6 items, d = 64: 60 ms against 302 ms a step on one CPU
+    thread, benchmarks/optimizer_step.py); other rounding, so runs differ from the foreach path in the last bits."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tc.lr)
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
+    return torch.optim.AdamW(groups, lr=tc.lr, fused=True if fused else None)
 
 
 def learning_rate(tc: TrainConfig, step: int, total_steps: int) -> float:

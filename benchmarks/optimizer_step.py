@@ -1,0 +1,121 @@
+"""The per-step costs of training that grow with the catalogue, not with the batch (issue 22): the
+AdamW step (torch's foreach path against its fused kernel, which h2rec uses since this was measured),
+the weight average's update, and the item table's dense gradient, at growing catalogue sizes.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.optimizer_step [--items 12101 100000 1000000] [--threads 1]
+
+The model is `h2rec train --model hid`'s SASRec (d = 64, 2 blocks, max length 50) with an item table of
+n rows; its gradients are random (seeded), as the optimizer sees them. "table gradient" is what a
+sampled-softmax step's backward writes into the table: a zeroed (n, 64) tensor with the rows of 256
+users x 50 positions and 1,024 shared negatives added in; a full softmax touches every row anyway.
+Rounds alternate foreach and fused so that a change of the machine's load hits both; the median of
+the rounds after a warm-up. Writes OUT.json and OUT.md (default benchmarks/results/optimizer_step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.machine import machine
+
+OUT = Path(__file__).parent / "results" / "optimizer_step"
+ROWS_TOUCHED = 256 * 50 + 1024  # a batch's input and target positions plus the shared negatives
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def sasrec(n_items: int) -> torch.nn.Module:
+    from h2rec.config import ModelConfig
+    from h2rec.model import H2Rec
+
+    torch.manual_seed(0)
+    model = H2Rec(ModelConfig(kind="hid"), n_items, max_len=50)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    return model
+
+
+def measure(n_items: int, rounds: int) -> dict:
+    from h2rec.optim import make_average
+
+    model = sasrec(n_items)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizers = {"foreach": torch.optim.AdamW(params, lr=1e-3, foreach=True),
+                  "fused": torch.optim.AdamW(params, lr=1e-3, fused=True)}
+    average = make_average(model, 0.999, warmup=True)
+    table = model.hid.weight
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, len(table), (ROWS_TOUCHED,), generator=g)
+    row_grads = torch.randn(ROWS_TOUCHED, table.shape[1], generator=g)
+
+    def table_gradient():
+        torch.zeros_like(table).index_add_(0, rows, row_grads)
+
+    times: dict[str, list[float]] = {"AdamW step, foreach": [], "AdamW step, fused": [],
+                                     "weight average update": [], "table gradient (dense)": []}
+    for r in range(rounds + 1):  # round 0 warms up (first steps allocate the moments)
+        for name, opt in optimizers.items():
+            t = seconds(opt.step)
+            if r:
+                times[f"AdamW step, {name}"].append(t)
+        t_avg = seconds(lambda: average.update_parameters(model))
+        t_grad = seconds(table_gradient)
+        if r:
+            times["weight average update"].append(t_avg)
+            times["table gradient (dense)"].append(t_grad)
+    return {"items": n_items, "parameters": sum(p.numel() for p in params),
+            "table_parameters": table.numel(),
+            "ms": {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}}
+
+
+def write(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    names = list(results["sizes"][0]["ms"])
+    lines = ["# Per-step costs that grow with the catalogue (SASRec, d = 64)", "",
+             f"Machine: {results['machine']}. Load average (1, 5, 15 min) at the start "
+             f"{', '.join(f'{x:.1f}' for x in results['load_average_at_start'])}. Median of "
+             f"{results['rounds']} rounds, foreach and fused interleaved. Produced by `{results['command']}`.", "",
+             "| items | parameters | " + " | ".join(f"{n} (ms)" for n in names) + " | fused speed-up |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for size in results["sizes"]:
+        ms = size["ms"]
+        speedup = ms["AdamW step, foreach"] / max(ms["AdamW step, fused"], 1e-9)
+        lines.append(f"| {size['items']:,} | {size['parameters']:,} | "
+                     + " | ".join(f"{ms[n]:g}" for n in names) + f" | {speedup:.1f}x |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=float, nargs="+", default=[12101, 1e5, 1e6])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+    results = {"benchmark": "optimizer_step", "machine": machine(), "load_average_at_start": load,
+               "rounds": args.rounds,
+               "command": "python -m benchmarks.optimizer_step --items " + " ".join(f"{int(n)}" for n in args.items)
+                          + f" --threads {args.threads} --rounds {args.rounds}",
+               "sizes": []}
+    for n in args.items:
+        results["sizes"].append(measure(int(n), args.rounds))
+        print(json.dumps(results["sizes"][-1]), flush=True)
+    write(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
