@@ -68,6 +68,12 @@ BEAUTY_ROWS = {
                                                    "train.batch_size": 512},
     "SASRec, sampled softmax 1024 + logQ, dropout 0.5": {**SASREC, "model.dropout": 0.5,
                                                         "train.loss": "sampled_softmax"},
+    # train.sparse_ids (lazy Adam on the ID table, for large catalogues) against the same row trained
+    # again beside it (fused AdamW, same machine): does the lazy update cost accuracy?
+    "SASRec, sampled softmax 1024 + logQ, dropout 0.5 (trained again)": {**SASREC, "model.dropout": 0.5,
+                                                                         "train.loss": "sampled_softmax"},
+    "SASRec, sampled softmax 1024 + logQ, dropout 0.5, sparse ID table (lazy Adam)": {
+        **SASREC, "model.dropout": 0.5, "train.loss": "sampled_softmax", "train.sparse_ids": True},
     "SASRec, CE, dropout 0.5, label smoothing 0.1": {**SASREC, "model.dropout": 0.5, "train.label_smoothing": 0.1},
     "SASRec, CE, dropout 0.5, AdamW weight decay 0.1": {**SASREC, "model.dropout": 0.5, "train.weight_decay": 0.1},
     "SASRec, CE, dropout 0.5, lr 2e-3, warm-up 500 steps + cosine over 60 epochs": {

@@ -1,13 +1,15 @@
 """The per-step costs of training that grow with the catalogue, not with the batch (issue 22): the
 AdamW step (torch's foreach path against its fused kernel, which h2rec uses since this was measured),
-the weight average's update, and the item table's dense gradient, at growing catalogue sizes.
+`train.sparse_ids`'s lazy step (fused AdamW on the rest, SparseAdam on the table), the weight average's
+update, and the item table's gradient, dense and sparse, at growing catalogue sizes.
 
     OMP_NUM_THREADS=1 python -m benchmarks.optimizer_step [--items 12101 100000 1000000] [--threads 1]
 
 The model is `h2rec train --model hid`'s SASRec (d = 64, 2 blocks, max length 50) with an item table of
-n rows; its gradients are random (seeded), as the optimizer sees them. "table gradient" is what a
-sampled-softmax step's backward writes into the table: a zeroed (n, 64) tensor with the rows of 256
-users x 50 positions and 1,024 shared negatives added in; a full softmax touches every row anyway.
+n rows; its gradients are random (seeded), as the optimizer sees them. "table gradient" is the backward
+of a sampled-softmax step's reads of the table (256 users x 50 positions and 1,024 shared negatives):
+dense, a zeroed (n, 64) tensor with those rows added in; sparse (`train.sparse_ids`), the rows alone,
+on which SparseAdam steps. A full softmax touches every row anyway.
 Rounds alternate foreach and fused so that a change of the machine's load hits both; the median of
 the rounds after a warm-up. Writes OUT.json and OUT.md (default benchmarks/results/optimizer_step).
 """
@@ -47,36 +49,53 @@ def sasrec(n_items: int) -> torch.nn.Module:
 
 
 def measure(n_items: int, rounds: int) -> dict:
+    import torch.nn.functional as F
     from h2rec.optim import make_average
 
     model = sasrec(n_items)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizers = {"foreach": torch.optim.AdamW(params, lr=1e-3, foreach=True),
-                  "fused": torch.optim.AdamW(params, lr=1e-3, fused=True)}
-    average = make_average(model, 0.999, warmup=True)
     table = model.hid.weight
+    rest = [p for p in params if p is not table]
+    optimizers = {"AdamW step, foreach": torch.optim.AdamW(params, lr=1e-3, foreach=True),
+                  "AdamW step, fused": torch.optim.AdamW(params, lr=1e-3, fused=True),
+                  # train.sparse_ids: fused AdamW on the rest, SparseAdam on the table's rows read
+                  "lazy step (AdamW rest + SparseAdam table)": None}
+    rest_adamw = torch.optim.AdamW(rest, lr=1e-3, fused=True)
+    sparse_adam = torch.optim.SparseAdam([table], lr=1e-3)
+    average = make_average(model, 0.999, warmup=True)
     g = torch.Generator().manual_seed(0)
     rows = torch.randint(0, len(table), (ROWS_TOUCHED,), generator=g)
     row_grads = torch.randn(ROWS_TOUCHED, table.shape[1], generator=g)
+    dense_grads = {p: p.grad for p in params}
 
-    def table_gradient():
-        torch.zeros_like(table).index_add_(0, rows, row_grads)
+    def table_gradient(sparse: bool):
+        def backward():
+            table.grad = None
+            F.embedding(rows, table, sparse=sparse).backward(row_grads)
+        return backward
 
-    times: dict[str, list[float]] = {"AdamW step, foreach": [], "AdamW step, fused": [],
-                                     "weight average update": [], "table gradient (dense)": []}
-    for r in range(rounds + 1):  # round 0 warms up (first steps allocate the moments)
+    def lazy_step():
+        rest_adamw.step()
+        sparse_adam.step()
+
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    times.update({"weight average update": [], "table gradient, dense": [], "table gradient, sparse": []})
+    for _ in range(rounds + 1):  # the first round warms up (first steps allocate the moments)
+        for p, grad in dense_grads.items():
+            p.grad = grad
         for name, opt in optimizers.items():
-            t = seconds(opt.step)
-            if r:
-                times[f"AdamW step, {name}"].append(t)
-        t_avg = seconds(lambda: average.update_parameters(model))
-        t_grad = seconds(table_gradient)
-        if r:
-            times["weight average update"].append(t_avg)
-            times["table gradient (dense)"].append(t_grad)
-    return {"items": n_items, "parameters": sum(p.numel() for p in params),
-            "table_parameters": table.numel(),
-            "ms": {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}}
+            if opt is None:
+                table_gradient(sparse=True)()  # SparseAdam steps on a sparse gradient
+                t = seconds(lazy_step)
+            else:
+                table.grad = dense_grads[table]
+                t = seconds(opt.step)
+            times[name].append(t)
+        times["weight average update"].append(seconds(lambda: average.update_parameters(model)))
+        times["table gradient, dense"].append(seconds(table_gradient(sparse=False)))
+        times["table gradient, sparse"].append(seconds(table_gradient(sparse=True)))
+    return {"items": n_items, "parameters": sum(p.numel() for p in params), "table_parameters": table.numel(),
+            "ms": {k: round(1000 * statistics.median(v[1:]), 1) for k, v in times.items()}}
 
 
 def write(results: dict, out: Path) -> None:
@@ -86,14 +105,18 @@ def write(results: dict, out: Path) -> None:
     lines = ["# Per-step costs that grow with the catalogue (SASRec, d = 64)", "",
              f"Machine: {results['machine']}. Load average (1, 5, 15 min) at the start "
              f"{', '.join(f'{x:.1f}' for x in results['load_average_at_start'])}. Median of "
-             f"{results['rounds']} rounds, foreach and fused interleaved. Produced by `{results['command']}`.", "",
-             "| items | parameters | " + " | ".join(f"{n} (ms)" for n in names) + " | fused speed-up |",
-             "|---|---|" + "---|" * len(names) + "---|"]
+             f"{results['rounds']} rounds, the ways interleaved. Produced by `{results['command']}`. "
+             "Per step, the parts that grow with the table: dense = fused AdamW + average + dense gradient "
+             "(the default); lazy = `train.sparse_ids`'s step + average + sparse gradient.", "",
+             "| items | parameters | " + " | ".join(f"{n} (ms)" for n in names) + " | dense (ms) | lazy (ms) |",
+             "|---|---|" + "---|" * len(names) + "---|---|"]
     for size in results["sizes"]:
         ms = size["ms"]
-        speedup = ms["AdamW step, foreach"] / max(ms["AdamW step, fused"], 1e-9)
+        dense = ms["AdamW step, fused"] + ms["weight average update"] + ms["table gradient, dense"]
+        lazy = (ms["lazy step (AdamW rest + SparseAdam table)"] + ms["weight average update"]
+                + ms["table gradient, sparse"])
         lines.append(f"| {size['items']:,} | {size['parameters']:,} | "
-                     + " | ".join(f"{ms[n]:g}" for n in names) + f" | {speedup:.1f}x |")
+                     + " | ".join(f"{ms[n]:g}" for n in names) + f" | {dense:.1f} | {lazy:.1f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

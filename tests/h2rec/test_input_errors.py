@@ -82,6 +82,12 @@ TRAIN_CASES = {
     "k_core_negative": (lambda t, p: _train(t, p, "--k-core", "-2"), "--k-core (data.k_core) must be >= 0, got -2"),
     "select_on_sampled_without_negatives": (lambda t, p: _train(t, p, "--select-on", "sampled"),
                                             "--select-on (eval.select_on) is 'sampled', which needs eval.negatives"),
+    # lazy updates of the ID table need a sampled loss: known once the catalogue's size is (ce stays ce here)
+    "sparse_ids_under_full_softmax": (lambda t, p: _train(t, p, "--sparse-ids"),
+                                      "train.sparse_ids needs a sampled loss"),
+    "sparse_ids_with_weight_decay": (lambda t, p: _train(t, p, "--sparse-ids", "--loss", "sampled_softmax",
+                                                         "--weight-decay", "0.1"),
+                                     "--sparse-ids (train.sparse_ids): the table's lazy updates"),
     # type errors in a YAML config name the file and the field
     "yaml_lr_text": (_with_config("train:\n  lr: fast\n"), "bad.yaml: train.lr must be a finite number, got 'fast'"),
     "yaml_lr_nan": (_with_config("train:\n  lr: .nan\n"), "bad.yaml: train.lr must be a finite number, got nan"),

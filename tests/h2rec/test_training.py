@@ -35,7 +35,9 @@ def test_a_few_epochs_beat_random_by_a_wide_margin(tiny_config, tmp_path):
     # every piece of state a resume must restore: the window phase, the schedule's step, shared negatives
     {"train.windows": "random", "data.max_len": 5, "train.lr_schedule": "cosine", "train.warmup_steps": 5,
      "train.loss": "sampled_softmax", "train.sampler": "popularity", "train.sampled_negatives": 16},
-    {"train.ema_decay": 0.9}])  # the weights' average too
+    {"train.ema_decay": 0.9},  # the weights' average too
+    # lazy updates of the ID table: two optimizers' moments in one checkpoint, SparseAdam's step count
+    {"train.loss": "sampled_softmax", "train.sampled_negatives": 16, "train.sparse_ids": True}])
 def test_same_seed_same_numbers_and_resume_after_a_crash_matches(tiny_config, tmp_path, crash_then_resume, options):
     config = tiny_config(**{"train.epochs": 4, "train.patience": 10, **options})
     straight = h2rec.train(config, tmp_path / "straight", progress=False)

@@ -210,3 +210,39 @@ def test_results_state_both_full_ranking_protocols(tiny_config, tmp_path):
         assert unseen["HR@10"] >= full["HR@10"] and unseen["NDCG@10"] >= full["NDCG@10"]
     assert set(results["protocols"]) == {"full", "full_unseen"} and "left out" in results["protocols"]["full_unseen"]
     assert results["selection"] == "valid NDCG@10 (full)"
+
+
+def test_sparse_ids_move_only_the_rows_a_step_reads(tiny_config):
+    config, sids, _ = assemble.prepare(tiny_config(**{"train.loss": "sampled_softmax", "train.sparse_ids": True}))
+    model = assemble.build_model(config, sids)
+    optimizer = make_optimizer(model, config.train)
+    table_before = model.hid.weight.detach().clone()
+    others_before = {n: p.detach().clone() for n, p in model.named_parameters() if n != "hid.weight"}
+    items = torch.tensor([[3, 5, 7, 0], [2, 3, 0, 0]])
+    negatives = torch.tensor([11, 13])
+    encoded, _ = model(items)
+    state = encoded.last()
+    loss = model.score_shared(state, negatives).logsumexp(1).sum() - model.score(state, torch.tensor([[8], [9]])).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    assert model.hid.weight.grad.is_sparse  # the rows read, not a zeroed table with them added in
+    optimizer.step()
+    moved = (model.hid.weight.detach() != table_before).any(1).nonzero().flatten().tolist()
+    assert moved == [2, 3, 5, 7, 8, 9, 11, 13]  # padding (0) and every row no one read stay where they were
+    # the rest under AdamW: every parameter with a gradient moved (encoders, fusion, the codes' tables)
+    trained = {n: p for n, p in model.named_parameters()
+               if n != "hid.weight" and p.grad is not None and p.grad.abs().sum() > 0}
+    assert len(trained) > 10
+    assert all((p.detach() != others_before[n]).any() for n, p in trained.items())
+    assert len(optimizer.param_groups) == 3  # AdamW's two groups and the table's; the schedule sets all three
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"train.loss": "sampled_softmax", "model.kind": "llmesr"}, "model.kind"),
+    ({"train.loss": "sampled_softmax", "train.weight_decay": 0.1}, "weight_decay"),
+    ({"train.loss": "sampled_softmax", "train.grad_clip": 1.0}, "grad_clip"),
+    ({}, "needs a sampled loss"),  # the full softmax, kept at this catalogue's size
+])
+def test_sparse_ids_refuse_what_lazy_updates_cannot_do(tiny_config, options, message):
+    with pytest.raises(H2RecError, match=message):
+        assemble.prepare(tiny_config(**{"train.sparse_ids": True, **options}))

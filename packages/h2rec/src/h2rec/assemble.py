@@ -55,7 +55,12 @@ def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
         model = dataclasses.replace(model, pca_init=model.kind in ("h2rec", "llmesr") and sids.embeddings is not None)
     if model.pca_init and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.pca_init needs text embeddings, and this folder has none")
-    return dataclasses.replace(config, model=model, train=catalogue_sized_loss(config.train, len(sids.ids)))
+    train = catalogue_sized_loss(config.train, len(sids.ids))
+    if train.sparse_ids and train.loss == "ce":  # what the loss is becomes known here, with the catalogue's size
+        raise H2RecError(f"train.sparse_ids needs a sampled loss, and this run trains the full softmax (train.loss "
+                         f"'ce', {len(sids.ids)} items <= train.ce_max_items), which reads every row of the table at "
+                         "every step; choose train.loss sampled_softmax, bpr, bce or gbce")
+    return dataclasses.replace(config, model=model, train=train)
 
 
 def check_ccfrec_text(config: Config, sids: semid.SemanticIDs) -> None:

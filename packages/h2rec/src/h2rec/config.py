@@ -22,6 +22,7 @@ ModelKind = Literal["h2rec", "hid", "sid", "llmesr", "melt", "ccfrec", "pcrca"]
 # kinds that never read the items' semantic IDs (LLM-ESR reads their text embeddings, MELT nothing of
 # the folder); a run of any other kind depends on the very codes of its folder
 CODE_FREE_KINDS = ("hid", "llmesr", "melt")
+SPARSE_ID_KINDS = ("hid", "h2rec")  # kinds whose item ID table train.sparse_ids can update lazily
 Backbone = Literal["sasrec", "gru4rec", "bert4rec"]
 RankingLoss = Literal["ce", "sampled_softmax", "gbce", "bce", "bpr"]
 WindowScheme = Literal["sliding", "random", "last"]
@@ -161,6 +162,10 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # decays to 0 at `epochs` epochs
     warmup_steps: int = 0  # linear warm-up from 0 over this many optimizer steps
     grad_clip: float = 0.0  # clip the gradient's global norm to this; 0 = off
+    # sampled losses only: the item ID table gets sparse gradients and lazy Adam updates (torch's
+    # SparseAdam: only the rows a step reads move, and only their moments decay), the other parameters
+    # AdamW. A step then no longer writes every row of a large table (benchmarks/optimizer_step.py)
+    sparse_ids: bool = False
     # > 0: validation and the best checkpoint use an exponential moving average of the weights, updated
     # every optimizer step with decay 1 - 1 / (ema_epochs x optimizer steps an epoch): a horizon in epochs,
     # so that it means the same on Beauty's 88 steps an epoch and on a small set's 4; 0 = the weights themselves
@@ -384,6 +389,16 @@ _KIND_ONLY = {
 }
 
 
+def _check_sparse_ids(config: Config, where: Callable[[str, str], str]) -> None:
+    """train.sparse_ids: what lazy updates of the ID table cannot do, refused rather than ignored."""
+    if config.model.kind not in SPARSE_ID_KINDS:
+        raise H2RecError(f"{where('train', 'sparse_ids')} applies to the item ID table of model.kind "
+                         f"{' or '.join(map(repr, SPARSE_ID_KINDS))}, not {config.model.kind!r}")
+    if config.train.weight_decay > 0 or config.train.grad_clip > 0:
+        raise H2RecError(f"{where('train', 'sparse_ids')}: the table's lazy updates (SparseAdam) take neither "
+                         "train.weight_decay nor train.grad_clip; set both to 0")
+
+
 def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
     """Rules between fields, checked here so that a run fails before it reads data or writes a file."""
     bounds = config.data.group_bounds
@@ -411,6 +426,8 @@ def _check_together(config: Config, where: Callable[[str, str], str]) -> None:
     if not 0 < config.train.melt_head_share < 1:  # a = 0 or 1: no head users or no tail users
         raise H2RecError(f"{where('train', 'melt_head_share')} must lie strictly between 0 and 1, "
                          f"got {config.train.melt_head_share!r}")
+    if config.train.sparse_ids:
+        _check_sparse_ids(config, where)
     if config.train.ema_epochs < 0:
         raise H2RecError(f"{where('train', 'ema_epochs')} must be >= 0 (0 = no average), "
                          f"got {config.train.ema_epochs!r}")

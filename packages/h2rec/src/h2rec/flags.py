@@ -162,6 +162,8 @@ TRAIN_FLAGS = [
     Flag("train.lr_schedule", "--lr-schedule", "Learning-rate decay to 0 at --epochs."),
     Flag("train.warmup_steps", "--warmup-steps", "Linear learning-rate warm-up steps."),
     Flag("train.grad_clip", "--grad-clip", "Clip the gradient norm to this; 0 = off."),
+    Flag("train.sparse_ids", "--sparse-ids", "Sampled losses: sparse gradients and lazy Adam updates of the item "
+         "ID table (only the rows a step reads move); for large catalogues.", switch="both"),
     Flag("train.ema_epochs", "--ema-epochs", "Validate and keep an exponential moving average of the weights "
          "whose horizon is this many epochs; 0 = off."),
     Flag("train.ema_warmup", "--ema-warmup", "Until a horizon's worth of steps, average the steps so far "

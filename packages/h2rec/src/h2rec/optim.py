@@ -12,19 +12,73 @@ from .config import TrainConfig
 FUSED_DEVICES = ("cpu", "cuda")  # devices with a fused AdamW kernel in torch 2.13
 
 
-def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.AdamW | LazyTableAdam:
     """AdamW (Loshchilov & Hutter, ICLR 2019). As in nanoGPT, weight decay applies to matrices
     (embedding tables, projections) and not to biases, layer norms or other vectors.
 
     Torch's fused kernel where the parameters' device has one (CPU, CUDA): the same update in one
     pass over each tensor instead of a chain of foreach operations, which is what a step costs once
-    the item table is large (SASRec with 10^6 items, d = 64: 60 ms against 302 ms a step on one CPU
-    thread, benchmarks/optimizer_step.py); other rounding, so runs differ from the foreach path in the last bits."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    the item table is large (SASRec with 10^6 items, d = 64: 66 ms against 333 ms a step on one CPU
+    thread, benchmarks/optimizer_step.py); other rounding, so runs differ from the foreach path in the last bits.
+
+    With ``train.sparse_ids`` the item ID table leaves AdamW for SparseAdam (:class:`LazyTableAdam`), and
+    its embedding is switched to sparse gradients, which SparseAdam needs."""
+    table = model.hid if tc.sparse_ids else None  # config and assemble admit sparse_ids for models with one
+    params = [p for p in model.parameters() if p.requires_grad and (table is None or p is not table.weight)]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
-    return torch.optim.AdamW(groups, lr=tc.lr, fused=True if fused else None)
+    adamw = torch.optim.AdamW(groups, lr=tc.lr, fused=True if fused else None)
+    if table is None:
+        return adamw
+    table.sparse = True  # its backward now gives the rows read, not a zeroed (n, d) tensor with them added in
+    return LazyTableAdam(adamw, torch.optim.SparseAdam([table.weight], lr=tc.lr))
+
+
+class LazyTableAdam:
+    """AdamW for every parameter but the item ID table, torch's SparseAdam for the table (train.sparse_ids),
+    stepping as one optimizer. SparseAdam is Adam made lazy: a row the step's batch did not read keeps its
+    weights and its moments, where Adam would move it by its decaying momentum.
+
+    ``state_dict`` is one torch-style dict with the table's entries after the others', so checkpoints
+    keep their format, and ``load_state_dict`` splits it again."""
+
+    def __init__(self, dense: torch.optim.AdamW, table: torch.optim.SparseAdam):
+        self.dense, self.table = dense, table
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.dense.param_groups + self.table.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.dense.zero_grad(set_to_none)
+        self.table.zero_grad(set_to_none)
+
+    def step(self) -> None:
+        self.dense.step()
+        self.table.step()
+
+    def _offset(self, dense_groups: list[dict]) -> int:
+        return sum(len(group["params"]) for group in dense_groups)
+
+    def state_dict(self) -> dict:
+        dense, table = self.dense.state_dict(), self.table.state_dict()
+        offset = self._offset(dense["param_groups"])
+        return {"state": {**dense["state"], **{offset + i: s for i, s in table["state"].items()}},
+                "param_groups": dense["param_groups"] + [{**g, "params": [offset + i for i in g["params"]]}
+                                                         for g in table["param_groups"]]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        groups = state_dict["param_groups"]
+        n_dense = len(self.dense.param_groups)
+        offset = self._offset(groups[:n_dense])
+        self.dense.load_state_dict({"state": {i: s for i, s in state_dict["state"].items() if i < offset},
+                                    "param_groups": groups[:n_dense]})
+        # SparseAdam counts its steps in a Python int (a checkpoint holds a tensor): beta ** step must
+        # round as it did before the checkpoint
+        self.table.load_state_dict({
+            "state": {i - offset: {**s, "step": int(s["step"])} for i, s in state_dict["state"].items() if i >= offset},
+            "param_groups": [{**g, "params": [i - offset for i in g["params"]]} for g in groups[n_dense:]]})
 
 
 def learning_rate(tc: TrainConfig, step: int, total_steps: int) -> float:

@@ -144,6 +144,8 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
         logger.info("resume: %s %r -> %r", key, old, new)
     device = group.device if group.distributed else resolve_device(config.train.device)
     tc = config.train
+    if tc.sparse_ids and group.distributed:  # DDP's gradient buckets are dense
+        raise H2RecError("train.sparse_ids trains in one process; under torchrun leave it off")
     gen = seed_everything(tc.seed)
     model = build_model(config, sids).to(device)
     optimizer = make_optimizer(model, tc)
