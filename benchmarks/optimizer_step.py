@@ -1,7 +1,8 @@
 """The per-step costs of training that grow with the catalogue, not with the batch (issue 22): the
 AdamW step (torch's foreach path against its fused kernel, which h2rec uses since this was measured),
 `train.sparse_ids`'s lazy step (fused AdamW on the rest, SparseAdam on the table), the weight average's
-update, and the item table's gradient, dense and sparse, at growing catalogue sizes.
+update (every row, or with `train.sparse_ids` the table rows read only), and the item table's gradient,
+dense and sparse, at growing catalogue sizes.
 
     OMP_NUM_THREADS=1 python -m benchmarks.optimizer_step [--items 12101 100000 1000000] [--threads 1]
 
@@ -17,6 +18,7 @@ the rounds after a warm-up. Writes OUT.json and OUT.md (default benchmarks/resul
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -50,7 +52,7 @@ def sasrec(n_items: int) -> torch.nn.Module:
 
 def measure(n_items: int, rounds: int) -> dict:
     import torch.nn.functional as F
-    from h2rec.optim import make_average
+    from h2rec.optim import LazyTableAverage, make_average
 
     model = sasrec(n_items)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -63,6 +65,7 @@ def measure(n_items: int, rounds: int) -> dict:
     rest_adamw = torch.optim.AdamW(rest, lr=1e-3, fused=True)
     sparse_adam = torch.optim.SparseAdam([table], lr=1e-3)
     average = make_average(model, 0.999, warmup=True)
+    lazy_average = LazyTableAverage(make_average(model, 0.999, warmup=True), model, 0.999, warmup=True)
     g = torch.Generator().manual_seed(0)
     rows = torch.randint(0, len(table), (ROWS_TOUCHED,), generator=g)
     row_grads = torch.randn(ROWS_TOUCHED, table.shape[1], generator=g)
@@ -79,7 +82,9 @@ def measure(n_items: int, rounds: int) -> dict:
         sparse_adam.step()
 
     times: dict[str, list[float]] = {name: [] for name in optimizers}
-    times.update({"weight average update": [], "table gradient, dense": [], "table gradient, sparse": []})
+    times.update({"weight average update": [], "weight average update, lazy table": [],
+                  "table gradient, dense": [], "table gradient, sparse": []})
+    unique_rows = rows.unique()
     for _ in range(rounds + 1):  # the first round warms up (first steps allocate the moments)
         for p, grad in dense_grads.items():
             p.grad = grad
@@ -92,6 +97,9 @@ def measure(n_items: int, rounds: int) -> dict:
                 t = seconds(opt.step)
             times[name].append(t)
         times["weight average update"].append(seconds(lambda: average.update_parameters(model)))
+        before = table.detach()[unique_rows].clone()  # what LazyTableAverage.rows_read hands over
+        times["weight average update, lazy table"].append(
+            seconds(functools.partial(lazy_average.update, model, unique_rows, before)))
         times["table gradient, dense"].append(seconds(table_gradient(sparse=False)))
         times["table gradient, sparse"].append(seconds(table_gradient(sparse=True)))
     return {"items": n_items, "parameters": sum(p.numel() for p in params), "table_parameters": table.numel(),
@@ -107,13 +115,14 @@ def write(results: dict, out: Path) -> None:
              f"{', '.join(f'{x:.1f}' for x in results['load_average_at_start'])}. Median of "
              f"{results['rounds']} rounds, the ways interleaved. Produced by `{results['command']}`. "
              "Per step, the parts that grow with the table: dense = fused AdamW + average + dense gradient "
-             "(the default); lazy = `train.sparse_ids`'s step + average + sparse gradient.", "",
+             "(the default); lazy = `train.sparse_ids`'s step + its average (table rows read only) + sparse "
+             "gradient.", "",
              "| items | parameters | " + " | ".join(f"{n} (ms)" for n in names) + " | dense (ms) | lazy (ms) |",
              "|---|---|" + "---|" * len(names) + "---|---|"]
     for size in results["sizes"]:
         ms = size["ms"]
         dense = ms["AdamW step, fused"] + ms["weight average update"] + ms["table gradient, dense"]
-        lazy = (ms["lazy step (AdamW rest + SparseAdam table)"] + ms["weight average update"]
+        lazy = (ms["lazy step (AdamW rest + SparseAdam table)"] + ms["weight average update, lazy table"]
                 + ms["table gradient, sparse"])
         lines.append(f"| {size['items']:,} | {size['parameters']:,} | "
                      + " | ".join(f"{ms[n]:g}" for n in names) + f" | {dense:.1f} | {lazy:.1f} |")

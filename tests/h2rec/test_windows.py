@@ -246,3 +246,35 @@ def test_sparse_ids_move_only_the_rows_a_step_reads(tiny_config):
 def test_sparse_ids_refuse_what_lazy_updates_cannot_do(tiny_config, options, message):
     with pytest.raises(H2RecError, match=message):
         assemble.prepare(tiny_config(**{"train.sparse_ids": True, **options}))
+
+
+def test_lazy_table_average_is_the_dense_average(tiny_config):
+    """train.sparse_ids pays each table row's decays when a step reads it (optim.LazyTableAverage): after a
+    flush, the same average as updating every row every step, warm-up and a mid-run flush included."""
+    from h2rec.optim import LazyTableAverage, make_average
+
+    config, sids, _ = assemble.prepare(tiny_config(**{"train.loss": "sampled_softmax", "train.sparse_ids": True,
+                                                      "model.kind": "hid"}))
+    model = assemble.build_model(config, sids)
+    optimizer = make_optimizer(model, config.train)
+    dense, lazy_average = make_average(model, 0.8, warmup=True), make_average(model, 0.8, warmup=True)
+    lazy = LazyTableAverage(lazy_average, model, 0.8, warmup=True)
+    g = torch.Generator().manual_seed(0)
+    for i in range(12):
+        items = torch.randint(1, 30, (4, 6), generator=g)  # a few rows read each step, most rows of 30 idle
+        encoded, _ = model(items)
+        loss = model.score_shared(encoded.last(), torch.arange(1, 8)).logsumexp(1).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        read = lazy.rows_read()
+        optimizer.step()
+        dense.update_parameters(model)
+        lazy.update(model, *read)
+        if i == 5:
+            lazy.flush()
+    lazy.flush()
+    moved = (lazy_average.module.hid.weight != model.hid.weight).any(1)
+    assert moved.sum() > 10  # the average trails the weights: the comparison below is not of copies
+    for a, b in zip(dense.module.parameters(), lazy_average.module.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert int(dense.n_averaged) == int(lazy_average.n_averaged) == 12

@@ -164,7 +164,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the gradient's global norm to this; 0 = off
     # sampled losses only: the item ID table gets sparse gradients and lazy Adam updates (torch's
     # SparseAdam: only the rows a step reads move, and only their moments decay), the other parameters
-    # AdamW. A step then no longer writes every row of a large table (benchmarks/optimizer_step.py)
+    # AdamW, and the weight average updates a row when a step reads it (optim.LazyTableAverage). A step
+    # then no longer writes every row of a large table (benchmarks/optimizer_step.py)
     sparse_ids: bool = False
     # > 0: validation and the best checkpoint use an exponential moving average of the weights, updated
     # every optimizer step with decay 1 - 1 / (ema_epochs x optimizer steps an epoch): a horizon in epochs,

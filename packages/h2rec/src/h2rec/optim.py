@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import TrainConfig
@@ -18,7 +19,7 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.AdamW
 
     Torch's fused kernel where the parameters' device has one (CPU, CUDA): the same update in one
     pass over each tensor instead of a chain of foreach operations, which is what a step costs once
-    the item table is large (SASRec with 10^6 items, d = 64: 66 ms against 333 ms a step on one CPU
+    the item table is large (SASRec with 10^6 items, d = 64: 63 ms against 317 ms a step on one CPU
     thread, benchmarks/optimizer_step.py); other rounding, so runs differ from the foreach path in the last bits.
 
     With ``train.sparse_ids`` the item ID table leaves AdamW for SparseAdam (:class:`LazyTableAdam`), and
@@ -118,6 +119,11 @@ def make_average(model: torch.nn.Module, decay: float, warmup: bool = False) -> 
     return average
 
 
+def warmed_decay(decay: float, n: int) -> float:
+    """The warm-up's decay for the average's update after ``n`` updates (the first, a copy, included)."""
+    return min(decay, n / (n + 1))
+
+
 def warmed_ema(decay: float):
     """AveragedModel's multi_avg_fn for an average with a warm-up of its decay (see make_average)."""
     warming = [True]  # until (n - 1) / n reaches the decay; then no more reads of the count
@@ -128,8 +134,61 @@ def warmed_ema(decay: float):
         if warming[0]:
             # updates so far, the first (a copy) included: a buffer, so resume keeps it. Reading it
             # waits for the device, so only during the warm-up (a resumed run past it reads it once)
-            n = int(n_averaged)
-            step_decay = min(decay, n / (n + 1))
+            step_decay = warmed_decay(decay, int(n_averaged))
             warming[0] = step_decay < decay
         torch._foreach_lerp_(averaged, current, 1.0 - step_decay)
     return update
+
+
+class LazyTableAverage:
+    """The weights' moving average under ``train.sparse_ids``, its ID table updated lazily per row.
+
+    SparseAdam leaves a row alone until a batch reads it, and while a row's weights w stand still its
+    average a only closes in on them: a <- w + d (a - w) each step. So a row can owe its decays: when a
+    step reads it (weights w_old before the step, w after), the average first pays what it owes over
+    the steps it sat still, a <- w_old + (d_s+1 ... d_t-1) (a - w_old), then takes the step,
+    a <- d_t a + (1 - d_t) w. The product is the exp of a difference of running sums of log d (one
+    scalar, and per row its value when last paid). :meth:`flush` settles every row (before validation
+    reads the average and before a checkpoint saves it) and resets the sums, so a resumed run starts
+    from the state the straight run had. Every other parameter is averaged every step, as
+    ``make_average``'s. The same average as the dense update, up to rounding (test), without writing
+    every row of the table each step."""
+
+    def __init__(self, average: torch.optim.swa_utils.AveragedModel, model: torch.nn.Module, decay: float,
+                 warmup: bool):
+        self.average, self.decay, self.warmup = average, decay, warmup
+        self.table, self.averaged_table = model.hid.weight, average.module.hid.weight
+        self.rest = [(a, p) for a, p in zip(average.module.parameters(), model.parameters()) if p is not self.table]
+        self.paid = torch.zeros(len(self.table), dtype=torch.float64, device=self.table.device)
+        self.owed_since_start = 0.0  # running sum of log d since the last flush
+
+    def rows_read(self) -> tuple[Tensor, Tensor]:
+        """After the backward, before the optimizer step: the rows the step will move and their weights."""
+        rows = self.table.grad.coalesce().indices()[0]
+        return rows, self.table.detach()[rows].clone()
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, rows: Tensor, before: Tensor) -> None:
+        """After the optimizer step (``rows`` and ``before`` from :meth:`rows_read`)."""
+        n = int(self.average.n_averaged)
+        if n == 0:  # the first update copies every weight, as AveragedModel's does
+            self.average.update_parameters(model)
+            return
+        d = warmed_decay(self.decay, n) if self.warmup else self.decay
+        averaged, current = zip(*self.rest)
+        torch._foreach_lerp_(list(averaged), [p.detach() for p in current], 1.0 - d)
+        owed = torch.exp(self.owed_since_start - self.paid[rows]).to(before.dtype)[:, None]
+        caught_up = before + owed * (self.averaged_table[rows] - before)
+        self.averaged_table[rows] = d * caught_up + (1.0 - d) * self.table.detach()[rows]
+        self.owed_since_start += math.log(d)
+        self.paid[rows] = self.owed_since_start
+        self.average.n_averaged += 1
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Every row's average paid up to this step; then the running sums start again from 0."""
+        owed = torch.exp(self.owed_since_start - self.paid).to(self.table.dtype)[:, None]
+        weights = self.table.detach()
+        self.averaged_table.copy_(weights + owed * (self.averaged_table - weights))
+        self.paid.zero_()
+        self.owed_since_start = 0.0

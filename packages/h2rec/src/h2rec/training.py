@@ -43,7 +43,7 @@ from .ddp import cpu_state, data_parallel
 from .distributed import Group, Shard, check_batch_size, join, leave, quiet_unless_main
 from .errors import H2RecError
 from .evaluate import evaluate_split, final_results, selection_name, selection_protocol
-from .optim import ema_decay, learning_rate, make_average, make_optimizer
+from .optim import LazyTableAverage, ema_decay, learning_rate, make_average, make_optimizer
 from .progress import progress_bar
 from .rivals.llmesr_distill import build_distillation
 from .rivals.melt_branches import build_branches, warm_start
@@ -157,6 +157,8 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
     steps_per_epoch = math.ceil(len(tiling) / tc.batch_size)
     decay = ema_decay(tc, steps_per_epoch)
     average = make_average(model, decay, tc.ema_warmup)  # None unless train.ema_epochs or train.ema_decay > 0
+    # under train.sparse_ids the average's table rows are updated as the steps read them (optim.LazyTableAverage)
+    lazy = LazyTableAverage(average, model, decay, tc.ema_warmup) if average is not None and tc.sparse_ids else None
     chosen = model if average is None else average.module  # the weights validation reads and keeps
     log_q = sampler_log_q(tc, ds.popularity)
     distill = build_distillation(config, ds, model)  # LLM-ESR's; None for other models
@@ -252,8 +254,11 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
             parts["total"].backward()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            read = lazy.rows_read() if lazy is not None else None
             optimizer.step()
-            if average is not None:
+            if lazy is not None:
+                lazy.update(model, *read)
+            elif average is not None:
                 average.update_parameters(model)
             state["step"] += 1
             for key, value in parts.items():
@@ -261,6 +266,8 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
             if progress:
                 bar.set_postfix(loss=f"{float(parts['total'].detach()):.4f}", refresh=False)
         sums = group.mean(sums)  # each process's share of each batch's loss: their mean is the batch's
+        if lazy is not None:  # before validation reads the average and the checkpoint saves it
+            lazy.flush()
         train_seconds = time.perf_counter() - start
         record = {"epoch": epoch, "step": state["step"], "lr": round(optimizer.param_groups[0]["lr"], 8),
                   "train_seconds": round(train_seconds, 2),
