@@ -161,24 +161,35 @@ class LazyTableAverage:
         self.rest = [(a, p) for a, p in zip(average.module.parameters(), model.parameters()) if p is not self.table]
         self.paid = torch.zeros(len(self.table), dtype=torch.float64, device=self.table.device)
         self.owed_since_start = 0.0  # running sum of log d since the last flush
+        # the update count is read (a device sync) only until the first copy and the warm-up are behind
+        self.started, self.warming = False, warmup
 
     def rows_read(self) -> tuple[Tensor, Tensor]:
-        """After the backward, before the optimizer step: the rows the step will move and their weights."""
-        rows = self.table.grad.coalesce().indices()[0]
+        """After the backward, before the optimizer step: the rows the step will move and their weights.
+        The gradient is left coalesced, so SparseAdam does not sort the rows a second time."""
+        self.table.grad = self.table.grad.coalesce()
+        rows = self.table.grad.indices()[0]
         return rows, self.table.detach()[rows].clone()
+
+    def _owed(self, rows: Tensor | slice) -> Tensor:
+        """The product of the decays each row has not paid yet, as a column to scale its rows by."""
+        return torch.exp(self.owed_since_start - self.paid[rows]).to(self.table.dtype)[:, None]
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, rows: Tensor, before: Tensor) -> None:
         """After the optimizer step (``rows`` and ``before`` from :meth:`rows_read`)."""
-        n = int(self.average.n_averaged)
-        if n == 0:  # the first update copies every weight, as AveragedModel's does
-            self.average.update_parameters(model)
-            return
-        d = warmed_decay(self.decay, n) if self.warmup else self.decay
+        if not self.started:
+            self.started = True
+            if int(self.average.n_averaged) == 0:  # the first update copies every weight, as AveragedModel's
+                self.average.update_parameters(model)
+                return
+        d = self.decay
+        if self.warming:
+            d = warmed_decay(self.decay, int(self.average.n_averaged))
+            self.warming = d < self.decay
         averaged, current = zip(*self.rest)
         torch._foreach_lerp_(list(averaged), [p.detach() for p in current], 1.0 - d)
-        owed = torch.exp(self.owed_since_start - self.paid[rows]).to(before.dtype)[:, None]
-        caught_up = before + owed * (self.averaged_table[rows] - before)
+        caught_up = before + self._owed(rows) * (self.averaged_table[rows] - before)
         self.averaged_table[rows] = d * caught_up + (1.0 - d) * self.table.detach()[rows]
         self.owed_since_start += math.log(d)
         self.paid[rows] = self.owed_since_start
@@ -187,8 +198,7 @@ class LazyTableAverage:
     @torch.no_grad()
     def flush(self) -> None:
         """Every row's average paid up to this step; then the running sums start again from 0."""
-        owed = torch.exp(self.owed_since_start - self.paid).to(self.table.dtype)[:, None]
         weights = self.table.detach()
-        self.averaged_table.copy_(weights + owed * (self.averaged_table - weights))
+        self.averaged_table.copy_(weights + self._owed(slice(None)) * (self.averaged_table - weights))
         self.paid.zero_()
         self.owed_since_start = 0.0
