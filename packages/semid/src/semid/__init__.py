@@ -10,6 +10,7 @@
 from semid.code_embedding import CodeEmbedding
 from semid.collisions import collision_stats, dedup_codes, format_stats
 from semid.config import CollabConfig, EmbedConfig, QuantizerConfig, ReadConfig
+from semid.devices import request_strict_mkl
 from semid.embed import Embedder, embed_texts
 from semid.errors import SemidError
 from semid.hub import from_pretrained
@@ -46,3 +47,6 @@ __all__ = [
     "read_items",
     "relative_error",
 ]
+
+# before the process's first matrix product, which fixes MKL's rounding mode for good (devices.py)
+request_strict_mkl()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import glob
+import logging
 import os
 from collections.abc import Iterator
 
@@ -10,9 +14,72 @@ import torch
 
 from semid.errors import fail
 
+log = logging.getLogger(__name__)
+
 # A matrix product of M rows comes out with other bits at t threads than at one only when MKL has fewer
 # than 8 rows per thread to share out (measured: at most 5.5 rows per thread, 2 to 256 threads; docs/semid.md 3.4).
 ROWS_PER_THREAD = 8
+
+
+# MKL's strict conditional numerical reproducibility: Intel documents ?gemm's bits as independent of the
+# thread count in this mode on its own CPUs. There the row cap below is not enough (a fit's EMA codebook
+# sums and weight gradients, products of long reductions, still rounded otherwise at 2 threads); on the
+# AMD EPYC the mode did not help and the cap alone does (docs/semid.md 3.4), so it is asked for on Intel only.
+MKL_STRICT = "AUTO,STRICT"
+_MKL_CBWR_ALL, _MKL_CBWR_STRICT = -1, 0x10000  # mkl_service.h
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id ('GenuineIntel', 'AuthenticAMD', ...), '' where /proc/cpuinfo does not say."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":")[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+
+
+def request_strict_mkl() -> None:
+    """Sets MKL_CBWR=AUTO,STRICT on Intel CPUs unless the environment already sets MKL_CBWR (to anything,
+    even '': MKL's own default). MKL reads it once, at its first call, so semid does this on import;
+    a process that multiplied matrices before importing semid keeps MKL's mode (mkl_strict says so)."""
+    if cpu_vendor() == "GenuineIntel":
+        os.environ.setdefault("MKL_CBWR", MKL_STRICT)
+
+
+@functools.cache
+def _mkl_service() -> ctypes.CDLL | None:
+    """torch's own MKL (linked into libtorch_cpu), whose service functions answer which mode is in use."""
+    if not torch.backends.mkl.is_available():
+        return None
+    for path in glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.*")):
+        try:
+            library = ctypes.CDLL(path)
+            library.mkl_serv_cbwr_get.argtypes, library.mkl_serv_cbwr_get.restype = [ctypes.c_int], ctypes.c_int
+            return library
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def mkl_strict() -> bool | None:
+    """Whether MKL runs in strict reproducible mode in this process; None where torch has no MKL or its
+    service functions cannot be found (then nothing is known)."""
+    library = _mkl_service()
+    if library is None:
+        return None
+    mode = library.mkl_serv_cbwr_get(_MKL_CBWR_ALL)
+    return mode >= 0 and bool(mode & _MKL_CBWR_STRICT)
+
+
+@functools.cache
+def warn_unless_reproducible() -> None:
+    """Logs once when a multi-threaded CPU fit on Intel runs without MKL's strict mode: its weights (and
+    possibly codes) may then differ from a fit at another thread count."""
+    if cpu_vendor() == "GenuineIntel" and mkl_strict() is False:
+        log.warning("MKL is not in its strict reproducible mode (MKL_CBWR=%r): on this Intel CPU a fit at %d "
+                    "threads may round otherwise than at 1; import semid before any matrix product, or set "
+                    "MKL_CBWR=%s before starting Python (docs/semid.md 3.4)",
+                    os.environ.get("MKL_CBWR"), torch.get_num_threads(), MKL_STRICT)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from semid.config import QuantizerConfig, config_from_dict, config_to_dict
-from semid.devices import resolve_device, threads_for_rows
+from semid.devices import resolve_device, threads_for_rows, warn_unless_reproducible
 from semid.errors import SemidError, fail
 from semid.io import (
     QUANTIZER_CONFIG,
@@ -180,6 +180,8 @@ class TorchQuantizer:
             log.info("%s: fitting on a seeded sample of %d of %d items (fit_sample)", self.kind, len(rows), x.shape[0])
             x = x[rows]
         self.fit_info = {"items": int(x.shape[0]), "sampled": rows is not None}
+        if self.device.type == "cpu" and torch.get_num_threads() > 1:
+            warn_unless_reproducible()
         # fork_rng: seeding must not change the caller's global RNG stream. threads_for_rows: a fit on few
         # items gives the codes it gives on one thread (rqvae also caps each short batch: rqvae.py).
         with torch.random.fork_rng(devices=_cuda_indices(self.device)), threads_for_rows(int(x.shape[0])):
