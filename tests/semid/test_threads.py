@@ -121,7 +121,7 @@ def test_strict_mkl_is_asked_for_on_intel_only_and_never_over_the_users_setting(
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available() or cpu_vendor() != "GenuineIntel",
                     reason="semid asks MKL for its strict mode on Intel CPUs only")
-def test_on_intel_importing_semid_first_turns_strict_mode_on_and_a_late_import_warns_at_the_fit():
+def test_on_intel_importing_semid_first_turns_strict_mode_on_and_a_late_import_warns_at_the_fit_unless_the_user_chose():
     import subprocess
     import sys
     fit = ("semid.build_quantizer(semid.QuantizerConfig(kind='rq', levels=1, codebook_size=4, epochs=1))"
@@ -129,7 +129,8 @@ def test_on_intel_importing_semid_first_turns_strict_mode_on_and_a_late_import_w
     first = "import torch, semid, semid.devices; torch.set_num_threads(2); " + fit
     late = "import torch; torch.randn(64, 64) @ torch.randn(64, 64); " + first
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-            for code in (first, late)]
-    assert [run.stdout.split()[-1] for run in runs] == ["True", "False"], [run.stderr for run in runs]
-    assert "strict reproducible mode" not in runs[0].stderr and "strict reproducible mode" in runs[1].stderr
+    runs = [subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                           timeout=120)
+            for code, extra in ((first, {}), (late, {}), (late, {"MKL_CBWR": ""}))]  # the last: the user's choice
+    assert [run.stdout.split()[-1] for run in runs] == ["True", "False", "False"], [run.stderr for run in runs]
+    assert ["strict reproducible mode" in run.stderr for run in runs] == [False, True, False]

@@ -73,13 +73,13 @@ def mkl_strict() -> bool | None:
 
 @functools.cache
 def warn_unless_reproducible() -> None:
-    """Logs once when a multi-threaded CPU fit on Intel runs without MKL's strict mode: its weights (and
-    possibly codes) may then differ from a fit at another thread count."""
-    if cpu_vendor() == "GenuineIntel" and mkl_strict() is False:
-        log.warning("MKL is not in its strict reproducible mode (MKL_CBWR=%r): on this Intel CPU a fit at %d "
-                    "threads may round otherwise than at 1; import semid before any matrix product, or set "
-                    "MKL_CBWR=%s before starting Python (docs/semid.md 3.4)",
-                    os.environ.get("MKL_CBWR"), torch.get_num_threads(), MKL_STRICT)
+    """Logs once when a multi-threaded CPU fit on Intel runs without the strict mode that MKL_CBWR asks for
+    (MKL had started before semid set it): its weights, and possibly its codes, may then differ from a fit
+    at another thread count. Another MKL_CBWR is the user's choice and goes unremarked."""
+    if cpu_vendor() == "GenuineIntel" and os.environ.get("MKL_CBWR") == MKL_STRICT and mkl_strict() is False:
+        log.warning("MKL started before semid asked for its strict reproducible mode: on this Intel CPU a fit at "
+                    "%d threads may round otherwise than at 1; import semid before any matrix product, or set "
+                    "MKL_CBWR=%s before starting Python (docs/semid.md 3.4)", torch.get_num_threads(), MKL_STRICT)
 
 
 @contextlib.contextmanager
