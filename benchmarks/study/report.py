@@ -131,14 +131,25 @@ def paired_test(a: list[dict], b: list[dict], protocol: str) -> dict:
     return out
 
 
+def on_common_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The runs of two rows restricted to the seeds both have (both empty where none), so that a row
+    with an extra seed does not tilt a comparison of means."""
+    common = {r["seed"] for r in a} & {r["seed"] for r in b}
+    return [r for r in a if r["seed"] in common], [r for r in b if r["seed"] in common]
+
+
 def protocol_disagreements(rows: dict[str, list[dict]]) -> list[str]:
-    """Pairs of models that full ranking and the sampled protocol order differently (mean NDCG@10)."""
+    """Pairs of models that full ranking and the sampled protocol order differently (mean NDCG@10
+    over the seeds both have, so that partial seed sets do not compare one seed's luck with another's)."""
     names = list(rows)
     lines = []
     for group in ("overall", "tail", "head"):
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
-                full, samp = (values(rows[a], p, group, "NDCG@10").mean() - values(rows[b], p, group, "NDCG@10").mean()
+                ours, theirs = on_common_seeds(rows[a], rows[b])
+                if not ours:
+                    continue
+                full, samp = (values(ours, p, group, "NDCG@10").mean() - values(theirs, p, group, "NDCG@10").mean()
                               for p in ("full", "sampled_100"))
                 if full * samp < 0:
                     winner, loser = (a, b) if full > 0 else (b, a)
@@ -173,15 +184,13 @@ def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") ->
     for name in rows:
         if name == base:
             continue
-        common = {r["seed"] for r in rows[name]} & {r["seed"] for r in rows[base]}
-        if not common:
+        ours, theirs = on_common_seeds(rows[name], rows[base])
+        if not ours:
             continue
-        ours = [r for r in rows[name] if r["seed"] in common]
-        theirs = [r for r in rows[base] if r["seed"] in common]
         mean = {g: (values(ours, "full", g, "NDCG@10").mean(), values(theirs, "full", g, "NDCG@10").mean())
                 for g in ("tail", "head", "overall")}
         change = {g: relative_change(*mean[g]) for g in mean}
-        found.append((name, len(common), mean, change))
+        found.append((name, len(ours), mean, change))
     found.sort(key=lambda f: -np.inf if f[3]["tail"] is None else f[3]["tail"], reverse=True)
     fmt = lambda v: "-" if v is None else f"{v:+.1f}%"  # noqa: E731
     for name, n, mean, change in found:
@@ -400,10 +409,9 @@ def gain_lines(rows: dict[str, list[dict]], ours: str, base: str, paper: dict | 
     """Rows of relative change of ``ours`` against ``base`` in mean NDCG@10, with the p-value of a
     paired two-sided t-test over seeds, per protocol; the paper's change (sampled) after them.
     Only the seeds both rows have count, so an extra seed of one row does not tilt the comparison."""
-    common = {r["seed"] for r in rows[ours]} & {r["seed"] for r in rows[base]}
-    if not common:
+    rows = dict(zip((ours, base), on_common_seeds(rows[ours], rows[base])))
+    if not rows[ours]:
         return [f"| {label}no seed in common | | | | | | |"]
-    rows = {name: [r for r in rows[name] if r["seed"] in common] for name in (ours, base)}
     lines = []
     for protocol in ("full", "sampled_100"):
         test = paired_test(rows[base], rows[ours], protocol)

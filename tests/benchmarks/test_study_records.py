@@ -85,3 +85,19 @@ def test_code_set_warning_counts_only_runs_that_read_codes():
                                              "CCFRec": [record("ccfrec", 0.0145)]}}
     [warning] = code_set_warnings(mixed)
     assert "beauty/rqvae-4x128/defaults" in warning and "1.45%, 1.5%" in warning
+
+
+def test_protocol_disagreements_compare_rows_on_the_seeds_both_have():
+    # while seeds are partial, a row's extra seed must not flip which model a protocol puts first
+    from benchmarks.study.report import protocol_disagreements
+
+    def run(seed: int, full: float, sampled: float) -> dict:
+        groups = lambda v: {g: {"NDCG@10": v} for g in ("overall", "tail", "head")}  # noqa: E731
+        return {"seed": seed, "test": {"full": groups(full), "sampled_100": groups(sampled)}}
+
+    # on seed 42, a leads under both protocols; a's unpaired seed 43 would put it behind on full ranking
+    rows = {"a": [run(42, 0.05, 0.30), run(43, 0.00, 0.30)], "b": [run(42, 0.04, 0.20)]}
+    assert protocol_disagreements(rows) == []
+    rows["b"].append(run(43, 0.04, 0.20))  # now seed 43 is paired: a trails on full ranking, leads sampled
+    assert protocol_disagreements(rows)[0].startswith("- overall: b beats a under full ranking")
+    assert protocol_disagreements({"a": rows["a"][1:], "b": [run(44, 0.04, 0.20)]}) == []  # no seed in common
