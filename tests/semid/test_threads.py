@@ -119,6 +119,19 @@ def test_strict_mkl_is_asked_for_on_intel_only_and_never_over_the_users_setting(
         assert os.environ.get("MKL_CBWR") == expected, (vendor, preset)
 
 
+def test_the_embedding_cache_key_tells_strict_mkl_vectors_apart(monkeypatch):
+    # vectors rounded in MKL's strict mode are not reused for another mode, nor resumed shards mixed
+    import semid.embed as embed
+    from semid.config import EmbedConfig
+    monkeypatch.setattr(embed, "model_fingerprint", lambda model: "a model")
+    texts = ["a lamp", "a chair"]
+    keys = {}
+    for strict in (True, False, None):
+        monkeypatch.setattr(embed, "mkl_strict", lambda strict=strict: strict)
+        keys[strict] = embed.cache_key(texts, EmbedConfig(device="cpu"))
+    assert keys[True] != keys[False] == keys[None]  # off or unknown: the key made before the mode existed
+
+
 @pytest.mark.skipif(not torch.backends.mkl.is_available() or cpu_vendor() != "GenuineIntel",
                     reason="semid asks MKL for its strict mode on Intel CPUs only")
 def test_on_intel_importing_semid_first_turns_strict_mode_on_and_a_late_import_warns_at_the_fit_unless_the_user_chose():
