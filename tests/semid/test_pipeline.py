@@ -165,3 +165,22 @@ def test_a_new_run_removes_stale_files(tmp_path, item_records, write_jsonl, tiny
 def test_load_rejects_what_is_not_an_out_dir(tmp_path):
     with pytest.raises(SemidError, match="is this an OUT_DIR"):
         load(tmp_path)
+
+
+def test_a_half_precision_checkpoint_is_embedded_with_fp32_weights(tmp_path, tiny_bert):
+    # transformers 5 loads a checkpoint in the dtype it was saved in; semid's `precision` must still rule
+    import shutil
+
+    from semid.embed import Embedder
+    from transformers import BertModel
+
+    half = tmp_path / "half-bert"
+    shutil.copytree(tiny_bert, half)
+    upcast = BertModel.from_pretrained(tiny_bert).half().float()  # the fp32 values the fp16 file holds
+    BertModel.from_pretrained(tiny_bert).half().save_pretrained(half)
+    embedder = Embedder(EmbedConfig(model=str(half), device="cpu"))
+    assert {p.dtype for p in embedder.model.parameters()} == {torch.float32}
+    texts = ["velvet matte lipstick", "rose"]
+    reference = Embedder(EmbedConfig(model=str(half), device="cpu"))
+    reference.model = upcast.eval()
+    assert torch.equal(embedder.embed(texts), reference.embed(texts))

@@ -108,7 +108,10 @@ class Embedder:
             if self.tokenizer.eos_token is None:
                 raise fail(None, None, "model", f"{name!r} has neither a pad nor an eos token to pad with")
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.to(self.device).eval()
+        # fp32 weights whatever the checkpoint holds: transformers 5 loads a checkpoint in its own dtype
+        # (many hub encoders are saved in bf16 or fp16), which would compute in half precision while
+        # `precision` says fp32; half precision is autocast's, on CUDA, as `precision` asks.
+        self.model.to(device=self.device, dtype=torch.float32).eval()
 
     @property
     def dim(self) -> int:
