@@ -202,7 +202,8 @@ def measure_training(folder: Path, kind: str, threads: int) -> dict:
     start = time.perf_counter()
     try:  # stop after the first epoch's evaluation: the final re-evaluation of the best weights would
         # repeat it (at 10^7 interactions a full evaluation costs more than the epoch)
-        h2rec.train(config, run, progress=False, test=False, on_epoch=stop_after_first_epoch)
+        # the bars go to the parent's stderr: at 10^7 interactions this child runs for hours
+        h2rec.train(config, run, progress=True, test=False, on_epoch=stop_after_first_epoch)
     except FirstEpochDone:
         pass
     seconds = time.perf_counter() - start
@@ -219,9 +220,10 @@ def run_child(args: list[str], threads: int, cache_dir: Path, source: Path | Non
     if source is not None:  # another commit's h2rec first on the path
         env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     args = [sys.executable, "-m", "benchmarks.scale", *args, "--threads", str(threads)]
-    done = subprocess.run(args, env=env, cwd=ROOT.parent, capture_output=True, text=True, check=False)
+    # stderr (progress bars, logs, a traceback) passes through; stdout's last line is the result
+    done = subprocess.run(args, env=env, cwd=ROOT.parent, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode:
-        raise SystemExit(f"measurement failed ({' '.join(args)}):\n{done.stderr}")
+        raise SystemExit(f"measurement failed ({' '.join(args)}; its stderr is above)")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
