@@ -2,7 +2,8 @@
 
     python -m benchmarks.h2rec_speed [--data ../shared/data] [--dataset beauty] [--steps 60]
                                      [--device auto] [--threads N] [--baseline COMMIT]
-                                     [--preset paper|defaults] [--out benchmarks/results/h2rec_speed]
+                                     [--preset paper|defaults] [--compile]
+                                     [--out benchmarks/results/h2rec_speed]
 
 Times the same 60 bucketed batches of the dataset (batch 256, d = 64, SASRec) for each variant,
 three interleaved rounds, and reports the median milliseconds per step and the ratio to `hid`.
@@ -10,9 +11,11 @@ three interleaved rounds, and reports the median milliseconds per step and the r
 archive and imported under another name) in the same rounds, so a before/after comparison is not
 an artefact of the machine's load. Writes OUT.json and OUT.md. Run it on an otherwise idle machine;
 on a busy one, ``--threads 1`` keeps the threads of a step from waiting on each other.
-``--preset paper`` (the default, and the committed h2rec_speed.md) times the paper's objective (BPR,
-one negative); ``--preset defaults`` times what `h2rec train` runs without flags (full cross-entropy
-over the catalogue, dropout 0.5), where the catalogue-wide softmax is a cost every model shares.
+``--compile`` adds `hid` and `h2rec` with ``train.compile`` (their blocks through torch.compile; the
+warm-up steps pay the compile). ``--preset paper`` (the default, and the committed h2rec_speed.md)
+times the paper's objective (BPR, one negative); ``--preset defaults`` times what `h2rec train` runs
+without flags (full cross-entropy over the catalogue, dropout 0.5), where the catalogue-wide softmax
+is a cost every model shares.
 """
 
 from __future__ import annotations
@@ -76,9 +79,10 @@ def baseline_package(commit: str):
 
 
 def step_timer(overrides: dict, dataset: str, semid_dir: Path, data: Path, device: str, steps: int, h2rec=None,
-               preset: str | None = "paper"):
-    """A function that times ``steps`` training steps of the variant, after 5 of warm-up; ``h2rec``: the
-    package to time (default: the working tree's)."""
+               preset: str | None = "paper", compiled: bool = False):
+    """A function that times ``steps`` training steps of the variant, after 5 of warm-up (which, with
+    ``compiled``, also compile the blocks as ``train.compile`` does); ``h2rec``: the package to time
+    (default: the working tree's)."""
     if h2rec is None:
         import h2rec
     assemble, training = h2rec.assemble, h2rec.training
@@ -90,6 +94,8 @@ def step_timer(overrides: dict, dataset: str, semid_dir: Path, data: Path, devic
     config, sids, ds = assemble.prepare(config)
     gen = assemble.seed_everything(0)
     model = assemble.build_model(config, sids).to(assemble.resolve_device(device)).train()
+    if compiled:
+        h2rec.compiled.compile_blocks(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     matrix = training_windows(ds.train, config.data.max_len, model.causal, config.train.windows,
                               config.train.window_stride).rows
@@ -129,6 +135,8 @@ def main() -> None:
     ap.add_argument("--preset", choices=["paper", "defaults"], default="paper",
                     help="paper: BPR with one negative (the committed timings); defaults: h2rec train's defaults")
     ap.add_argument("--baseline", help="also time this commit's h2rec (e.g. HEAD~1) in the same rounds")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time hid and h2rec with train.compile (torch.compile of the blocks) in the same rounds")
     ap.add_argument("--out", type=Path, default=OUT / "h2rec_speed", help="writes OUT.json and OUT.md")
     args = ap.parse_args()
     if args.threads:
@@ -139,6 +147,10 @@ def main() -> None:
     preset = None if args.preset == "defaults" else args.preset
     timers = {name: step_timer(VARIANTS[name], args.dataset, semid_dir, args.data, args.device, args.steps,
                                preset=preset) for name in names}
+    if args.compile:
+        for name in [name for name in BASELINE_VARIANTS if name in names]:
+            timers[f"{name}, compiled"] = step_timer(VARIANTS[name], args.dataset, semid_dir, args.data, args.device,
+                                                     args.steps, preset=preset, compiled=True)
     if args.baseline:
         sha, old = baseline_package(args.baseline)
         for name in [name for name in BASELINE_VARIANTS if name in names]:

@@ -182,6 +182,10 @@ class TrainConfig:
     eval_every: int = 1
     seed: int = 42
     device: str = "auto"
+    # torch.compile the training model's Transformer blocks and H2Rec's fusion and cross attention
+    # (h2rec.compiled): fewer kernel launches where a step is launch-bound (a GPU at batch 256); the
+    # first steps and each new batch shape pay the compile. Off: not yet measured faster anywhere.
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,9 @@ TRAIN_FLAGS = [
          "0 = use --ema-epochs."),
     Flag("train.seed", "--seed", "Random seed."),
     Flag("train.device", "--device", "Where to run; auto = cuda when available.", type=DEVICE),
+    Flag("train.compile", "--compile", "torch.compile the Transformer blocks (and H2Rec's fusion and cross "
+         "attention) of the trained model: fewer kernel launches on a GPU; compiling costs the first steps. "
+         "May change on --resume.", switch="both"),
 ]
 
 EVAL_FLAGS = [

@@ -32,11 +32,12 @@ from .fingerprint import file_digest
 log = logging.getLogger(__name__)
 
 DATA_FILE = "data.json"
-# Settings that may change on --resume (the rest are refused): stopping, placement, reporting, the
+# Settings that may change on --resume (the rest are refused): stopping, placement, compiling, reporting, the
 # data paths, whose content the fingerprint still pins (data moved to another disk), and whether the
 # prepared interactions come from the cache (the same table either way).
 RESUMABLE = ("data.interactions", "data.semid", "data.cache", "train.epochs", "train.patience",
-             "train.patience_steps", "train.eval_every", "train.device", "eval.batch_size", "eval.item_chunk",
+             "train.patience_steps", "train.eval_every", "train.device", "train.compile", "eval.batch_size",
+             "eval.item_chunk",
              "eval.negatives", "eval.negatives_seed", "eval.ks")
 
 

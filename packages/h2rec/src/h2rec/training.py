@@ -37,6 +37,7 @@ from .checkpoint import (
     write_json,
     write_text,
 )
+from .compiled import compile_blocks
 from .config import Config, TrainConfig, build_config
 from .data import Dataset, training_windows
 from .ddp import cpu_state, data_parallel
@@ -160,6 +161,8 @@ def _train(open_run: Callable[[], tuple], run_dir: Path, resume: bool, progress:
     # under train.sparse_ids the average's table rows are updated as the steps read them (optim.LazyTableAverage)
     lazy = LazyTableAverage(average, model, decay, tc.ema_warmup) if average is not None and tc.sparse_ids else None
     chosen = model if average is None else average.module  # the weights validation reads and keeps
+    if tc.compile:  # the trained model's blocks; the average, a copy, stays eager (h2rec.compiled)
+        compile_blocks(model)
     log_q = sampler_log_q(tc, ds.popularity)
     distill = build_distillation(config, ds, model)  # LLM-ESR's; None for other models
     melt = build_branches(config, ds, model)  # MELT's; None for other models
