@@ -156,8 +156,12 @@ BASELINES = {"SASRec, tuned (hid, --preset sasrec)": ({**PRESETS["sasrec"]}, Sem
 
 def table2_defaults(datasets, seeds) -> list[Run]:
     runs = [replace(run, table="table2-defaults", settings="defaults") for run in table2(datasets, seeds)]
-    return runs + [Run("table2-defaults", d, name, s, o, sids, settings="defaults") for d in datasets for s in seeds
-                   for name, (o, sids) in {**RIVALS, **CONTROLS, **BASELINES}.items()]
+    runs += [Run("table2-defaults", d, name, s, o, sids, settings="defaults") for d in datasets for s in seeds
+             for name, (o, sids) in {**RIVALS, **CONTROLS, **BASELINES}.items()]
+    # every row of a seed before the next seed (a stable sort keeps the rows' order): a study stopped
+    # part way then has whole seeds, which the paired comparisons need
+    datasets = list(datasets)
+    return sorted(runs, key=lambda run: (datasets.index(run.dataset), run.seed))
 
 
 def table3_defaults(datasets, seeds) -> list[Run]:

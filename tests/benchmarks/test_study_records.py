@@ -101,3 +101,12 @@ def test_protocol_disagreements_compare_rows_on_the_seeds_both_have():
     rows["b"].append(run(43, 0.04, 0.20))  # now seed 43 is paired: a trails on full ranking, leads sampled
     assert protocol_disagreements(rows)[0].startswith("- overall: b beats a under full ranking")
     assert protocol_disagreements({"a": rows["a"][1:], "b": [run(44, 0.04, 0.20)]}) == []  # no seed in common
+
+
+def test_table2_defaults_lists_every_row_of_a_seed_before_the_next_seed():
+    runs = experiments.table2_defaults(("beauty", "yelp"), (43, 44))
+    keys = [(run.dataset, run.seed) for run in runs]
+    assert keys == sorted(keys, key=lambda k: (("beauty", "yelp").index(k[0]), k[1]))
+    first_seed = [run.name for run in runs if (run.dataset, run.seed) == ("beauty", 43)]
+    assert first_seed[0] == "SASRec (hid)" and "LLM-ESR (llmesr)" in first_seed
+    assert len(set(first_seed)) == len(first_seed)
