@@ -330,7 +330,9 @@ def plot(record: dict, path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         if axis.lines:
             axis.legend(fontsize=7)
-    title = f"h2rec at scale ({record['threads']} thread; {record['machine']})"
+    machines = sorted({m.get("machine", record["machine"]) for run in default for part in
+                       [*run["measurements"].values(), run.get("training", [])] for m in part})
+    title = f"h2rec at scale ({record['threads']} thread; {' and '.join(machines)})"
     if peer:
         title += f"; black: RecBole {peer.get('recbole')} SASRec, CE ({peer['threads']} thread; {peer['machine']})"
     fig.suptitle(title, fontsize=8)
@@ -381,10 +383,13 @@ def main() -> None:
                 shutil.rmtree(cache_dir, ignore_errors=True)  # cold means an empty cache folder
                 file = folder / f"interactions.{fmt}"
                 into_page_cache(file)
-                results = [run_measure(file, folder / "items.json", mode, args.threads, cache_dir) for mode in MODES]
+                # each measurement names its machine and load: a file refreshed a size at a time mixes machines
+                here = {"machine": machine(), "load_average_at_start": os.getloadavg()}
+                results = [{**here, **run_measure(file, folder / "items.json", mode, args.threads, cache_dir)}
+                           for mode in MODES]
                 if source is not None and fmt == "csv":  # the old readers know no Parquet
-                    results.append({**run_measure(file, folder / "items.json", "no_cache", args.threads, cache_dir,
-                                                  source), "mode": "baseline"})
+                    results.append({**here, **run_measure(file, folder / "items.json", "no_cache", args.threads,
+                                                          cache_dir, source), "mode": "baseline"})
                 else:  # a baseline measured before stays, until --baseline measures it again
                     results += [m for m in run["measurements"].get(fmt, []) if m["mode"] == "baseline"]
                 run["measurements"][fmt] = results
@@ -393,8 +398,9 @@ def main() -> None:
             semid_folder(folder, n_items, args.seed)
             cache_dir = folder / "cache-train"  # warmed by the first model's run, not timed apart
             kept = [m for m in run.get("training", []) if m["model"] not in args.models]  # other models' runs stay
-            run["training"] = kept + [run_child(["--measure-training", str(folder), "--kind", kind], args.threads,
-                                                cache_dir) for kind in args.models]
+            run["training"] = kept + [{"machine": machine(), "load_average_at_start": os.getloadavg(),
+                                       **run_child(["--measure-training", str(folder), "--kind", kind], args.threads,
+                                                   cache_dir)} for kind in args.models]
             print(json.dumps({"interactions": n, "items": n_items, "training": run["training"]}), flush=True)
         run["load_average_after"] = os.getloadavg()
     record["runs"] = sorted(runs.values(), key=lambda r: (r["interactions"], r["data"]["items"]))
