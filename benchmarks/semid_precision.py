@@ -14,7 +14,7 @@ difference, smallest cosine), then
 
 - *same quantizer*: the default quantizer (rqvae 4 x 128, seed 42) fitted once on the fp32 vectors
   encodes every precision's vectors: the share of items whose code (each level, and all of it) stays;
-- *own fit*: what ``semid encode --precision P`` does: a fit with the same seed on that precision's
+- *own fit*: what ``semid encode --dtype P`` does: a fit with the same seed on that precision's
   vectors: its collision rate, and the share of items whose whole code equals the fp32 fit's (a fit
   on other vectors may relabel every code, so the first figure is the one that says how far the
   vectors moved, and this one whether the files stay the same).

@@ -184,7 +184,8 @@ class TrainConfig:
     device: str = "auto"
     # torch.compile the training model's Transformer blocks and H2Rec's fusion and cross attention
     # (h2rec.compiled): fewer kernel launches where a step is launch-bound (a GPU at batch 256); the
-    # first steps and each new batch shape pay the compile. Off: not yet measured faster anywhere.
+    # first steps and each new batch shape pay the compile. Off: no faster on one CPU thread
+    # (benchmarks/results/h2rec_speed_compile_cpu.md); on a GPU, where it is meant to help, unmeasured.
     compile: bool = False
 
 

@@ -37,8 +37,7 @@ DATA_FILE = "data.json"
 # prepared interactions come from the cache (the same table either way).
 RESUMABLE = ("data.interactions", "data.semid", "data.cache", "train.epochs", "train.patience",
              "train.patience_steps", "train.eval_every", "train.device", "train.compile", "eval.batch_size",
-             "eval.item_chunk",
-             "eval.negatives", "eval.negatives_seed", "eval.ks")
+             "eval.item_chunk", "eval.negatives", "eval.negatives_seed", "eval.ks")
 
 
 def read_run_config(run_dir: Path):
