@@ -21,6 +21,7 @@ import sys
 import semid
 import semid.devices
 import torch
+from semid.io import atomic_write_bytes
 
 from benchmarks.machine import machine
 from benchmarks.shared_data import REPO
@@ -63,9 +64,7 @@ def main() -> None:
                                check=True, capture_output=True, text=True)
         result["modes"][mode] = json.loads(child.stdout.splitlines()[-1])
     out = RESULTS / f"quantizer_threads_{vendor}.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
     print(json.dumps(result, indent=2))
 
 

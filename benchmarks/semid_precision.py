@@ -42,6 +42,7 @@ import semid
 import torch
 from semid import EmbedConfig, QuantizerConfig, ReadConfig
 from semid.embed import Embedder, default_model_path
+from semid.io import atomic_write_bytes
 
 from benchmarks.machine import machine
 from benchmarks.shared_data import DATASETS, REPO, items_file
@@ -177,11 +178,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             print(json.dumps(row), flush=True)
     result["codes"] = compare_codes(vectors, quantizer)
     out = args.out or RESULTS / f"semid_precision_{args.device}"
-    out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(result, indent=1) + "\n"), (".md", markdown(result))):
-        tmp = out.with_name(out.name + suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out.with_name(out.name + suffix))
+        atomic_write_bytes(out.with_name(out.name + suffix), text.encode())
     print(markdown(result))
     return result
 

@@ -45,6 +45,7 @@ import semid.quantize.kmeans
 import semid.quantize.rqvae
 import torch
 from safetensors.numpy import load_file
+from semid.io import atomic_write_bytes
 
 from benchmarks.machine import machine
 from benchmarks.shared_data import DATASETS, REPO, WORK, items_file
@@ -149,9 +150,7 @@ def main() -> None:
                                    for mode, runs in folders.items() if mode != "semid"}
     result["load_average_1min"] = {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)}
     out = RESULTS / f"semid_threads_{vendor}.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
     print(json.dumps(result, indent=2))
 
 
