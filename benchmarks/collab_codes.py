@@ -250,17 +250,18 @@ def report() -> str:
         if RECORDS.is_dir() else {}
     if records:
         lines += ["## Recommenders", "", f"Machine: {next(iter(records.values()))['machine']}.", "",
-                  "| row | codes | test NDCG@10 Overall | Head | Tail | test HR@10 | valid NDCG@10 | best epoch "
-                  "| hours |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| row | codes | test NDCG@10 Overall | Head | Tail | test HR@10 | seen items left out: test NDCG@10 "
+                  "/ HR@10 | valid NDCG@10 | best epoch | hours |", "|---|---|---|---|---|---|---|---|---|---|"]
         for row in ROWS:
             r = records.get(row)
             if r is None:
-                lines.append(f"| {row} | {CODE_SETS[ROWS[row][1]]} | not run yet | | | | | | |")
+                lines.append(f"| {row} | {CODE_SETS[ROWS[row][1]]} | not run yet | | | | | | | |")
                 continue
-            test, valid = r["test"]["full"], r["valid"]["full"]
+            test, valid, unseen = r["test"]["full"], r["valid"]["full"], r["test"]["full_unseen"]["overall"]
             lines.append(f"| {row} | {CODE_SETS[r['codes']]} | {test['overall']['NDCG@10']:.4f} "
                          f"| {test['head']['NDCG@10']:.4f} | {test['tail']['NDCG@10']:.4f} "
-                         f"| {test['overall']['HR@10']:.4f} | {valid['overall']['NDCG@10']:.4f} "
+                         f"| {test['overall']['HR@10']:.4f} | {unseen['NDCG@10']:.4f} / {unseen['HR@10']:.4f} "
+                         f"| {valid['overall']['NDCG@10']:.4f} "
                          f"| {r['best_epoch']} | {r['hours']:.2f} |")
         lines.append("")
     return "\n".join(lines)
