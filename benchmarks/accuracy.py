@@ -575,8 +575,11 @@ def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: 
     # the Beauty runs peak at epoch 20-40, and at epoch 5 a high learning rate leads runs that end lower
     # (the starting run's validation 0.030 at epoch 5, 0.072 at best; a trial at lr 1.65e-3 0.056, 0.070):
     # no pruning before epoch 10
+    # the starting run joins as it is where this checkout trained it; elsewhere it is trained again as the
+    # search's first trial (its record's machine may not be this one: a trial's time should be this machine's)
+    started = (start / "results.json").is_file()
     summary = tune(space, out, config, trials=trials, minutes=minutes, progress=False,
-                   add_runs=[start] if (start / "results.json").is_file() else [], prune_warmup_epochs=10)
+                   add_runs=[start] if started else [], prune_warmup_epochs=10, start_from_base=not started)
     save_tune(name)  # the study and its trials table
     for file in ("trials.png", "best.yaml", "best_test.json"):
         if (out / file).is_file():

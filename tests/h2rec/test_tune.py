@@ -272,3 +272,24 @@ def test_cli_bad_space_exits_2(tiny, tmp_path):
                                        "--interactions", str(tiny["interactions"]), "--semid", str(tiny["semid"])])
     assert result.exit_code == 2, result.output
     assert f"{space}: model.hidden: unknown config key" in result.output and "Traceback" not in result.output
+
+
+def test_start_from_base_trains_the_base_configuration_first(tiny_config, tmp_path, spy):
+    out = tmp_path / "search"
+    base = tiny_config(**{"train.lr": 2e-3, "model.dropout": 0.3, "model.num_layers": 1})
+    tune(write_space(tmp_path), out, base, trials=2, progress=False, start_from_base=True)
+    tune(write_space(tmp_path), out, base, trials=3, progress=False, start_from_base=True)  # not enqueued again
+
+    rows = read_csv(out / "trials.csv")
+    assert [(r["number"], r["state"]) for r in rows] == [("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "COMPLETE")]
+    assert [rows[0][k] for k in ("train.lr", "model.dropout", "model.num_layers")] == ["0.002", "0.3", "1"]
+    assert [rows[1][k] for k in ("train.lr", "model.dropout", "model.num_layers")] != ["0.002", "0.3", "1"]
+    # the first trial is the run the base configuration gives outside the search
+    alone = tmp_path / "alone"
+    training.train(base, alone, progress=False, test=False)
+    valid = json.loads((alone / "results.json").read_text())["valid"]["full"]["overall"]["NDCG@10"]
+    assert float(rows[0]["value"]) == pytest.approx(valid, abs=1e-6)
+
+    with pytest.raises(H2RecError, match=r"cannot be the first trial: outside the space: train.lr = 0.05"):
+        tune(write_space(tmp_path), tmp_path / "other", tiny_config(**{"train.lr": 0.05}), trials=1,
+             progress=False, start_from_base=True)

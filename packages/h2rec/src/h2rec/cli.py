@@ -400,13 +400,16 @@ def compare(run_dirs, split, protocol, baseline, target, as_json):
 @click.option("--add-run", "add_runs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A finished run of the base configuration (searched keys inside the space) that joins the "
                    "search as a completed trial, e.g. the starting point; repeatable.")
+@click.option("--start-from-base", is_flag=True,
+              help="A new search's first trial is the base configuration itself (where no --add-run has it).")
 @click.option("--prune-warmup", "prune_warmup", type=click.IntRange(min=0), default=5, show_default=True,
               help="Prune no trial before this epoch (early epochs say how fast a trial learns, not how well).")
 @add_flags(TUNE_COMMAND_FLAGS)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @threads_option
 @reports_errors
-def tune(space_file, config_file, out_dir, trials, minutes, add_runs, prune_warmup, quiet, threads, **options):
+def tune(space_file, config_file, out_dir, trials, minutes, add_runs, start_from_base, prune_warmup, quiet, threads,
+         **options):
     """Search hyper-parameters with Optuna on validation NDCG@10; test the best configuration once.
 
     Run the same command again to continue a search, also after a crash."""
@@ -424,7 +427,7 @@ def tune(space_file, config_file, out_dir, trials, minutes, add_runs, prune_warm
         config = build_config(overrides=overrides, source="command line", flags=flags)
     with log_to_stderr(quiet):
         summary = run_tune(space_file, out_dir, config, trials=trials, minutes=minutes, progress=not quiet,
-                           add_runs=add_runs, prune_warmup_epochs=prune_warmup)
+                           add_runs=add_runs, prune_warmup_epochs=prune_warmup, start_from_base=start_from_base)
     if summary["best_trial"] is None:
         click.echo(f"no trial has completed yet ({summary['finished_trials']} pruned); run the same command again")
     else:

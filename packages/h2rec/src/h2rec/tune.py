@@ -38,7 +38,8 @@ space; it becomes a completed trial whose ``run_dir`` is that folder (relative t
 checkout with the same layout finds it; its configuration is kept in the study, so ``best.yaml`` can
 be written without it), and the sampler and the pruner learn from it without training it again. A
 setting whose None means another's value (``model.emb_dropout``, ``model.attn_dropout``: None =
-``model.dropout``) is compared by the value the model uses.
+``model.dropout``) is compared by the value the model uses. Where no such run is at hand,
+``start_from_base`` (``--start-from-base``) trains the base configuration as a new study's first trial.
 """
 
 from __future__ import annotations
@@ -325,6 +326,21 @@ def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids:
         log.info("added %s as a completed trial: %s %.5f (%s)", run, metric, value, _format_params(params))
 
 
+def _enqueue_base(study: optuna.Study, settings: SearchSettings, base: Config) -> None:
+    """A new study's first trial is the base configuration itself (``h2rec tune --start-from-base``), where
+    no finished run of it can join with ``add_runs``: TPE's random start-up trials then have a known
+    setting to beat, and the search's best is never worse than the base it started from (on validation)."""
+    if study.get_trials(deepcopy=False):
+        return
+    values = _effective(_comparable(base))
+    params = {p.key: values[p.key.split(".")[0]][p.key.split(".")[1]] for p in settings.space}
+    outside = [f"{p.key} = {params[p.key]!r}" for p in settings.space if not p.contains(params[p.key])]
+    if outside:
+        raise H2RecError(f"the base configuration cannot be the first trial: outside the space: {', '.join(outside)}")
+    study.enqueue_trial(params, user_attrs={"base": True})
+    log.info("the first trial is the base configuration: %s", _format_params(params))
+
+
 def _retry_interrupted(study: optuna.Study) -> None:
     """Trials left RUNNING by a dead process: enqueue their parameters and run folder, then mark them failed
     (in that order, so a kill in between loses nothing: a trial already enqueued is not enqueued twice)."""
@@ -487,9 +503,11 @@ def _test_best(out: Path, best: optuna.trial.FrozenTrial, base: Config) -> dict 
 # ----------------------------------------------------------------------------- the command
 def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trials: int | None = None,
          minutes: float | None = None, progress: bool = True, add_runs: typing.Sequence[str | Path] = (),
-         prune_warmup_epochs: int = 5) -> dict:
+         prune_warmup_epochs: int = 5, start_from_base: bool = False) -> dict:
     """Searches ``space_path`` around ``base_config`` into ``out_dir``; see the module docstring.
     ``add_runs``: finished run folders that join the study as completed trials (see :func:`_add_runs`).
+    ``start_from_base``: a new study trains the base configuration as its first trial (see
+    :func:`_enqueue_base`); with ``add_runs`` it has nothing to do, the study holds them already.
     ``prune_warmup_epochs``: no trial is pruned before this epoch. Early epochs mostly say how fast a
     trial learns (a low learning rate starts slowly and may end best), so a search whose runs peak late
     should wait longer than the default 5.
@@ -522,6 +540,8 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
         log.info("search in %s: %d finished trial(s) so far; maximising %s over %s", out, _finished(study), metric,
                  ", ".join(p.key for p in settings.space))
         _add_runs(study, settings, base_config, sids, out, add_runs)
+        if start_from_base:
+            _enqueue_base(study, settings, base_config)
         _retry_interrupted(study)
         deadline = None if minutes is None else time.monotonic() + minutes * 60
         failures = 0
