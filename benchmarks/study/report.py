@@ -173,18 +173,31 @@ FIGURE_MODELS = ("SASRec (hid)", "SID only (sid)", "LLM-ESR (llmesr)", "H2Rec")
 
 def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") -> list[str]:
     """Issue 21's question, from the records: under full ranking, which model helps Tail items most
-    against SASRec, and what does it cost on Head? Every row against the base, over the seeds both have."""
+    against SASRec, and what does it cost on Head? Every row against the base on the seeds that every
+    row has, so that the order compares like with like (a row with a seed the others lack would be
+    ranked on another SASRec run); while no seed is common to all, each row on the seeds it shares
+    with the base, and the answer says so."""
     if base not in rows or len(rows) < 2:
         return []
-    lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over the "
-             "seeds both have, ordered by the change on Tail.", "",
-             "| model | seeds | Tail | vs SASRec | Head | vs SASRec | Overall vs SASRec |",
-             "|---|---|---|---|---|---|---|"]
+    everywhere = set.intersection(*({r["seed"] for r in runs} for runs in rows.values()))
+    if everywhere:
+        shared = ", ".join(str(s) for s in sorted(everywhere))
+        lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over "
+                 f"the seeds every row has ({shared}; the tables above average each row's own), ordered by "
+                 "the change on Tail.", ""]
+    else:
+        lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over "
+                 "the seeds it shares with the base (no seed is common to every row yet, so rows with "
+                 "different seeds are compared with different base runs), ordered by the change on Tail.", ""]
+    lines += ["| model | seeds | Tail | vs SASRec | Head | vs SASRec | Overall vs SASRec |",
+              "|---|---|---|---|---|---|---|"]
     found = []
     for name in rows:
         if name == base:
             continue
         ours, theirs = on_common_seeds(rows[name], rows[base])
+        if everywhere:
+            ours, theirs = ([r for r in runs if r["seed"] in everywhere] for runs in (ours, theirs))
         if not ours:
             continue
         mean = {g: (values(ours, "full", g, "NDCG@10").mean(), values(theirs, "full", g, "NDCG@10").mean())
@@ -199,7 +212,8 @@ def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") ->
     if found and found[0][3]["tail"] is not None:
         name, _, _, change = found[0]
         verdict = "helps Tail most" if change["tail"] > 0 else "loses least on Tail (none beats SASRec there)"
-        lines += ["", f"Answer on this dataset: **{name}** {verdict} ({fmt(change['tail'])}), at "
+        caveat = "" if everywhere else " (rows on different seeds: provisional)"
+        lines += ["", f"Answer on this dataset{caveat}: **{name}** {verdict} ({fmt(change['tail'])}), at "
                       f"{fmt(change['head'])} on Head and {fmt(change['overall'])} overall."]
     return lines + [""]
 

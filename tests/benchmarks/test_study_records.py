@@ -103,6 +103,27 @@ def test_protocol_disagreements_compare_rows_on_the_seeds_both_have():
     assert protocol_disagreements({"a": rows["a"][1:], "b": [run(44, 0.04, 0.20)]}) == []  # no seed in common
 
 
+def test_tail_head_answer_ranks_rows_on_the_seeds_every_row_has():
+    # H2Rec has a second seed whose SASRec run is weak on Tail; ranked on it, H2Rec would look best
+    from benchmarks.study.report import tail_head_answer
+
+    def run(seed: int, tail: float, head: float = 0.07) -> dict:
+        groups = {"tail": {"NDCG@10": tail}, "head": {"NDCG@10": head}, "overall": {"NDCG@10": (tail + head) / 2}}
+        return {"seed": seed, "test": {"full": groups}}
+
+    rows = {"SASRec (hid)": [run(42, 0.020), run(43, 0.010)], "H2Rec": [run(42, 0.019), run(43, 0.020)],
+            "tuned": [run(42, 0.021)]}
+    lines = tail_head_answer(rows)
+    assert "seeds every row has (42;" in lines[0]
+    assert lines[-2].startswith("Answer on this dataset: **tuned** helps Tail most (+5.0%)")
+    assert any(line.startswith("| H2Rec | 1 | 0.0190 | -5.0% |") for line in lines)
+    del rows["tuned"][0]
+    rows["tuned"].append(run(44, 0.021))  # no seed common to all three: each row on its own pairs, said so
+    lines = tail_head_answer(rows)
+    assert "no seed is common to every row yet" in lines[0]
+    assert lines[-2].startswith("Answer on this dataset (rows on different seeds: provisional): **H2Rec**")
+
+
 def test_table2_defaults_lists_every_row_of_a_seed_before_the_next_seed():
     runs = experiments.table2_defaults(("beauty", "yelp"), (43, 44))
     keys = [(run.dataset, run.seed) for run in runs]
