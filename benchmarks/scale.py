@@ -21,6 +21,10 @@ of 30 s so that some tie, and repeated (user, item) pairs as the popularity draw
 strings ("u0012345") numbered in random order. Files go to benchmarks/work/scale/ (gitignored); a
 folder already holding the log of the same size and seed is reused.
 
+Besides wall seconds, each measurement keeps the CPU seconds of its process (``time.process_time``:
+one thread, so the work done), which other jobs on a shared machine inflate far less than the wall
+clock: the growth with size (``slopes``, printed at the end and kept in the record) is read from them.
+
 Each ingest measurement imports h2rec (numpy, torch, pyarrow), lowers its peak RSS to its RSS
 (``/proc/self/clear_refs``, Linux), then builds the dataset: the record keeps the RSS before and the
 peak during the build (VmHWM), so the difference is the build's own memory, and getrusage's peak
@@ -148,10 +152,11 @@ def measure(file: Path, items_file: Path, use_cache: bool, threads: int) -> dict
         fields["cache"] = False
     reset_peak()
     before = status_mib("VmRSS")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ds = build_dataset(DataConfig(**fields), item_ids)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mib": status_mib("VmHWM"), "rss_before_mib": before,
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "peak_rss_mib": status_mib("VmHWM"),
+            "rss_before_mib": before,
             "peak_rss_of_the_process_mib": peak_rss_mib(), "users": len(ds.user_ids),
             "users_evaluated": len(ds.valid), "code": h2rec.data.__file__}
 
@@ -199,7 +204,7 @@ def measure_training(folder: Path, kind: str, threads: int) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     reset_peak()
     before = status_mib("VmRSS")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:  # stop after the first epoch's evaluation: the final re-evaluation of the best weights would
         # repeat it (at 10^7 interactions a full evaluation costs more than the epoch)
         # the bars go to the parent's stderr: at 10^7 interactions this child runs for hours
@@ -208,7 +213,8 @@ def measure_training(folder: Path, kind: str, threads: int) -> dict:
         pass
     seconds = time.perf_counter() - start
     epoch = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    return {"model": kind, "seconds_total": seconds, "train_seconds": epoch["train_seconds"],
+    return {"model": kind, "seconds_total": seconds, "cpu_seconds_total": time.process_time() - cpu,
+            "train_seconds": epoch["train_seconds"],
             "eval_seconds": epoch["eval_seconds"], "steps": epoch["step"],
             "valid_NDCG@10": epoch["valid_NDCG@10"], "peak_rss_mib": status_mib("VmHWM"),
             "rss_before_mib": before, "peak_rss_of_the_process_mib": peak_rss_mib()}
@@ -288,6 +294,27 @@ def plot_peer(file: Path, ingest, training, memory) -> dict | None:
         memory.plot(*zip(*peaks), ":", color="black", marker="v",
                     label="RecBole: load + train + evaluate, process peak")
     return peer
+
+
+def slopes(record: dict) -> list[dict]:
+    """The issue's linearity check: for each reading without the cache, d log(seconds) / d log(interactions)
+    between consecutive sizes of the default catalogue (n / 100 items), from wall and from CPU seconds
+    (the second where both sizes have it). 1.0 is linear; the target is at most 1.1."""
+    default = [run for run in record["runs"] if run["data"]["items"] == max(run["interactions"] // 100, 1)]
+    found = []
+    for fmt in FORMATS:
+        points = [(run["interactions"], m) for run in default for m in run["measurements"].get(fmt, [])
+                  if m["mode"] == "no_cache"]
+        for (n1, a), (n2, b) in zip(points, points[1:]):
+            found.append({"part": f"read {fmt}", "from": n1, "to": n2, "wall": _slope(n1, a, n2, b, "seconds"),
+                          "cpu": _slope(n1, a, n2, b, "cpu_seconds")})
+    return found
+
+
+def _slope(n1: int, a: dict, n2: int, b: dict, key: str) -> float | None:
+    if key not in a or key not in b:
+        return None
+    return round(float(np.log(b[key] / a[key]) / np.log(n2 / n1)), 3)
 
 
 def plot(record: dict, path: Path) -> None:
@@ -404,6 +431,10 @@ def main() -> None:
             print(json.dumps({"interactions": n, "items": n_items, "training": run["training"]}), flush=True)
         run["load_average_after"] = os.getloadavg()
     record["runs"] = sorted(runs.values(), key=lambda r: (r["interactions"], r["data"]["items"]))
+    record["slopes"] = slopes(record)
+    for row in record["slopes"]:
+        print(f"{row['part']}, {row['from']:.0e} -> {row['to']:.0e} interactions: slope {row['wall']} (wall), "
+              f"{row['cpu']} (CPU)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
