@@ -283,6 +283,13 @@ def _effective(values: dict) -> dict:
     return values
 
 
+def _searched_values(settings: SearchSettings, values: dict) -> tuple[dict, list[str]]:
+    """The searched keys' values in a configuration (``_effective(_comparable(config))``), and those the
+    space does not hold, as "key = value"."""
+    params = {p.key: values[p.key.split(".")[0]][p.key.split(".")[1]] for p in settings.space}
+    return params, [f"{p.key} = {params[p.key]!r}" for p in settings.space if not p.contains(params[p.key])]
+
+
 def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids: semid.SemanticIDs, out: Path,
               runs: typing.Sequence[str | Path]) -> None:
     """Finished runs join the search as completed trials (``h2rec tune --add-run``): each must be the base
@@ -299,8 +306,7 @@ def _add_runs(study: optuna.Study, settings: SearchSettings, base: Config, sids:
             continue
         config = read_run_config(run)
         values = _effective(_comparable(config))
-        params = {p.key: values[p.key.split(".")[0]][p.key.split(".")[1]] for p in settings.space}
-        outside = [f"{p.key} = {params[p.key]!r}" for p in settings.space if not p.contains(params[p.key])]
+        params, outside = _searched_values(settings, values)
         if outside:
             raise H2RecError(f"{run}: cannot join the search: outside its space: {', '.join(outside)}")
         # as the trial's run folder would record it: resolved against the semantic IDs (e.g. pca_init)
@@ -332,9 +338,7 @@ def _enqueue_base(study: optuna.Study, settings: SearchSettings, base: Config) -
     setting to beat, and the search's best is never worse than the base it started from (on validation)."""
     if study.get_trials(deepcopy=False):
         return
-    values = _effective(_comparable(base))
-    params = {p.key: values[p.key.split(".")[0]][p.key.split(".")[1]] for p in settings.space}
-    outside = [f"{p.key} = {params[p.key]!r}" for p in settings.space if not p.contains(params[p.key])]
+    params, outside = _searched_values(settings, _effective(_comparable(base)))
     if outside:
         raise H2RecError(f"the base configuration cannot be the first trial: outside the space: {', '.join(outside)}")
     study.enqueue_trial(params, user_attrs={"base": True})
