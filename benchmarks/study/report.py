@@ -175,40 +175,52 @@ def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") ->
     """Issue 21's question, from the records: under full ranking, which model helps Tail items most
     against SASRec, and what does it cost on Head? Every row against the base on the seeds that every
     row has, so that the order compares like with like (a row with a seed the others lack would be
-    ranked on another SASRec run); while no seed is common to all, each row on the seeds it shares
-    with the base, and the answer says so."""
+    ranked on another SASRec run); a last column gives each row on all the seeds it shares with the
+    base where that is more. While no seed is common to all, each row is on its own pairs, and the
+    answer says so."""
     if base not in rows or len(rows) < 2:
         return []
     everywhere = set.intersection(*({r["seed"] for r in runs} for runs in rows.values()))
+    fmt = lambda v: "-" if v is None else f"{v:+.1f}%"  # noqa: E731
+
+    def against_base(name: str, seeds: set[int] | None) -> tuple[int, dict, dict] | None:
+        ours, theirs = on_common_seeds(rows[name], rows[base])
+        if seeds is not None:
+            ours, theirs = ([r for r in runs if r["seed"] in seeds] for runs in (ours, theirs))
+        if not ours:
+            return None
+        mean = {g: (values(ours, "full", g, "NDCG@10").mean(), values(theirs, "full", g, "NDCG@10").mean())
+                for g in ("tail", "head", "overall")}
+        return len(ours), mean, {g: relative_change(*mean[g]) for g in mean}
+
+    found = [(name, *got) for name in rows if name != base
+             and (got := against_base(name, everywhere or None)) is not None]
+    found.sort(key=lambda f: -np.inf if f[3]["tail"] is None else f[3]["tail"], reverse=True)
+    paired = {name: against_base(name, None) for name, *_ in found} if everywhere else {}
+    more = {name: got for name, got in paired.items() if got is not None and got[0] > len(everywhere)}
     if everywhere:
         shared = ", ".join(str(s) for s in sorted(everywhere))
         lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over "
                  f"the seeds every row has ({shared}; the tables above average each row's own), ordered by "
-                 "the change on Tail.", ""]
+                 "the change on Tail" + ("; the last column: the same over every seed the row shares with "
+                                        f"{base}, where that is more." if more else "."), ""]
     else:
         lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over "
                  "the seeds it shares with the base (no seed is common to every row yet, so rows with "
                  "different seeds are compared with different base runs), ordered by the change on Tail.", ""]
-    lines += ["| model | seeds | Tail | vs SASRec | Head | vs SASRec | Overall vs SASRec |",
-              "|---|---|---|---|---|---|---|"]
-    found = []
-    for name in rows:
-        if name == base:
-            continue
-        ours, theirs = on_common_seeds(rows[name], rows[base])
-        if everywhere:
-            ours, theirs = ([r for r in runs if r["seed"] in everywhere] for runs in (ours, theirs))
-        if not ours:
-            continue
-        mean = {g: (values(ours, "full", g, "NDCG@10").mean(), values(theirs, "full", g, "NDCG@10").mean())
-                for g in ("tail", "head", "overall")}
-        change = {g: relative_change(*mean[g]) for g in mean}
-        found.append((name, len(ours), mean, change))
-    found.sort(key=lambda f: -np.inf if f[3]["tail"] is None else f[3]["tail"], reverse=True)
-    fmt = lambda v: "-" if v is None else f"{v:+.1f}%"  # noqa: E731
+    extra = " all paired seeds: n, Tail / Head / Overall vs SASRec |" if more else ""
+    lines += ["| model | seeds | Tail | vs SASRec | Head | vs SASRec | Overall vs SASRec |" + extra,
+              "|---|---|---|---|---|---|---|" + ("---|" if more else "")]
     for name, n, mean, change in found:
-        lines.append(f"| {name} | {n} | {mean['tail'][0]:.4f} | {fmt(change['tail'])} | {mean['head'][0]:.4f} | "
-                     f"{fmt(change['head'])} | {fmt(change['overall'])} |")
+        line = (f"| {name} | {n} | {mean['tail'][0]:.4f} | {fmt(change['tail'])} | {mean['head'][0]:.4f} | "
+                f"{fmt(change['head'])} | {fmt(change['overall'])} |")
+        if more:
+            if name in more:
+                k, _, c = more[name]
+                line += f" {k}: {fmt(c['tail'])} / {fmt(c['head'])} / {fmt(c['overall'])} |"
+            else:
+                line += " |"
+        lines.append(line)
     if found and found[0][3]["tail"] is not None:
         name, _, _, change = found[0]
         verdict = "helps Tail most" if change["tail"] > 0 else "loses least on Tail (none beats SASRec there)"
