@@ -548,7 +548,29 @@ def tune_section(name: str) -> list[str]:
         values = [shown(t[k]) for k in keys]
         lines.append(f"| {t['number']} | {t['state'].lower()} | {float(t['value']):.4f} | {t['best_epoch']} / "
                      f"{t['epochs_run']} | " + " | ".join(values) + " |")
-    return lines + [""]
+    return lines + [""] + best_test_lines(name, dataset, start)
+
+
+def best_test_lines(name: str, dataset: str, start: str) -> list[str]:
+    """The search's one test reading (its best trial on validation, written by ``h2rec tune`` when the
+    search ended) beside the starting point's test figures, seed 42: does the validation gain carry?"""
+    path = RESULTS / "accuracy" / "tune" / name / "best_test.json"
+    if not path.is_file():
+        return []
+    best = json.loads(path.read_text())
+    start_path = Run(dataset, start, 42).record
+    base = json.loads(start_path.read_text()) if start_path.is_file() else {}
+
+    def test(record: dict) -> str:
+        if "test" not in record:
+            return "-"
+        unseen, seen = record["test"]["full_unseen"], record["test"]["full"]
+        return (f"{unseen['overall']['NDCG@10']:.4f} (Head {unseen['head']['NDCG@10']:.4f}, Tail "
+                f"{unseen['tail']['NDCG@10']:.4f}; {seen['overall']['NDCG@10']:.4f} with seen items ranked)")
+
+    return [f"The search's test split, read once for its best trial on validation (trial {best['trial']}, valid "
+            f"{best['valid']['full_unseen']['overall']['NDCG@10']:.4f}): test NDCG@10 {test(best)}; the starting "
+            f"point, '{start}' seed 42: {test(base)}.", ""]
 
 
 def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: int | None) -> None:
