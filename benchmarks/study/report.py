@@ -189,9 +189,14 @@ def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") ->
             ours, theirs = ([r for r in runs if r["seed"] in seeds] for runs in (ours, theirs))
         if not ours:
             return None
+        ours, theirs = (sorted(runs, key=lambda r: r["seed"]) for runs in (ours, theirs))  # pairs by seed
         mean = {g: (values(ours, "full", g, "NDCG@10").mean(), values(theirs, "full", g, "NDCG@10").mean())
                 for g in ("tail", "head", "overall")}
-        return len(ours), mean, {g: relative_change(*mean[g]) for g in mean}
+        change = {g: relative_change(*mean[g]) for g in mean}
+        # Tail is the question, so its paired t-test goes beside the means (two or more seeds)
+        change["p tail"] = (paired_p_value(list(values(theirs, "full", "tail", "NDCG@10")),
+                                           list(values(ours, "full", "tail", "NDCG@10"))) if len(ours) >= 2 else None)
+        return len(ours), mean, change
 
     found = [(name, *got) for name in rows if name != base
              and (got := against_base(name, everywhere or None)) is not None]
@@ -202,18 +207,21 @@ def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") ->
         shared = ", ".join(str(s) for s in sorted(everywhere))
         lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over "
                  f"the seeds every row has ({shared}; the tables above average each row's own), ordered by "
-                 "the change on Tail" + ("; the last column: the same over every seed the row shares with "
-                                        f"{base}, where that is more." if more else "."), ""]
+                 "the change on Tail; p Tail: two-sided paired t-test of Tail NDCG@10 against the base over "
+                 "those seeds" + ("; the last column: the same means over every seed the row shares with "
+                                  f"{base}, where that is more." if more else "."), ""]
     else:
         lines = [f"Under full ranking (seen items ranked), each model against {base}: mean test NDCG@10 over "
                  "the seeds it shares with the base (no seed is common to every row yet, so rows with "
-                 "different seeds are compared with different base runs), ordered by the change on Tail.", ""]
+                 "different seeds are compared with different base runs), ordered by the change on Tail; "
+                 "p Tail: two-sided paired t-test of Tail NDCG@10 against the base over those seeds.", ""]
     extra = " all paired seeds: n, Tail / Head / Overall vs SASRec |" if more else ""
-    lines += ["| model | seeds | Tail | vs SASRec | Head | vs SASRec | Overall vs SASRec |" + extra,
-              "|---|---|---|---|---|---|---|" + ("---|" if more else "")]
+    p_cell = lambda p: "-" if p is None or np.isnan(p) else f"{p:.2g}"  # noqa: E731
+    lines += ["| model | seeds | Tail | vs SASRec | p Tail | Head | vs SASRec | Overall vs SASRec |" + extra,
+              "|---|---|---|---|---|---|---|---|" + ("---|" if more else "")]
     for name, n, mean, change in found:
-        line = (f"| {name} | {n} | {mean['tail'][0]:.4f} | {fmt(change['tail'])} | {mean['head'][0]:.4f} | "
-                f"{fmt(change['head'])} | {fmt(change['overall'])} |")
+        line = (f"| {name} | {n} | {mean['tail'][0]:.4f} | {fmt(change['tail'])} | {p_cell(change['p tail'])} | "
+                f"{mean['head'][0]:.4f} | {fmt(change['head'])} | {fmt(change['overall'])} |")
         if more:
             if name in more:
                 k, _, c = more[name]
@@ -225,7 +233,9 @@ def tail_head_answer(rows: dict[str, list[dict]], base: str = "SASRec (hid)") ->
         name, _, _, change = found[0]
         verdict = "helps Tail most" if change["tail"] > 0 else "loses least on Tail (none beats SASRec there)"
         caveat = "" if everywhere else " (rows on different seeds: provisional)"
-        lines += ["", f"Answer on this dataset{caveat}: **{name}** {verdict} ({fmt(change['tail'])}), at "
+        p = change["p tail"]
+        test = "" if p is None or np.isnan(p) else f"; paired t-test on Tail over {found[0][1]} seeds: p = {p:.2g}"
+        lines += ["", f"Answer on this dataset{caveat}: **{name}** {verdict} ({fmt(change['tail'])}{test}), at "
                       f"{fmt(change['head'])} on Head and {fmt(change['overall'])} overall."]
     return lines + [""]
 

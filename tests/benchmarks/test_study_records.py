@@ -117,13 +117,32 @@ def test_tail_head_answer_ranks_rows_on_the_seeds_every_row_has():
     assert "seeds every row has (42;" in lines[0]
     assert lines[-2].startswith("Answer on this dataset: **tuned** helps Tail most (+5.0%)")
     # ... and on both of its seeds paired with SASRec's, in the last column
-    assert "| H2Rec | 1 | 0.0190 | -5.0% | 0.0700 | +0.0% | -1.1% | 2: +30.0% / +0.0% / +5.3% |" in lines
-    assert "| tuned | 1 | 0.0210 | +5.0% | 0.0700 | +0.0% | +1.1% | |" in lines
+    assert "| H2Rec | 1 | 0.0190 | -5.0% | - | 0.0700 | +0.0% | -1.1% | 2: +30.0% / +0.0% / +5.3% |" in lines
+    assert "| tuned | 1 | 0.0210 | +5.0% | - | 0.0700 | +0.0% | +1.1% | |" in lines
     del rows["tuned"][0]
     rows["tuned"].append(run(44, 0.021))  # no seed common to all three: each row on its own pairs, said so
     lines = tail_head_answer(rows)
     assert "no seed is common to every row yet" in lines[0]
     assert lines[-2].startswith("Answer on this dataset (rows on different seeds: provisional): **H2Rec**")
+
+
+def test_tail_head_answer_gives_the_paired_t_test_on_tail():
+    from scipy import stats
+
+    from benchmarks.study.report import tail_head_answer
+
+    def run(seed: int, tail: float) -> dict:
+        groups = {"tail": {"NDCG@10": tail}, "head": {"NDCG@10": 0.07}, "overall": {"NDCG@10": 0.05}}
+        return {"seed": seed, "test": {"full": groups}}
+
+    base, ours = [0.020, 0.016, 0.021], [0.022, 0.021, 0.022]
+    # rows listed out of seed order: the test must still pair seed with seed
+    rows = {"SASRec (hid)": [run(s, t) for s, t in zip((42, 43, 44), base)],
+            "PCR-CA": [run(s, t) for s, t in reversed(list(zip((42, 43, 44), ours)))]}
+    p = stats.ttest_rel(ours, base).pvalue
+    lines = tail_head_answer(rows)
+    assert f"| PCR-CA | 3 | 0.0217 | +14.0% | {p:.2g} |" in "\n".join(lines)
+    assert f"paired t-test on Tail over 3 seeds: p = {p:.2g}" in lines[-2]
 
 
 def test_table2_defaults_lists_every_row_of_a_seed_before_the_next_seed():
