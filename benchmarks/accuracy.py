@@ -6,6 +6,8 @@
     python -m benchmarks.accuracy test                 # reads the test split once per chosen configuration
                                                        # (and of each long-history scheme: none is picked)
     python -m benchmarks.accuracy other                # Scientific and Yelp, seed 42: paper preset vs defaults
+    python -m benchmarks.accuracy selection --seeds 42 43   # Beauty: today's SASRec defaults, selected
+                                                       # with seen items left out or ranked (both tested)
     python -m benchmarks.accuracy tune --minutes 600   # h2rec tune, SASRec on Beauty (benchmarks/spaces/)
     python -m benchmarks.accuracy tune --search beauty-h2rec --minutes 600   # the same search for H2Rec
     python -m benchmarks.accuracy tune-save            # a search's study and trials table into results/ now
@@ -193,6 +195,17 @@ OTHER_ROWS = {
                                                                     "train.ema_epochs": 10.0},
 }
 
+# Which validation picks the checkpoint under today's defaults (benchmarks/selection_protocol.py)? The
+# same training run twice, stopped by validation with seen items left out (BEAUTY's protocol) or ranked
+# (`h2rec train`'s rule before this comparison); both test splits are read, one per rule: no row is
+# chosen among them.
+DEFAULTS_NOW = {"train.label_smoothing": 0.1, "train.ema_epochs": 10.0, "train.ema_warmup": True}
+SELECTION_ROWS = {
+    "SASRec, defaults (label smoothing 0.1, weights averaged, horizon 10 epochs, warm-up), selected with seen "
+    "items left out": {**SASREC, **DEFAULTS_NOW},
+    "SASRec, defaults (label smoothing 0.1, weights averaged, horizon 10 epochs, warm-up), selected with seen "
+    "items ranked": {**SASREC, **DEFAULTS_NOW, "eval.exclude_history": False},
+}
 
 # A generated set with long histories (100-300 items a user, max length 50): the case where training
 # on the last window alone leaves most targets unused.
@@ -255,6 +268,10 @@ def beauty_runs(rows: list[str], seeds: list[int]) -> list[Run]:
     return [Run("beauty", row, seed, {**BEAUTY, **BEAUTY_ROWS[row]}) for seed in seeds for row in rows]
 
 
+def selection_runs(rows: list[str], seeds: list[int]) -> list[Run]:
+    return [Run("beauty", row, seed, {**BEAUTY, **SELECTION_ROWS[row]}) for seed in seeds for row in rows]
+
+
 def other_runs(datasets: list[str], rows: list[str], seeds: list[int]) -> list[Run]:
     return [Run(dataset, row, seed, {**BEAUTY, **OTHER_ROWS[row]})
             for dataset in datasets for seed in seeds for row in rows]
@@ -264,13 +281,14 @@ def long_runs(rows: list[str], seeds: list[int]) -> list[Run]:
     # dropout 0.5, no label smoothing and no average unless a row sets one, whatever the defaults become
     return [Run("long", row, seed, {"data.max_len": 50, "train.epochs": 400, "model.dropout": 0.5,
                                     "train.label_smoothing": 0.0, "train.ema_epochs": 0.0, "train.ema_warmup": False,
-                                    **LONG_ROWS[row]})
+                                    "eval.exclude_history": False, **LONG_ROWS[row]})
             for seed in seeds for row in rows]
 
 
 def demo_runs(rows: list[str], seeds: list[int]) -> list[Run]:
     # the defaults of the day they were measured, pinned: a later default must not change these rows
-    return [Run("demo", row, seed, {"model.dropout": 0.5, "train.label_smoothing": 0.1, **DEMO_ROWS[row]})
+    return [Run("demo", row, seed, {"model.dropout": 0.5, "train.label_smoothing": 0.1,
+                                    "eval.exclude_history": False, **DEMO_ROWS[row]})
             for seed in seeds for row in rows]
 
 
@@ -612,8 +630,8 @@ def run_tune(name: str, data: Path, device: str, minutes: float | None, trials: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["long", "demo", "beauty-select", "beauty-seeds", "other", "tune", "tune-save",
-                                        "test", "report"])
+    ap.add_argument("command", choices=["long", "demo", "beauty-select", "beauty-seeds", "other", "selection", "tune",
+                                        "tune-save", "test", "report"])
     ap.add_argument("--search", choices=sorted(TUNE), default="beauty-sasrec", help="tune: which search")
     ap.add_argument("--minutes", type=float, help="tune: start no trial after this many minutes")
     ap.add_argument("--trials", type=int, help="tune: stop at this many finished trials")
@@ -645,6 +663,8 @@ def main() -> None:
         runs = beauty_runs(args.rows or CHOSEN["beauty"], seeds)
     elif args.command == "other":
         runs = other_runs(args.datasets or list(OTHER_DATASETS), args.rows or list(OTHER_ROWS), args.seeds or [42])
+    elif args.command == "selection":
+        runs = selection_runs(args.rows or list(SELECTION_ROWS), args.seeds or [42])
     else:  # test: every chosen Beauty row, and every long-history row (each a scheme of its own, not a pick)
         runs = beauty_runs(args.rows or CHOSEN["beauty"], seeds) + long_runs(list(LONG_ROWS), seeds)
     for run in runs:
@@ -653,7 +673,7 @@ def main() -> None:
                 read_test_once(run, args.device)
         else:
             execute(run, args.data, args.device)
-            if args.command in ("other", "demo") and run.record.is_file():
+            if args.command in ("other", "demo", "selection") and run.record.is_file():
                 read_test_once(run, args.device)
 
 

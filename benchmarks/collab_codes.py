@@ -193,8 +193,10 @@ def execute(run: Run, folders: dict[str, Path], data: Path, device: str) -> None
             return
         import h2rec
 
+        # selected with seen items ranked, as the recorded rows were (the default now leaves them out on Beauty)
         overrides = {"model.kind": run.kind, "data.interactions": str(interactions_file(DATASET, data)),
-                     "data.semid": str(folders[run.codes]), "train.seed": SEED, "train.device": device}
+                     "data.semid": str(folders[run.codes]), "train.seed": SEED, "train.device": device,
+                     "eval.exclude_history": False}
         config = h2rec.build_config(overrides=overrides)
         resume = (run.folder / "config.json").is_file()
         print(f"[collab_codes] {run.row}" + (" (resuming)" if resume else ""), flush=True)

@@ -68,7 +68,8 @@ PROTOCOL_NAME = "sampled_100"
 PROTOCOL = {"eval.negatives": 100, "eval.select_on": "sampled", "model.dim": 64, "model.num_layers": 2,
             "model.num_heads": 1, "model.dropout": 0.5, "data.max_len": 200, "train.windows": "last",
             "train.batch_size": 128, "train.lr": 1e-3, "train.loss": "bce", "train.num_negatives": 1,
-            "train.rec_reduction": "mean", "train.patience": 20, "train.patience_steps": 0, "train.epochs": 200}
+            "train.rec_reduction": "mean", "train.patience": 20, "train.patience_steps": 0, "train.epochs": 200,
+            "eval.exclude_history": False}  # as its first rows were trained (it selects on sampled_100)
 ROWS = {
     "SASRec": {"model.kind": "hid", "model.backbone": "sasrec"},
     "LLM-ESR (SASRec)": {"model.kind": "llmesr", "model.backbone": "sasrec"},

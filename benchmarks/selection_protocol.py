@@ -1,10 +1,12 @@
 """Which validation protocol should pick the checkpoint: full ranking with the user's seen items
-ranked (``h2rec train``'s default), or left out (``--exclude-history``)? Issue 17: a default must be
-the best measured, and the study's tables and the accuracy runs select differently.
+ranked, or left out? Issue 17: a default must be the best measured, and the study's tables and the
+accuracy runs select differently. ``h2rec train`` leaves them out where no training sequence repeats an
+item (``eval.exclude_history`` unset), from what this script shows.
 
-No training is needed: the study (``benchmarks.study``, selects with seen items ranked) and the
-accuracy runs (``benchmarks.accuracy``, select with them left out) trained some identical settings on
-the same machine with the same seed. CPU training is deterministic there, so such a pair is one
+The study (``benchmarks.study``, selects with seen items ranked) and the accuracy runs
+(``benchmarks.accuracy``, select with them left out) trained some identical settings on the same
+machine with the same seed; ``python -m benchmarks.accuracy selection`` trains today's SASRec defaults
+both ways. CPU training is deterministic there, so such a pair is one
 training run stopped by two validation curves, and their test readings (each read once, by its own
 script) compare the two selection rules directly. This script finds those pairs in the committed
 records and writes benchmarks/results/selection_protocol.md.
@@ -70,7 +72,8 @@ def pairs() -> list[tuple[dict, dict]]:
         return [r for r in records if r.get("test") and r["config"]["eval"]["select_on"] == "full"
                 and bool(r["config"]["eval"]["exclude_history"]) == unseen]
 
-    ranked = selected_by(STUDY, "*/*/*/*.json", unseen=False)
+    # the study's rows, and the accuracy rows trained for this comparison (`accuracy selection`)
+    ranked = selected_by(STUDY, "*/*/*/*.json", unseen=False) + selected_by(ACCURACY, "*/*.json", unseen=False)
     return [(a, b) for a in selected_by(ACCURACY, "*/*.json", unseen=True) for b in ranked if same_training(a, b)]
 
 
@@ -82,14 +85,20 @@ def dataset_of(record: dict) -> str:
     return Path(record["data"]["interactions_file"]).parent.name
 
 
+def setting(record: dict) -> str:
+    """The row's name without the rule, which the pair varies (`accuracy selection` names it)."""
+    return record["row"].removesuffix(", selected with seen items left out")
+
+
 def report(found: list[tuple[dict, dict]]) -> str:
     lines = ["# Which validation picks the checkpoint: seen items ranked or left out",
              "",
              "Written by `python -m benchmarks.selection_protocol` from the committed records. Each row is one "
              "training run (same data, seed, machine and settings; CPU training is deterministic) stopped by two "
-             "validation curves: `benchmarks.accuracy` selects on validation NDCG@10 with the user's seen items "
-             "left out (`unseen`), `benchmarks.study` with them ranked (`ranked`). Patience is the same; each "
-             "script read its test split once. Test NDCG@10, full ranking, both ways.",
+             "validation curves: validation NDCG@10 with the user's seen items left out (`unseen`: "
+             "`benchmarks.accuracy`) or ranked (`ranked`: `benchmarks.study`, or `benchmarks.accuracy selection`'s "
+             "twin row). Patience is the same; each run's test split was read once. Test NDCG@10, full ranking, "
+             "both ways.",
              "",
              "| dataset | row | seed | machine | best epoch unseen / ranked | test, seen items ranked: unseen / "
              "ranked | change | test, seen items left out: unseen / ranked | change | Tail (ranked test) | Head |",
@@ -102,7 +111,7 @@ def report(found: list[tuple[dict, dict]]) -> str:
             changes[key].append(x / y - 1)
             cell[key] = f"{x:.4f} / {y:.4f}"
         pct = {key: f"{100 * changes[key][-1]:+.1f}%" for key in changes}
-        lines.append(f"| {dataset_of(a)} | {a['row']} | {a['seed']} | {a['machine'].split(',')[0]} | "
+        lines.append(f"| {dataset_of(a)} | {setting(a)} | {a['seed']} | {a['machine'].split(',')[0]} | "
                      f"{a['best_epoch']} / {b['best_epoch']} | {cell['full', 'overall']} | {pct['full', 'overall']} | "
                      f"{cell['full_unseen', 'overall']} | {pct['full_unseen', 'overall']} | "
                      f"{pct['full', 'tail']} | {pct['full', 'head']} |")
@@ -110,9 +119,9 @@ def report(found: list[tuple[dict, dict]]) -> str:
         lines += ["", "Mean change from selecting with seen items left out, per setting (test NDCG@10; runs):", "",
                   "| row | runs | seen items ranked at test | left out at test | Tail (ranked) | Head (ranked) |",
                   "|---|---|---|---|---|---|"]
-        rows = sorted({a["row"] for a, _ in found})
+        rows = sorted({setting(a) for a, _ in found})
         for row in [*rows, "all"]:
-            picked = [i for i, (a, _) in enumerate(found) if row in ("all", a["row"])]
+            picked = [i for i, (a, _) in enumerate(found) if row in ("all", setting(a))]
             mean = {key: 100 * float(np.mean([v[i] for i in picked])) for key, v in changes.items()}
             cells = [f"{mean[key]:+.1f}%" for key in (("full", "overall"), ("full_unseen", "overall"),
                                                        ("full", "tail"), ("full", "head"))]

@@ -51,7 +51,8 @@ def test_accuracy_records_rebuild_from_their_rows():
     seeds = [42, 43, 44]
     runs = (accuracy.beauty_runs(list(accuracy.BEAUTY_ROWS), seeds)
             + accuracy.long_runs(list(accuracy.LONG_ROWS), seeds) + accuracy.demo_runs(list(accuracy.DEMO_ROWS), seeds)
-            + accuracy.other_runs(list(accuracy.OTHER_DATASETS), list(accuracy.OTHER_ROWS), seeds))
+            + accuracy.other_runs(list(accuracy.OTHER_DATASETS), list(accuracy.OTHER_ROWS), seeds)
+            + accuracy.selection_runs(list(accuracy.SELECTION_ROWS), seeds))
     by_record = {run.record: run for run in runs}
     orphans = [path for path in accuracy.RECORDS.rglob("*.json") if path not in by_record]
     assert not orphans, f"records no row builds: {orphans}"

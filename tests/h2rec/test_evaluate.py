@@ -182,3 +182,52 @@ def test_tiles_of_rows_and_items_count_as_one_matrix(tiny_config, kind):
                 tiled = count_in_catalogue(model, state, targets, exclude, item_chunk, tile_elements=3 * min(
                     item_chunk, model.n_items + 1))
                 assert torch.equal(tiled, whole), (kind, item_chunk)
+
+
+def test_has_repeats_looks_within_each_row_only():
+    from h2rec.assemble import has_repeats
+    from h2rec.ragged import Ragged
+
+    values = np.array([1, 2, 3, 2, 4, 5, 5])
+    assert not has_repeats(Ragged(values, [0, 3], [3, 5]))  # [1 2 3], [2 4]: 2 twice, but in two rows
+    assert has_repeats(Ragged(values, [0, 5], [3, 7]))  # [5 5]
+    assert has_repeats(Ragged(values, [2, 1], [2, 4]))  # an empty row, then [2 3 2]
+    assert not has_repeats(Ragged(values, [0], [0]))
+
+
+def test_selection_leaves_seen_items_out_unless_a_training_sequence_repeats_an_item(tiny, tiny_config, tmp_path):
+    from h2rec.assemble import prepare
+    from h2rec.config import build_config
+
+    def with_rows(change) -> str:
+        lines = tiny["interactions"].read_text().splitlines()
+        rows = [line.split(",") for line in lines[1:]]
+        change(rows)
+        path = tmp_path / f"interactions-{len(list(tmp_path.iterdir()))}.csv"
+        path.write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+        return str(path)
+
+    def repeat_in_training(rows):  # the first user's first item again, before its last two (validation, test)
+        mine = sorted((r for r in rows if r[0] == rows[0][0]), key=lambda r: int(r[2]))
+        assert len(mine) >= 5 and len({int(r[2]) for r in mine}) == len(mine)
+        rows.append([mine[0][0], mine[0][1], mine[1][2]])
+
+    def repeat_as_test_target(rows):  # every user's test item is its first item: evaluation items are not read
+        first, last = {}, {}
+        for row in sorted(rows, key=lambda r: int(r[2])):
+            first.setdefault(row[0], row[1])
+            last[row[0]] = row
+        for user, row in last.items():
+            row[1] = first[user]
+
+    def resolved(path=None, **overrides):
+        data = {"data.interactions": path} if path else {}
+        return prepare(tiny_config(**data, **overrides))[0].eval.exclude_history
+
+    assert resolved() is True  # the tiny set repeats nothing
+    assert resolved(with_rows(repeat_in_training)) is False
+    assert resolved(with_rows(repeat_as_test_target)) is True
+    assert resolved(with_rows(repeat_in_training), **{"eval.exclude_history": True}) is True  # as set
+    assert resolved(**{"eval.exclude_history": False}) is False
+    paper = build_config(overrides={"data.interactions": "x.csv", "data.semid": "s"}, preset="paper")
+    assert paper.eval.exclude_history is False  # the paper preset ranks seen items, as the first study did

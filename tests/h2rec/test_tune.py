@@ -16,6 +16,7 @@ from h2rec import api, evaluate, training  # noqa: E402
 from h2rec.cli import main  # noqa: E402
 from h2rec.config import load_config_file  # noqa: E402
 from h2rec.errors import H2RecError  # noqa: E402
+from h2rec.evaluate import selected_protocol  # noqa: E402
 from h2rec.tune import _test_best, _write_best_config, tune  # noqa: E402
 
 SPACE = """\
@@ -93,7 +94,8 @@ def test_search_selects_on_validation_and_tests_the_best_once(tiny_config, tmp_p
     assert config.model.num_layers in (1, 2) and config.model.dim == 32  # the rest from the base config
     saved = json.loads((out / "best_test.json").read_text())
     assert saved["trial"] == summary["best_trial"] and "test" in saved and "valid" in saved
-    assert saved["valid"]["full"]["overall"]["NDCG@10"] == pytest.approx(summary["best_value"])
+    selected = saved["valid"][selected_protocol(summary["metric"])]
+    assert selected["overall"]["NDCG@10"] == pytest.approx(summary["best_value"])
     assert (out / "trials.png").stat().st_size > 0
 
     # the same command again: budget already met, nothing trained, the test split not read again
@@ -160,7 +162,8 @@ def test_finished_runs_join_the_search_as_completed_trials(tiny_config, tmp_path
     training.train(tiny_config(**{"train.batch_size": 32}), other, progress=False, test=False)
     outside = tmp_path / "outside"
     training.train(tiny_config(**{"train.lr": 0.05}), outside, progress=False, test=False)
-    valid = json.loads((start / "results.json").read_text())["valid"]["full"]["overall"]["NDCG@10"]
+    results = json.loads((start / "results.json").read_text())
+    valid = results["valid"][selected_protocol(results["selection"])]["overall"]["NDCG@10"]
     spy["train"].clear()
 
     with pytest.raises(H2RecError, match=r"other-batch: cannot join the search: not its base configuration: "
@@ -287,7 +290,8 @@ def test_start_from_base_trains_the_base_configuration_first(tiny_config, tmp_pa
     # the first trial is the run the base configuration gives outside the search
     alone = tmp_path / "alone"
     training.train(base, alone, progress=False, test=False)
-    valid = json.loads((alone / "results.json").read_text())["valid"]["full"]["overall"]["NDCG@10"]
+    results = json.loads((alone / "results.json").read_text())
+    valid = results["valid"][selected_protocol(results["selection"])]["overall"]["NDCG@10"]
     assert float(rows[0]["value"]) == pytest.approx(valid, abs=1e-6)
 
     with pytest.raises(H2RecError, match=r"cannot be the first trial: outside the space: train.lr = 0.05"):

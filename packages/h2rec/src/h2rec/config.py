@@ -195,8 +195,11 @@ class EvalConfig:
     select_on: Literal["full", "sampled"] = "full"  # protocol of the validation NDCG@10 that picks the checkpoint
     negatives_seed: int = 2024  # candidates are drawn once with this seed, so every model sees the same ones
     # full ranking is reported with the user's seen items in ("full") and left out ("full_unseen");
-    # True selects the checkpoint on full_unseen, the protocol of the strong public SASRec figures
-    exclude_history: bool = False
+    # True selects the checkpoint on full_unseen, the protocol of the strong public SASRec figures.
+    # None: True when no user's training sequence holds an item twice, else False (resolved into
+    # config.json). On such data a seen item is never the next one, and the curve with seen items ranked
+    # flattens early and stops runs that still improve (benchmarks/results/selection_protocol.md)
+    exclude_history: bool | None = None
     batch_size: int = 512
     # full ranking scores this many items at a time: memory is (batch_size, item_chunk) scores, not
     # (batch_size, catalogue); catalogues up to this size are ranked in one pass
@@ -222,11 +225,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The H2Rec paper's objective (Eq. 10-11: BPR with one sampled negative per position, β = 0.5,
     # γ = 0.3, p = o = 3) with the training loop of this toolkit's first study (docs/results.md):
     # the last window of each history only, early stopping after 10 epochs without a better
-    # validation NDCG@10, constant learning rate 1e-3, dropout 0.2, no average of the weights.
+    # validation NDCG@10 with seen items ranked, constant learning rate 1e-3, dropout 0.2, no average of
+    # the weights.
     "paper": {"train.loss": "bpr", "train.num_negatives": 1, "train.beta": 0.5, "train.gamma": 0.3,
               "train.code_match": 3, "train.window": 3, "train.windows": "last", "train.patience": 10,
               "train.patience_steps": 0, "train.lr": 1e-3, "train.lr_schedule": "constant", "model.dropout": 0.2,
-              "train.ema_epochs": 0.0},
+              "train.ema_epochs": 0.0, "eval.exclude_history": False},
     # SASRec (item IDs only) as our search found it on Beauty (`python -m benchmarks.accuracy tune`, trial
     # 15): ahead of the defaults on validation on seeds 42-44 (+0.7%, +2.8%, +1.7%); on test 0.0591 ± 0.0008
     # against 0.0586 ± 0.0003. A preset, not the default: under H2Rec the same values lose (validation

@@ -330,6 +330,12 @@ def selection_name(config: Config) -> str:
     return protocol_name(selection_protocol(config), config.eval.exclude_history)
 
 
+def selected_protocol(selection: str) -> str:
+    """The protocol whose validation NDCG@10 picked a run's checkpoint (e.g. ``full_unseen``), from the
+    ``selection`` of its results.json ("valid NDCG@10 (full_unseen)")."""
+    return selection.removeprefix("valid NDCG@10 (").removesuffix(")")
+
+
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
     out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if device.type == "cuda":

@@ -181,8 +181,9 @@ EVAL_FLAGS = [
     Flag("eval.negatives", "--eval-negatives", "Also report the paper's protocol, 1 positive + this many sampled "
          "negatives, e.g. 100; 0 = not. Full ranking is always reported."),
     Flag("eval.select_on", "--select-on", "Protocol of the validation NDCG@10 that picks the checkpoint."),
-    Flag("eval.exclude_history", "--exclude-history", "Drop the user's past items from the full ranking, and "
-         "select on that protocol.", switch="on"),
+    Flag("eval.exclude_history", "--exclude-history", "Select the checkpoint on full ranking with the user's "
+         "past items left out (full_unseen) or ranked (full); both are reported.", switch="both",
+         default="on when no training sequence repeats an item"),
 ]
 
 # Fields set in a --config file only: rarely changed, or structured (a mapping, a list).

@@ -531,9 +531,11 @@ def tune(space_path: str | Path, out_dir: str | Path, base_config: Config, trial
         raise H2RecError(f"prune_warmup_epochs must be 0 or more, got {prune_warmup_epochs}")
     settings = SearchSettings(load_space(space_path, base_config), trials, minutes, seed=base_config.train.seed,
                               prune_warmup_epochs=prune_warmup_epochs)
-    metric = f"valid NDCG@10 ({selection_name(base_config)})"
     # data and semantic-ID errors now, not in every trial
-    _, sids, ds = prepare(runfolder.absolute_paths(base_config))
+    resolved, sids, ds = prepare(runfolder.absolute_paths(base_config))
+    # the selection protocol left to the data is fixed once for the whole search, as its trials record it
+    base_config = dataclasses.replace(base_config, eval=resolved.eval)
+    metric = f"valid NDCG@10 ({selection_name(base_config)})"
     runfolder.check_catalogue_coverage(base_config, ds)
     runfolder.check_before_training(base_config, ds)
     out = Path(out_dir)
