@@ -6,7 +6,7 @@
     python -m benchmarks.accuracy test                 # reads the test split once per chosen configuration
                                                        # (and of each long-history scheme: none is picked)
     python -m benchmarks.accuracy other                # Scientific and Yelp, seed 42: paper preset vs defaults
-    python -m benchmarks.accuracy selection --seeds 42 43   # Beauty: today's SASRec defaults, selected
+    python -m benchmarks.accuracy selection --seeds 42 43 44   # Beauty: today's SASRec defaults, selected
                                                        # with seen items left out or ranked (both tested)
     python -m benchmarks.accuracy tune --minutes 600   # h2rec tune, SASRec on Beauty (benchmarks/spaces/)
     python -m benchmarks.accuracy tune --search beauty-h2rec --minutes 600   # the same search for H2Rec

@@ -146,10 +146,10 @@ def prepare(config: Config) -> tuple[Config, semid.SemanticIDs, Dataset]:
 def resolve_selection(config: Config, ds: Dataset) -> Config:
     """``eval.exclude_history`` None becomes True when no user's training sequence holds an item twice,
     else False. On such data a seen item is not the next one, and ranking seen items makes the
-    validation curve flatten early: on Beauty (SASRec under the defaults, seeds 42-43) it stopped runs
-    at epochs 37 and 40, which test 2.8% lower with seen items ranked (3.9% and 5.7% without) than the
-    epochs 63 and 87 the curve without them picks (benchmarks/results/selection_protocol.md). Only
-    training items are read."""
+    validation curve flatten early: on Beauty (SASRec under the defaults, seeds 42-44) it stopped runs
+    at epochs 37 / 40 / 46, which test 1.7% lower on average with seen items ranked (3.0% without) than
+    the epochs 63 / 87 / 71 the curve without them picks (benchmarks/results/selection_protocol.md).
+    Only training items are read."""
     if config.eval.exclude_history is not None:
         return config
     repeats = has_repeats(ds.train)
