@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.record_settings import as_trained
+
 RESULTS = Path(__file__).parent / "results"
 ACCURACY = RESULTS / "accuracy" / "records"
 STUDY = RESULTS / "study" / "records"
@@ -32,24 +34,18 @@ IGNORED = {"eval.exclude_history", "eval.negatives", "eval.item_chunk", "eval.ba
            "data.interactions", "data.semid", "data.cache"}
 
 
-# a weight average came after the first records and later became a default: a record without these
-# keys trained without one
-OFF_WHEN_ABSENT = {"train": {"ema_epochs": 0.0, "ema_warmup": False, "ema_decay": 0.0}}
-
-
 def trained_setting(record: dict) -> dict:
-    """The settings that decide the training run, as a run folder's config.json is read again (a key added
-    to the toolkit after the run takes its default, but see OFF_WHEN_ABSENT) with pca_init's rule applied
-    where it was left open."""
+    """The settings that decide the training run, as its config.json reads today (a setting the record
+    predates at the value it trained with: benchmarks.record_settings), with pca_init's rule applied where
+    it was left open (the study's folders hold text embeddings)."""
+    from h2rec.assemble import default_pca_init
     from h2rec.config import build_config
 
-    sections = {k: dict(v) for k, v in record["config"].items() if k in ("data", "model", "train", "eval")}
-    for section, keys in OFF_WHEN_ABSENT.items():
-        sections[section] = {**keys, **sections[section]}
+    sections = as_trained({k: v for k, v in record["config"].items() if k in ("data", "model", "train", "eval")})
     config = build_config(sections, source=record.get("row", "record"))
     values = {f"{section}.{k}": v for section, keys in config.to_dict().items() for k, v in keys.items()}
     if values["model.pca_init"] is None:
-        values["model.pca_init"] = values["model.kind"] in ("h2rec", "llmesr")
+        values["model.pca_init"] = default_pca_init(values["model.kind"], has_text=True)
     return {k: v for k, v in values.items() if k not in IGNORED}
 
 
@@ -58,8 +54,7 @@ def same_training(a: dict, b: dict) -> bool:
     IDs (the codes of a dataset were encoded again between sittings, so a code-reading pair could differ)."""
     from h2rec.config import CODE_FREE_KINDS
 
-    dataset = lambda r: Path(r["data"]["interactions_file"]).parent.name  # noqa: E731
-    if (dataset(a), a["seed"], a["machine"]) != (dataset(b), b["seed"], b["machine"]):
+    if (dataset_of(a), a["seed"], a["machine"]) != (dataset_of(b), b["seed"], b["machine"]):
         return False
     sa = trained_setting(a)
     return sa["model.kind"] in CODE_FREE_KINDS and sa == trained_setting(b)

@@ -12,12 +12,12 @@ import pytest
 from h2rec.assemble import catalogue_sized_loss
 
 from benchmarks import accuracy
+from benchmarks.record_settings import ADDED_LATER
 from benchmarks.study import experiments
 
-# Settings added after some records were written, with the value that trains as those records did:
-# a row that rebuilds anything else for a record without the field trains something new under its name.
-ADDED_LATER = {("train", "label_smoothing"): 0.0, ("train", "ema_epochs"): 0.0, ("train", "ema_decay"): 0.0,
-               ("train", "ema_warmup"): False, ("train", "sparse_ids"): False}
+# ADDED_LATER: settings added after some records were written, with the value that trains as those
+# records did; a row that rebuilds anything else for a record without the field trains something new
+# under its name.
 PER_MACHINE = {("data", "interactions"), ("data", "semid"), ("train", "device")}
 
 

@@ -52,7 +52,7 @@ def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
     if model.kind == "ccfrec":
         check_ccfrec_text(config, sids)
     if model.pca_init is None:
-        model = dataclasses.replace(model, pca_init=model.kind in ("h2rec", "llmesr") and sids.embeddings is not None)
+        model = dataclasses.replace(model, pca_init=default_pca_init(model.kind, sids.embeddings is not None))
     if model.pca_init and sids.embeddings is None:
         raise H2RecError(f"{config.data.semid}: model.pca_init needs text embeddings, and this folder has none")
     train = catalogue_sized_loss(config.train, len(sids.ids))
@@ -61,6 +61,12 @@ def resolve_config(config: Config, sids: semid.SemanticIDs) -> Config:
                          f"'ce', {len(sids.ids)} items <= train.ce_max_items), which reads every row of the table at "
                          "every step; choose train.loss sampled_softmax, bpr, bce or gbce")
     return dataclasses.replace(config, model=model, train=train)
+
+
+def default_pca_init(kind: str, has_text: bool) -> bool:
+    """model.pca_init left unset: the ID table starts from the text embeddings' principal components for
+    H2Rec (Algorithm 1 line 6) and LLM-ESR, where the semantic-ID folder holds embeddings."""
+    return kind in ("h2rec", "llmesr") and has_text
 
 
 def check_ccfrec_text(config: Config, sids: semid.SemanticIDs) -> None:
