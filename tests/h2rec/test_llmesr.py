@@ -306,7 +306,9 @@ def test_a_run_from_before_the_setting_reads_as_the_authors_form(tiny_config, tm
     meta["format_version"] = 2
     (run / "config.json").write_text(json.dumps(meta))
     assert read_run_config(run).model.llmesr_cross == "replace"
-    assert h2rec.load(run).evaluate() == before
+    # the same metrics; the process's peak memory (also in the results) may have grown in between
+    same = lambda results: {k: v for k, v in results.items() if not k.startswith("peak_")}  # noqa: E731
+    assert same(h2rec.load(run).evaluate()) == same(before)
 
 
 def test_another_models_run_of_format_2_still_reads(tiny_config, tmp_path):
