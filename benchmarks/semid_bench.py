@@ -2,6 +2,7 @@
 
     python -m benchmarks.semid_bench            # everything, ~15 min on 2 CPU cores
     python -m benchmarks.semid_bench --only tables
+    python -m benchmarks.semid_bench --only rqkmeans   # adds its table to the existing results
 
 1. stages: `semid encode` on Beauty in a fresh process with an empty cache: time per stage (read,
    embed, fit, encode, from stats.json) and the process's peak RSS (os.wait4).
@@ -10,6 +11,10 @@
 3. tables: the paper's Table 8 analogue (rqvae at 3x128, 3x256, 3x512, 4x128, 4x256) and Table 6
    analogue (vq, pq, rq, rqvae at 4x128) on both datasets: collision rate, utilisation, per-level
    perplexity, reconstruction error, fit time. Embeddings come from the cache, one embedding per dataset.
+4. rqkmeans: residual k-means (semid's fifth quantizer, added after the tables were measured) at the
+   Table 8 shapes on both datasets, beside rqvae 4x128 fitted again in the same process, so that the
+   two compare on one machine and thread count. Merged into an existing semid_bench.json (the other
+   parts are kept, each part names its machine).
 
 Results: benchmarks/results/semid_bench.json and semid_tables.md (with the machine they ran on).
 Item files come from benchmarks/shared_data.py (the shared readers of ../shared/data; written once to
@@ -183,15 +188,41 @@ def tables(name: str) -> dict:
             "table8": table8, "table6": table6, "load_average_after": os.getloadavg()}
 
 
+def rqkmeans_table(name: str) -> dict:
+    """rqkmeans at every Table 8 shape, and the default rqvae again beside it (same process and threads)."""
+    x = semid.embed_texts(read_dataset(name).texts, EmbedConfig(), cache_dir=CACHE, progress=True)
+    rows = [quantizer_row(x, QuantizerConfig(kind="rqkmeans", levels=levels, codebook_size=size))
+            for levels, size in TABLE8]
+    rows.append(quantizer_row(x, QuantizerConfig(kind="rqvae")))
+    for row in rows:
+        print(name, row, flush=True)
+    return {"items": int(x.shape[0]), "rows": rows, "load_average_after": os.getloadavg()}
+
+
 def percent(share: float) -> str:
     """Three significant digits, never exponent notation (utilisation spans 100 % down to 1e-5 %)."""
     return f"{100 * share:.3g}" if 100 * share >= 1e-4 else f"{100 * share:.1e}"
 
 
+def machine_line(m: dict) -> str:
+    return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
+            f"Python {m['python']}, semid {m['semid']}.")
+
+
+def quantizer_table(rows: list[dict]) -> list[str]:
+    lines = ["| quantizer | setting | Coll. % | Util. % | perplexity per level | recon. err | fit s |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['quantizer']} | {row['setting']} | {100 * row['collision_rate']:.2f} | "
+            f"{percent(row['utilisation'])} | {' / '.join(f'{p:.0f}' for p in row['perplexity'])} | "
+            f"{row['reconstruction_error']:.3f} | {row['fit_s']:.1f} |"
+        )
+    return lines + [""]
+
+
 def markdown(results: dict) -> str:
-    m = results["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
-             f"Python {m['python']}, semid {m['semid']}.", ""]
+    lines = [machine_line(results["machine"]), ""]
     if "stages" in results:
         s = results["stages"]
         t = s["timings_s"]
@@ -212,22 +243,22 @@ def markdown(results: dict) -> str:
         r = results[name]
         for key, title in (("table8", "Table 8 analogue (rqvae)"), ("table6", "Table 6 analogue (4x128)")):
             lines += [f"**{name}: {title}, {r['items']:,} items** (duplicate texts alone give a collision rate of "
-                      f"{100 * r['duplicate_text_collision_floor']:.2f} %)", "",
-                      "| quantizer | setting | Coll. % | Util. % | perplexity per level | recon. err | fit s |",
-                      "|---|---|---|---|---|---|---|"]
-            for row in r[key]:
-                lines.append(
-                    f"| {row['quantizer']} | {row['setting']} | {100 * row['collision_rate']:.2f} | "
-                    f"{percent(row['utilisation'])} | {' / '.join(f'{p:.0f}' for p in row['perplexity'])} | "
-                    f"{row['reconstruction_error']:.3f} | {row['fit_s']:.1f} |"
-                )
-            lines.append("")
+                      f"{100 * r['duplicate_text_collision_floor']:.2f} %)", ""]
+            lines += quantizer_table(r[key])
+    if "rqkmeans" in results:
+        part = results["rqkmeans"]
+        lines += [f"rqkmeans against rqvae, fitted in one process. {machine_line(part['machine'])}", ""]
+        for name in NAMES:
+            if name in part:
+                lines += [f"**{name}: rqkmeans at the Table 8 shapes, rqvae 4x128 beside it, "
+                          f"{part[name]['items']:,} items**", ""]
+                lines += quantizer_table(part[name]["rows"])
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["stages", "speed", "tables"], action="append")
+    parser.add_argument("--only", choices=["stages", "speed", "tables", "rqkmeans"], action="append")
     parser.add_argument("--render", type=Path, help="only re-render the tables of an existing results json")
     args = parser.parse_args()
     if args.render:
@@ -235,6 +266,11 @@ def main() -> None:
         args.render.with_name(args.render.name.replace("semid_bench", "semid_tables")).with_suffix(".md").write_text(
             markdown(results) + "\n", encoding="utf-8")
         return
+    if args.only == ["rqkmeans"]:
+        add_rqkmeans()
+        return
+    if args.only and "rqkmeans" in args.only:
+        parser.error("--only rqkmeans: run it alone (it adds its table to the existing results)")
     parts = args.only or ["stages", "speed", "tables"]
     results: dict = {"machine": machine()}
     if "stages" in parts:
@@ -250,6 +286,19 @@ def main() -> None:
     suffix = "" if args.only is None else "_" + "_".join(parts)
     (RESULTS / f"semid_bench{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (RESULTS / f"semid_tables{suffix}.md").write_text(markdown(results) + "\n", encoding="utf-8")
+    print(markdown(results))
+
+
+def add_rqkmeans() -> None:
+    """The rqkmeans part, merged into semid_bench.json: the parts measured before are kept as they are."""
+    path = RESULTS / "semid_bench.json"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    results["rqkmeans"] = {"machine": machine(), **{name: rqkmeans_table(name) for name in NAMES}}
+    for target, text in ((path, json.dumps(results, indent=2) + "\n"),
+                         (RESULTS / "semid_tables.md", markdown(results) + "\n")):
+        partial = target.with_suffix(target.suffix + ".tmp")  # a stopped run leaves the old file whole
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
     print(markdown(results))
 
 
