@@ -1,8 +1,8 @@
 """semid benchmarks on Amazon Beauty (12,101 titles) and Yelp (20,033 name + categories).
 
-    python -m benchmarks.semid_bench            # everything, ~15 min on 2 CPU cores
+    python -m benchmarks.semid_bench            # everything, ~15 min on 2 CPU cores (+ ~7 for rqkmeans)
     python -m benchmarks.semid_bench --only tables
-    python -m benchmarks.semid_bench --only rqkmeans   # adds its table to the existing results
+    python -m benchmarks.semid_bench --only rqkmeans   # alone: adds its table to the existing results
 
 1. stages: `semid encode` on Beauty in a fresh process with an empty cache: time per stage (read,
    embed, fit, encode, from stats.json) and the process's peak RSS (os.wait4).
@@ -13,8 +13,8 @@
    perplexity, reconstruction error, fit time. Embeddings come from the cache, one embedding per dataset.
 4. rqkmeans: residual k-means (semid's fifth quantizer, added after the tables were measured) at the
    Table 8 shapes on both datasets, beside rqvae 4x128 fitted again in the same process, so that the
-   two compare on one machine and thread count. Merged into an existing semid_bench.json (the other
-   parts are kept, each part names its machine).
+   two compare on one machine and thread count. `--only rqkmeans` alone merges it into an existing
+   semid_bench.json (the other parts are kept; this part names its own machine).
 
 Results: benchmarks/results/semid_bench.json and semid_tables.md (with the machine they ran on).
 Item files come from benchmarks/shared_data.py (the shared readers of ../shared/data; written once to
@@ -284,9 +284,7 @@ def main() -> None:
     if args.only == ["rqkmeans"]:
         add_rqkmeans()
         return
-    if args.only and "rqkmeans" in args.only:
-        parser.error("--only rqkmeans: run it alone (it adds its table to the existing results)")
-    parts = args.only or ["stages", "speed", "tables"]
+    parts = args.only or ["stages", "speed", "tables", "rqkmeans"]
     results: dict = {"machine": machine()}
     if "stages" in parts:
         results["stages"] = stages("beauty")
@@ -297,6 +295,8 @@ def main() -> None:
     if "tables" in parts:
         for name in NAMES:
             results[name] = tables(name)
+    if "rqkmeans" in parts:
+        results["rqkmeans"] = rqkmeans_part()
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.only is None else "_" + "_".join(parts)
     (RESULTS / f"semid_bench{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -304,11 +304,15 @@ def main() -> None:
     print(markdown(results))
 
 
+def rqkmeans_part() -> dict:
+    return {"machine": machine(), **{name: rqkmeans_table(name) for name in NAMES}}
+
+
 def add_rqkmeans() -> None:
     """The rqkmeans part, merged into semid_bench.json: the parts measured before are kept as they are."""
     path = RESULTS / "semid_bench.json"
     results = json.loads(path.read_text(encoding="utf-8"))
-    results["rqkmeans"] = {"machine": machine(), **{name: rqkmeans_table(name) for name in NAMES}}
+    results["rqkmeans"] = rqkmeans_part()
     for target, text in ((path, json.dumps(results, indent=2) + "\n"),
                          (RESULTS / "semid_tables.md", markdown(results) + "\n")):
         partial = target.with_suffix(target.suffix + ".tmp")  # a stopped run leaves the old file whole
