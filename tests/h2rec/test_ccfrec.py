@@ -22,6 +22,7 @@ from h2rec.assemble import prepare
 from h2rec.cli import main
 from h2rec.errors import H2RecError
 from h2rec.evaluate import model_inputs, next_item_states
+from h2rec.optim import make_optimizer
 from h2rec.rivals.ccfrec import FusionLayer, text_views, whitened_pca
 from h2rec.rivals.ccfrec_masking import (
     code_masking_losses,
@@ -184,6 +185,29 @@ def test_the_score_is_a_cosine_over_tau_with_fused_plus_code_candidates(ccfrec, 
         torch.testing.assert_close(model.score(state, picked), model.score_all(state).gather(1, picked))
         assert model.candidates(picked).requires_grad
     assert model.vector_parts() == ["fused"]
+
+
+def test_the_kept_candidate_table_follows_an_optimizer_step(ccfrec):
+    """Validation after an epoch scores against the weights that epoch left. Torch's fused AdamW (what
+    training uses on CPU and CUDA) moves the weights without counting a version, and the table used to
+    be kept on versions alone: every validation after the first read the first one's items."""
+    config, _, ds, model = ccfrec()
+    with torch.no_grad():
+        state = next_item_states(model, ds.sequences[:6], MAX_LEN)
+        before = model.score_all(state)  # the table is computed and kept
+    optimizer = make_optimizer(model, config.train)
+    assert optimizer.defaults["fused"]  # the case that broke: CPU has the fused kernel
+    model.train()
+    model.candidates(torch.arange(1, model.n_items + 1)).sum().backward()
+    optimizer.step()
+    model.eval()  # as evaluation does before each pass
+    with torch.no_grad():
+        state = next_item_states(model, ds.sequences[:6], MAX_LEN)
+        after = model.score_all(state)
+        fresh = ccfrec()[3]
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(after, fresh.score_all(state), atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(after[:, 1:], before[:, 1:])
 
 
 # ----------------------------------------------------------------------------- (C7): code masking

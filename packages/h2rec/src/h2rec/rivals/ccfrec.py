@@ -218,15 +218,25 @@ class CCFRec(nn.Module):
 
     def candidate_table(self, start: int, end: int) -> Tensor:
         """(C6) for items start..end-1, (end - start, d). In evaluation without gradient the whole
-        catalogue is computed once and kept while no parameter changes (a tensor's version counts its
-        in-place updates: an optimizer step, a loaded checkpoint), since evaluation asks for it once
-        per batch of users."""
+        catalogue is computed once and kept, since evaluation asks for it once per batch of users.
+
+        It is dropped by every ``train()`` / ``eval()`` call (evaluation calls ``eval()`` before each
+        pass; training calls ``train()`` before each epoch) and whenever a parameter's version changes
+        (in-place edits by ordinary ops: a loaded checkpoint, the weight average's update). The version
+        alone is not enough: torch's fused AdamW (h2rec.optim, on CPU and CUDA) updates the weights
+        without counting a version, and a table kept on versions alone outlived every optimizer step,
+        so each validation after the first scored the users of the new weights against the items of
+        the first (runs trained from 2026-11-30 23:30, fused AdamW's commit, to this fix)."""
         if self.training or torch.is_grad_enabled():
             return self.candidates(torch.arange(start, end, device=self.device))
         key = tuple((id(p), p._version) for p in self.parameters())
         if self._table is None or self._table[0] != key:
             self._table = (key, self.candidates(torch.arange(0, self.n_items + 1, device=self.device)))
         return self._table[1][start:end]
+
+    def train(self, mode: bool = True) -> CCFRec:
+        self._table = None  # see candidate_table: parameters may have moved without a version count
+        return super().train(mode)
 
     # ----------------------------------------------------------------- user side
     def forward(self, items: Tensor, msg_level: Tensor | None = None,
