@@ -12,7 +12,8 @@
 #
 #   OUT=folder benchmarks/gpu.sh            (default OUT: benchmarks/work/gpu; everything lands there)
 #   PARTS="precision compile" benchmarks/gpu.sh    (some parts only: tests precision compile study encoders steps;
-#                                              all together take about 17 minutes, more than one device call)
+#                                              all together take about 17 minutes, more than one device call;
+#                                              ccfrec, a study run, only when named)
 #
 # Needs the Yelp and Beauty interactions under $H2REC_DATA (default ../shared/data) and their
 # semantic IDs from `python -m benchmarks.study prepare` in benchmarks/work/{yelp,beauty}/semid-rqvae-4x128.
@@ -72,6 +73,19 @@ for row_and_seconds in "SASRec (hid) 60" "H2Rec 120"; do
     --device cuda 2>&1 | tail -3
 done
 python3 -m benchmarks.epoch_seconds benchmarks/work/runs/yelp/rqvae-4x128/*-s42 --out "$OUT/study_epochs_cuda.json"
+fi
+
+# issue 21: CCFRec on Beauty under the defaults, trained again after its evaluation fix (the records
+# made with stale candidate tables were withdrawn; docs/results.md, finding 17). On one CPU thread a seed
+# costs about 150 s an epoch; not in the default PARTS: PARTS=ccfrec SEEDS="44" benchmarks/gpu.sh, with
+# benchmarks/work/beauty/semid-rqvae-4x128 carried (seed 44's rows read the AMD EPYC's codes, 1.32%).
+# A finished run's record comes back under $OUT/records/; an unfinished one is lost with the machine.
+if wants ccfrec; then
+step "study: CCFRec on Beauty, seeds ${SEEDS:-44}"
+timeout "${CCFREC_SECONDS:-480}" python3 -m benchmarks.study table2-defaults --datasets beauty \
+  --seeds ${SEEDS:-44} --rows "CCFRec (ccfrec)" --device cuda 2>&1 | grep -v "^epoch" | tail -5
+mkdir -p "$OUT/records"
+cp benchmarks/results/study/records/beauty/rqvae-4x128/defaults/kind=ccfrec-s*.json "$OUT/records/" 2>/dev/null
 fi
 
 if wants encoders; then
