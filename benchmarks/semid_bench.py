@@ -1,6 +1,6 @@
 """semid benchmarks on Amazon Beauty (12,101 titles) and Yelp (20,033 name + categories).
 
-    python -m benchmarks.semid_bench            # everything, ~15 min on 2 CPU cores (+ ~7 for rqkmeans)
+    python -m benchmarks.semid_bench            # everything: ~15 min on 2 CPU cores, then the rqkmeans part
     python -m benchmarks.semid_bench --only tables
     python -m benchmarks.semid_bench --only rqkmeans   # alone: adds its table to the existing results
 
