@@ -21,6 +21,7 @@ twice).
     python -m benchmarks.study table2-defaults --datasets scientific      # Table 2 + rivals under h2rec's defaults
     python -m benchmarks.study table3-defaults --datasets scientific      # Table 3 under h2rec's defaults
     python -m benchmarks.study llmesr-defaults --datasets scientific      # LLM-ESR's parts under h2rec's defaults
+    python -m benchmarks.study quantizer-defaults --datasets beauty --seeds 44   # RQ-VAE against RQ-KMeans codes
     python -m benchmarks.study report                             # docs/results.md + plots from what has run
 
 The package: ``experiments`` (the settings and one function per table), ``runner`` (locks, child

@@ -19,7 +19,7 @@ from scipy import stats
 
 from benchmarks.shared_data import REPO
 from benchmarks.study import experiments
-from benchmarks.study.experiments import RESULTS
+from benchmarks.study.experiments import QUANTIZER_ROWS, RESULTS
 
 DOC = REPO / "docs" / "results.md"
 IMG = REPO / "docs" / "img"
@@ -43,6 +43,8 @@ TITLES = {
                         "no label smoothing)",
     "llmesr-defaults": "LLM-ESR's parts under h2rec's defaults (its own ablations, and the form of the cross-view "
                        "attention)",
+    "quantizer-defaults": "Beyond the paper: what a quantizer's collisions cost, under h2rec's defaults (RQ-VAE "
+                          "against RQ-KMeans codes from the same embeddings)",
     "beta": "Figure 3 (left): alignment weight beta",
     "gamma": "Figure 3 (right): granularity weight gamma",
     "code_match": "Table 4: code-matching threshold p",
@@ -310,18 +312,27 @@ def dataset_line(rows: dict[str, list[dict]]) -> str:
 
 def code_set_warnings(named: dict) -> list[str]:
     """Every run of one dataset and codebook shape that reads semantic IDs must read the same ones.
-    Records carry the collision rate of theirs (at the precision the tables print), so a set remade
-    differently, say by another thread count or CPU (docs/semid.md), shows here. Runs of kinds that
-    never read the codes (SASRec, LLM-ESR, MELT) record the folder's rate too but do not count."""
-    rates = defaultdict(set)
+    Records carry the statistics of theirs, so a set remade differently, say by another thread count,
+    CPU or embedding cache (docs/semid.md), shows here: by its collision rate, or, where two sets
+    collide alike, by its per-level perplexities. Runs of kinds that never read the codes (SASRec,
+    LLM-ESR, MELT) record the folder's statistics too but do not count."""
+    sets = defaultdict(set)
     for rows in named.values():
         for runs in rows.values():
             for r in runs:
                 if "collisions" in r and r["config"]["model"]["kind"] not in CODE_FREE_KINDS:
-                    rates[r["run"].rsplit("/", 1)[0]].add(round(100 * r["collisions"]["collision_rate"], 2))
-    return [f"**Warning**: the runs of `{codes}` used different semantic IDs (collision rates "
-            f"{', '.join(f'{v}%' for v in sorted(found))}); compare them with care.\n"
-            for codes, found in sorted(rates.items()) if len(found) > 1]
+                    sets[r["run"].rsplit("/", 1)[0]].add(code_set(r["collisions"]))
+    return [f"**Warning**: the runs of `{codes}` used different semantic IDs ("
+            f"{'; '.join(f'collision rate {rate}%, perplexity per level {perplexity}' for rate, perplexity in sorted(found))}"
+            f"); compare them with care.\n"
+            for codes, found in sorted(sets.items()) if len(found) > 1]
+
+
+def code_set(collisions: dict) -> tuple[float, str]:
+    """What tells two code sets apart in a record: collision rate (%, as the tables print it) and the
+    per-level perplexities (older records without them count by the rate alone)."""
+    perplexity = " / ".join(f"{level['perplexity']:.1f}" for level in collisions.get("per_level", []))
+    return round(100 * collisions["collision_rate"], 2), perplexity or "-"
 
 
 def write_report(results_dir: Path = RESULTS) -> None:
@@ -340,7 +351,7 @@ def write_report(results_dir: Path = RESULTS) -> None:
             extra = None
             if table == "table8":
                 extra = (["ours Coll.% / Util.%", "paper Coll.% / Util.%"], collision_columns)
-            if table == "table6":  # the paper gives no collision figures per quantizer
+            if table in ("table6", "quantizer-defaults"):  # the paper gives no collision figures per quantizer
                 extra = (["Coll.% / Util.%"], lambda name, runs: collision_columns(name, runs)[:1])
             hours = sum(r["hours"] for runs in rows.values() for r in runs)
             out += [f"### {title} ({dataset})", "", dataset_line(rows),
@@ -370,6 +381,10 @@ def write_report(results_dir: Path = RESULTS) -> None:
                 out += significance(rows, table, paper)
             if table in DEFAULT_ROW:
                 out += variant_effects(rows, paper, DEFAULT_ROW[table])
+            if table == "quantizer-defaults":  # each model's codes against its own RQ-VAE row
+                for model in QUANTIZER_ROWS:
+                    same_model = {name: runs for name, runs in rows.items() if name.startswith(f"{model}, ")}
+                    out += variant_effects(same_model, None, f"{model}, RQ-VAE codes")
             if table.endswith(DEFAULTS_SUFFIX) and (table.removesuffix(DEFAULTS_SUFFIX), dataset) in named:
                 out += settings_change(named[(table.removesuffix(DEFAULTS_SUFFIX), dataset)], rows)
             if table in ("table2", "table2-defaults"):

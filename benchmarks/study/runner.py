@@ -47,7 +47,8 @@ def prepare(dataset: str, sids: SemanticIDs, data: Path) -> Path:
         semid.encode_catalogue(
             items_file(dataset, data), out,
             read=semid.ReadConfig(template=spec.template),
-            quantizer=semid.QuantizerConfig(kind=sids.quantizer, levels=sids.levels, codebook_size=sids.codebook),
+            quantizer=semid.QuantizerConfig(kind=sids.quantizer, levels=sids.levels, codebook_size=sids.codebook,
+                                            pca_dim=sids.pca_dim),
             cache_dir=WORK / "cache",  # shared with semid_bench.py
         )
     finally:

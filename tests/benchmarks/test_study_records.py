@@ -84,7 +84,24 @@ def test_code_set_warning_counts_only_runs_that_read_codes():
     mixed = {("table2-defaults", "beauty"): {**same_codes[("table2-defaults", "beauty")],
                                              "CCFRec": [record("ccfrec", 0.0145)]}}
     [warning] = code_set_warnings(mixed)
-    assert "beauty/rqvae-4x128/defaults" in warning and "1.45%, 1.5%" in warning
+    assert "beauty/rqvae-4x128/defaults" in warning
+    assert "collision rate 1.45%, perplexity per level -; collision rate 1.5%" in warning
+
+
+def test_code_sets_that_collide_alike_are_told_apart_by_their_perplexities():
+    # embeddings made afresh gave Beauty's rqvae codes the same 1.32% and other per-level perplexities
+    from benchmarks.study.report import code_set_warnings
+
+    def record(kind: str, perplexities: list[float]) -> dict:
+        levels = [{"perplexity": p} for p in perplexities]
+        return {"run": f"beauty/rqvae-4x128/defaults/{kind}-s44", "config": {"model": {"kind": kind}},
+                "collisions": {"collision_rate": 0.013222, "per_level": levels}}
+
+    first = {"SID only": [record("sid", [118.31, 123.1])], "H2Rec": [record("h2rec", [118.29, 123.1])]}
+    assert code_set_warnings({("table2-defaults", "beauty"): first}) == []  # printed precision: one set
+    remade = {**first, "CCFRec": [record("ccfrec", [120.4, 123.6])]}
+    [warning] = code_set_warnings({("table2-defaults", "beauty"): remade})
+    assert "perplexity per level 118.3 / 123.1; collision rate 1.32%, perplexity per level 120.4 / 123.6" in warning
 
 
 def test_protocol_disagreements_compare_rows_on_the_seeds_both_have():

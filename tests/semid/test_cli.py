@@ -71,6 +71,16 @@ def test_per_level_codebook_sizes_on_the_command_line(runner, tmp_path, embedded
     assert stats["collisions"]["codebook_sizes"] == [16, 8, 4]
 
 
+def test_pca_dim_reaches_the_quantizer(runner, tmp_path, embedded):
+    emb, ids = embedded
+    result = runner.invoke(main, ["encode", "-o", str(tmp_path / "out"), "--embeddings", emb, "--ids", ids,
+                                  "--quantizer", "rqkmeans", "--levels", "2", "--codebook-size", "8",
+                                  "--pca-dim", "6", "--quiet"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "out/stats.json").read_text(encoding="utf-8"))
+    assert stats["quantizer"]["pca_dim"] == 6 and 0 < stats["fit"]["pca_variance_kept"] < 1
+
+
 def test_encode_and_embed_from_text_with_a_local_model(runner, tmp_path, item_records, write_jsonl, tiny_bert):
     items = str(write_jsonl(item_records[:40]))
     common = ["--model", str(tiny_bert), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
@@ -93,7 +103,8 @@ def test_encode_and_embed_from_text_with_a_local_model(runner, tmp_path, item_re
 
 @pytest.mark.parametrize("case", ["malformed_json", "duplicate_id", "missing_template_field", "nan_embeddings",
                                   "ids_mismatch", "codebook_too_large", "missing_file", "stats_of_empty_dir",
-                                  "csv_unclosed_quote", "seed_too_large", "npy_of_strings", "cache_dir_under_a_file"])
+                                  "csv_unclosed_quote", "seed_too_large", "npy_of_strings", "cache_dir_under_a_file",
+                                  "pca_dim_too_large", "pca_dim_on_rqvae"])
 def test_bad_input_exits_with_code_2_and_a_located_message(runner, tmp_path, case, write_jsonl, clustered):
     out = tmp_path / "out"
     if case == "csv_unclosed_quote":  # once read as one item, then blamed on the codebook size
@@ -143,6 +154,14 @@ def test_bad_input_exits_with_code_2_and_a_located_message(runner, tmp_path, cas
         args = ["encode", "-o", str(out), "--embeddings", str(tmp_path / "emb.npy"), "--ids",
                 str(tmp_path / "ids.txt"), "--codebook-size", "1024", "--quantizer", "rq"]
         expected = f"{tmp_path / 'emb.npy'}: field 'codebook_size' is 1024, more codes than the 300 items"
+    elif case in ("pca_dim_too_large", "pca_dim_on_rqvae"):
+        np.save(tmp_path / "emb.npy", clustered.numpy())
+        (tmp_path / "ids.txt").write_text("".join(f"r{i}\n" for i in range(300)), encoding="utf-8")
+        too_large = case == "pca_dim_too_large"
+        args = ["encode", "-o", str(out), "--embeddings", str(tmp_path / "emb.npy"), "--ids", str(tmp_path / "ids.txt"),
+                "--quantizer", "rqkmeans" if too_large else "rqvae", "--pca-dim", "64" if too_large else "8"]
+        expected = (f"{tmp_path / 'emb.npy'}: field 'pca_dim' is 64, more than the embeddings' 48 dimensions"
+                    if too_large else "field 'pca_dim' applies to rqkmeans only, not rqvae")
     elif case == "missing_file":
         args, expected = ["encode", str(tmp_path / "nope.jsonl"), "-o", str(out)], "nope.jsonl: no such file"
     else:

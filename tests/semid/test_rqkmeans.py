@@ -8,6 +8,7 @@ import pytest
 import semid
 import torch
 from semid import QuantizerConfig, SemidError, build_quantizer, load_quantizer
+from semid.principal import fixed_signs, principal_axes
 from semid.quantize import kmeans
 from semid.quantize.kmeans import faiss_available
 
@@ -139,3 +140,43 @@ def test_out_dir_loads_reencodes_and_feeds_code_embedding(tmp_path, clustered):
     table = s.embedding(dim=48, padding_idx0=True)  # d_l == dim: tables start as copies of the codebooks
     assert torch.equal(table.levels[0].weight.detach(), s.codebooks[0])
     assert table(torch.tensor([[0, 1, 300]])).shape == (1, 3, 48)
+
+
+def test_principal_axes_match_an_svd_whatever_the_chunking(clustered):
+    mean, axes, kept = principal_axes(clustered, 5, chunk=7)  # ragged chunks: the sums must not care
+    centred = clustered.double() - clustered.double().mean(0)
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    reference = fixed_signs(vh[:5].T)
+    torch.testing.assert_close(mean, clustered.mean(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(axes.double(), reference, rtol=0, atol=1e-5)
+    assert kept == pytest.approx(float((singular[:5] ** 2).sum() / (singular**2).sum()), rel=1e-6)
+    # fixed signs: each axis' largest entry is positive, so a flipped solver answer gives the same axes
+    assert bool((axes[axes.abs().argmax(0), torch.arange(5)] > 0).all())
+    torch.testing.assert_close(fixed_signs(-reference), reference)
+
+
+def test_pca_dim_clusters_the_principal_coordinates_and_decodes_back(clustered, tmp_path):
+    # the same k-means on coordinates projected by hand gives the same codes; decode maps back to [n, d]
+    q = fit(clustered, levels=3, codebook_size=8, pca_dim=6)
+    centred = clustered.double() - clustered.double().mean(0)
+    axes = fixed_signs(torch.linalg.svd(centred, full_matrices=False)[2][:6].T)
+    coordinates = (centred @ axes).float()
+    by_hand = fit(coordinates, levels=3, codebook_size=8)
+    codes = q.encode(clustered)
+    assert torch.equal(codes, by_hand.encode(coordinates))
+    assert [tuple(book.shape) for book in q.codebooks] == [(8, 6)] * 3
+    expected = by_hand.decode(codes).double() @ axes.T + clustered.double().mean(0)
+    torch.testing.assert_close(q.decode(codes).double(), expected, rtol=0, atol=1e-4)
+    assert 0 < q.fit_info["pca_variance_kept"] < 1
+    q.save(tmp_path)
+    loaded = load_quantizer(tmp_path)
+    assert loaded.config.pca_dim == 6 and torch.equal(loaded.encode(clustered), codes)
+
+
+def test_pca_dim_is_checked():
+    with pytest.raises(SemidError, match="field 'pca_dim' applies to rqkmeans only, not rq"):
+        QuantizerConfig(kind="rq", pca_dim=4)
+    with pytest.raises(SemidError, match="field 'pca_dim' must be 0"):
+        QuantizerConfig(kind="rqkmeans", pca_dim=-1)
+    with pytest.raises(SemidError, match="field 'pca_dim' is 9, more than the embeddings' 8 dimensions"):
+        fit(torch.randn(40, 8), levels=1, codebook_size=4, pca_dim=9)

@@ -223,12 +223,15 @@ def main() -> None:
               help="Fit the quantizer on a seeded random sample of this many items, then encode all; 0 = all items.")
 @click.option("--kmeans-backend", type=click.Choice(KMEANS_BACKENDS), default=QuantizerConfig.kmeans_backend,
               show_default=True, help="rqkmeans: auto = faiss when installed (pip install 'semid[faiss]'), else torch.")
+@click.option("--pca-dim", type=click.IntRange(min=0), default=QuantizerConfig.pca_dim, show_default=True,
+              help="rqkmeans: cluster the embeddings' first N principal components (of the fit items); "
+                   "0 = all dimensions. Fewer collisions on real catalogues (docs/semid.md 3.1).")
 @click.option("--export", "exports", type=click.Choice(EXPORTS), multiple=True,
               help="Extra output: recbole = semid.item with a sid:token_seq column.")
 @_embed_options
 def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, levels, codebook_size, dedup,
            embeddings_file, ids_file, collab_path, collab_ids, collab_weight, seed, epochs, fit_sample,
-           kmeans_backend, exports, model, pooling, normalize, max_length, batch_size, chunk_size, cache_dir,
+           kmeans_backend, pca_dim, exports, model, pooling, normalize, max_length, batch_size, chunk_size, cache_dir,
            no_cache, device, dtype, threads, quiet):
     """Turn ITEMS (jsonl, csv, tsv or RecBole .item) into Semantic IDs in OUT_DIR.
 
@@ -247,7 +250,7 @@ def encode(items, out_dir, fmt, id_field, text_fields, template, quantizer, leve
     def rank0(group):
         quantizer_config = QuantizerConfig(kind=quantizer, levels=levels, codebook_size=codebook_size,
                                            seed=seed, epochs=epochs, device=device, fit_sample=fit_sample,
-                                           kmeans_backend=kmeans_backend)
+                                           kmeans_backend=kmeans_backend, pca_dim=pca_dim)
         return encode_to_folder(
             items, out_dir,
             read=read,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semid.errors import fail
+from semid.principal import fixed_signs
 
 COMBINES = ("sum", "concat", "levels")
 DEDUP_INIT_STD = 0.02  # the dedup column has no codebook: BERT-style normal(0, 0.02) init
@@ -31,9 +32,7 @@ def project_codebook(codebook: torch.Tensor, dim: int) -> torch.Tensor:
     if dim > d:
         return F.pad(codebook, (0, dim - d)).float()
     _, _, vh = torch.linalg.svd(codebook - codebook.mean(0), full_matrices=False)  # vh: (min(K, d), d)
-    directions = vh[:dim].T  # (d, r), r = min(dim, K, d)
-    largest = directions.abs().argmax(dim=0)
-    directions = directions * torch.sign(directions[largest, torch.arange(directions.shape[1])])
+    directions = fixed_signs(vh[:dim].T)  # (d, r), r = min(dim, K, d)
     projected = codebook @ directions  # (K, r)
     return F.pad(projected, (0, dim - projected.shape[1])).float()
 
