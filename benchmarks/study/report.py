@@ -322,10 +322,11 @@ def code_set_warnings(named: dict) -> list[str]:
             for r in runs:
                 if "collisions" in r and r["config"]["model"]["kind"] not in CODE_FREE_KINDS:
                     sets[r["run"].rsplit("/", 1)[0]].add(code_set(r["collisions"]))
-    return [f"**Warning**: the runs of `{codes}` used different semantic IDs ("
-            f"{'; '.join(f'collision rate {rate}%, perplexity per level {perplexity}' for rate, perplexity in sorted(found))}"
-            f"); compare them with care.\n"
-            for codes, found in sorted(sets.items()) if len(found) > 1]
+    def described(found: set) -> str:
+        return "; ".join(f"collision rate {rate}%, perplexity per level {perplexity}" for rate, perplexity in sorted(found))
+
+    return [f"**Warning**: the runs of `{codes}` used different semantic IDs ({described(found)}); compare them "
+            f"with care.\n" for codes, found in sorted(sets.items()) if len(found) > 1]
 
 
 def code_set(collisions: dict) -> tuple[float, str]:
