@@ -323,7 +323,7 @@ def code_set_warnings(named: dict) -> list[str]:
                 if "collisions" in r and r["config"]["model"]["kind"] not in CODE_FREE_KINDS:
                     sets[r["run"].rsplit("/", 1)[0]].add(code_set(r["collisions"]))
     def described(found: set) -> str:
-        return "; ".join(f"collision rate {rate}%, perplexity per level {perplexity}" for rate, perplexity in sorted(found))
+        return "; ".join(f"collision rate {rate}%, perplexity per level {levels}" for rate, levels in sorted(found))
 
     return [f"**Warning**: the runs of `{codes}` used different semantic IDs ({described(found)}); compare them "
             f"with care.\n" for codes, found in sorted(sets.items()) if len(found) > 1]
