@@ -322,6 +322,7 @@ def code_set_warnings(named: dict) -> list[str]:
             for r in runs:
                 if "collisions" in r and r["config"]["model"]["kind"] not in CODE_FREE_KINDS:
                     sets[r["run"].rsplit("/", 1)[0]].add(code_set(r["collisions"]))
+
     def described(found: set) -> str:
         return "; ".join(f"collision rate {rate}%, perplexity per level {levels}" for rate, levels in sorted(found))
 
